@@ -1,0 +1,355 @@
+"""The bus: Redis Streams with consumer groups, natural batching and effectively-once stages.
+
+A consumer reads up to ``read_count`` entries per ``XREADGROUP`` (short block), the
+service handles them, and ``commit()`` publishes the outputs, increments the stage's
+counters, dead-letters bad entries and acks the inputs in one ``MULTI/EXEC``: either
+all of it happens or none does, so a crash between handling and commit only means the
+inputs are delivered again (at-least-once) and deterministic ids make the re-run
+produce the same outputs (effectively-once per stage).
+
+Every stream entry has one field ``d``: the MessagePack bytes of one wire message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common import streams
+from common.messages import check, decode_as, encode
+
+__all__ = ["Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD"]
+
+log = logging.getLogger(__name__)
+
+DATA_FIELD = b"d"
+DLQ_MAXLEN = 100_000
+
+# Errors that mean "Redis is not there right now": the outermost loop backs off and retries.
+BusUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def connect(url: str, **kw: Any) -> aioredis.Redis:
+    """An asyncio Redis client returning bytes (no response decoding on the hot path)."""
+    kw.setdefault("health_check_interval", 30)
+    kw.setdefault("socket_keepalive", True)
+    return aioredis.Redis.from_url(url, decode_responses=False, **kw)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stream entry as delivered to a consumer."""
+
+    stream: str
+    id: bytes
+    msg: Any  # the decoded wire message
+    raw: bytes  # the payload as received (kept for dead-lettering)
+    deliveries: int = 1
+
+
+@dataclass(slots=True)
+class _Dead:
+    stream: str
+    id: bytes
+    raw: bytes
+    reason: str
+    deliveries: int
+
+
+@dataclass
+class Outputs:
+    """What one batch produces; applied atomically with the acks by ``Consumer.commit``."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    dead: list[_Dead] = field(default_factory=list)
+    acks: dict[str, list[bytes]] = field(default_factory=dict)
+    extra: list[Callable[[Any], None]] = field(default_factory=list)  # pipeline ops (e.g. HSET)
+
+    def publish(self, stream: str, msg: msgspec.Struct | bytes) -> None:
+        self.messages.append((stream, msg if isinstance(msg, bytes) else encode(msg)))
+
+    def incr(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] = self.counters.get(counter, 0) + n
+
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        self.dead.append(_Dead(entry.stream, entry.id, entry.raw, reason, entry.deliveries))
+
+    def ack(self, entry: Entry) -> None:
+        self.acks.setdefault(entry.stream, []).append(entry.id)
+
+    def redis_op(self, op: Callable[[Any], None]) -> None:
+        """Queue an extra command (``op(pipe)``) inside the commit transaction."""
+        self.extra.append(op)
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.messages), len(self.dead), len(self.extra)
+
+    def rollback(self, mark: tuple[int, int, int], counters: dict[str, int]) -> None:
+        """Forget what a failed handler emitted after ``mark`` (its entry stays pending)."""
+        del self.messages[mark[0] :]
+        del self.dead[mark[1] :]
+        del self.extra[mark[2] :]
+        self.counters = counters
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.counters or self.dead or self.acks or self.extra)
+
+
+class Publisher:
+    """Pipelined XADD of many messages in one round trip (no transaction needed)."""
+
+    def __init__(self, redis: aioredis.Redis, maxlen: int) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+
+    async def publish(self, items: Iterable[tuple[str, bytes]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for stream, data in items:
+            pipe.xadd(stream, {DATA_FIELD: data}, maxlen=self.maxlen, approximate=True)
+            n += 1
+        if n:
+            await pipe.execute()
+
+
+class Consumer:
+    """A member of one consumer group over one or more streams.
+
+    ``types`` maps each stream to the message type expected on it; anything that does
+    not decode as that type, or fails its semantic check, is dead-lettered with a reason.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        group: str,
+        consumer: str,
+        types: dict[str, type],
+        *,
+        stats_key: str,
+        count: int = 512,
+        block_ms: int = 5,
+        maxlen: int = 1_000_000,
+        max_deliveries: int = 5,
+        claim_idle_ms: int = 30_000,
+        retry_idle_ms: int = 1_000,
+        start_id: str = "0",
+    ) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.types = types
+        self.stats_key = stats_key
+        self.count = count
+        self.block_ms = block_ms
+        self.maxlen = maxlen
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.retry_idle_ms = retry_idle_ms
+        self.start_id = start_id
+        self._read_streams = {s: ">" for s in types}
+        self._backlog: list[Entry] = []  # own pending entries to re-deliver first
+        self._last_retry_scan = 0.0
+        self.dead_lettered = 0
+
+    # -- set-up -------------------------------------------------------------------------
+    async def ensure_groups(self) -> None:
+        for stream in self.types:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id=self.start_id, mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    async def start(self) -> None:
+        """Create groups, then queue this consumer's own pending entries and claim abandoned ones."""
+        await self.ensure_groups()
+        await self._recover_pending()
+
+    async def _recover_pending(self) -> None:
+        for stream in self.types:
+            # Own pending entries (a previous run of this consumer that stopped before acking).
+            start = b"0"
+            while True:
+                resp = await self.redis.xreadgroup(
+                    self.group, self.consumer, {stream: start}, count=self.count
+                )
+                items = resp[0][1] if resp else []
+                if not items:
+                    break
+                ids = [i for i, _ in items]
+                counts = await self._delivery_counts(stream, ids)
+                self._backlog.extend(self._to_entries(stream, items, counts))
+                start = items[-1][0]
+                if len(items) < self.count:
+                    break
+            # Entries abandoned by consumers that died (idle longer than claim_idle_ms).
+            if self.claim_idle_ms > 0:
+                cursor = "0-0"
+                while True:
+                    res = await self.redis.xautoclaim(
+                        stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
+                    )
+                    cursor, items = res[0], [it for it in res[1] if it and it[1] is not None]
+                    if items:
+                        ids = [i for i, _ in items]
+                        counts = await self._delivery_counts(stream, ids)
+                        self._backlog.extend(self._to_entries(stream, items, counts))
+                    if cursor in (b"0-0", "0-0"):
+                        break
+
+    async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
+        if not ids:
+            return {}
+        rows = await self.redis.xpending_range(
+            stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 16, consumername=self.consumer
+        )
+        return {r["message_id"]: int(r["times_delivered"]) for r in rows}
+
+    # -- reading ------------------------------------------------------------------------
+    def _to_entries(self, stream: str, items: list, counts: dict[bytes, int] | None = None) -> list[Entry]:
+        typ = self.types[stream]
+        out: list[Entry] = []
+        for eid, fields in items:
+            raw = fields.get(DATA_FIELD) if fields else None
+            deliveries = counts.get(eid, 1) if counts else 1
+            if raw is None:
+                out.append(Entry(stream, eid, _Undecodable("missing field 'd'"), _raw_fields(fields), deliveries))
+                continue
+            try:
+                msg = decode_as(raw, typ)
+            except msgspec.DecodeError as e:
+                out.append(Entry(stream, eid, _Undecodable(f"decode: {e}"), raw, deliveries))
+                continue
+            reason = check(msg)
+            if reason is not None:
+                out.append(Entry(stream, eid, _Undecodable(f"invalid: {reason}"), raw, deliveries))
+                continue
+            out.append(Entry(stream, eid, msg, raw, deliveries))
+        return out
+
+    async def read(self) -> list[Entry]:
+        """The next batch: backlog first, then new entries (blocks at most ``block_ms``)."""
+        if self._backlog:
+            batch, self._backlog = self._backlog[: self.count], self._backlog[self.count :]
+            return batch
+        now = time.monotonic()
+        if now - self._last_retry_scan >= self.retry_idle_ms / 1000:
+            self._last_retry_scan = now
+            retried = await self._retry_failed()
+            if retried:
+                return retried
+        try:
+            resp = await self.redis.xreadgroup(
+                self.group, self.consumer, self._read_streams, count=self.count, block=self.block_ms
+            )
+        except ResponseError as e:
+            if "NOGROUP" in str(e):
+                # Redis lost its state (flush / restart without persistence): recreate groups.
+                log.warning("consumer group %s missing; recreating", self.group)
+                await self.ensure_groups()
+                await asyncio.sleep(0.1)
+                return []
+            raise
+        if not resp:
+            return []
+        batch: list[Entry] = []
+        for stream, items in resp:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            batch.extend(self._to_entries(name, items))
+        return batch
+
+    async def _retry_failed(self) -> list[Entry]:
+        """Re-deliver own entries left pending by a failed handler (idle ≥ retry_idle_ms)."""
+        out: list[Entry] = []
+        for stream in self.types:
+            rows = await self.redis.xpending_range(
+                stream, self.group, min="-", max="+", count=self.count,
+                consumername=self.consumer, idle=self.retry_idle_ms,
+            )
+            if not rows:
+                continue
+            ids = [r["message_id"] for r in rows]
+            counts = {r["message_id"]: int(r["times_delivered"]) + 1 for r in rows}
+            items = await self.redis.xclaim(stream, self.group, self.consumer, self.retry_idle_ms, ids)
+            items = [it for it in items if it and it[1] is not None]
+            out.extend(self._to_entries(stream, items, counts))
+            # Entries trimmed away while pending: nothing left to process, just ack them.
+            gone = set(ids) - {i for i, _ in items}
+            if gone:
+                await self.redis.xack(stream, self.group, *gone)
+        return out
+
+    # -- committing ---------------------------------------------------------------------
+    def split(self, batch: list[Entry], out: Outputs) -> list[Entry]:
+        """Dead-letter undecodable entries and over-delivered ones; return the rest."""
+        good: list[Entry] = []
+        for e in batch:
+            if isinstance(e.msg, _Undecodable):
+                out.dead_letter(e, e.msg.reason)
+                out.ack(e)
+            elif e.deliveries > self.max_deliveries:
+                out.dead_letter(e, f"failed {e.deliveries - 1} deliveries")
+                out.ack(e)
+            else:
+                good.append(e)
+        return good
+
+    async def commit(self, out: Outputs) -> None:
+        """Publish outputs, count, dead-letter and ack in one MULTI/EXEC."""
+        if not out:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for stream, data in out.messages:
+            pipe.xadd(stream, {DATA_FIELD: data}, maxlen=self.maxlen, approximate=True)
+        now = str(time.time_ns())
+        for d in out.dead:
+            pipe.xadd(
+                streams.dlq_stream(d.stream),
+                {
+                    b"stream": d.stream,
+                    b"id": d.id,
+                    b"group": self.group,
+                    b"reason": d.reason[:500],
+                    b"data": d.raw[:65536],
+                    b"deliveries": str(d.deliveries),
+                    b"ts": now,
+                },
+                maxlen=DLQ_MAXLEN,
+                approximate=True,
+            )
+            pipe.hincrby(streams.DLQ_COUNTS, d.stream, 1)
+        if out.dead:
+            out.counters["dead_letters"] = out.counters.get("dead_letters", 0) + len(out.dead)
+        for name, n in out.counters.items():
+            pipe.hincrby(self.stats_key, name, n)
+        for op in out.extra:
+            op(pipe)
+        for stream, ids in out.acks.items():
+            pipe.xack(stream, self.group, *ids)
+        await pipe.execute()
+        self.dead_lettered += len(out.dead)
+
+
+class _Undecodable:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _raw_fields(fields: dict | None) -> bytes:
+    if not fields:
+        return b""
+    return msgspec.msgpack.encode({bytes(k): bytes(v) for k, v in fields.items()})

@@ -1,0 +1,291 @@
+"""Wire messages: immutable, tagged msgspec Structs encoded as positional MessagePack.
+
+Every message carries a kind tag (first array element) and a schema version ``v``.
+Times are int64 nanoseconds since the epoch. Each message carries the stamps of the
+tick that caused it (``ts_event`` exchange time, ``ts_ingest`` bus entry time) plus
+one stamp per stage, so any consumer can measure per-stage and end-to-end latency.
+
+Money in order/accounting messages is ``Decimal`` (encoded as a string), never a
+binary float; tick prices are floats (features only).
+
+New fields must be appended with defaults so older payloads still decode.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from decimal import Decimal
+from typing import Annotated, Union
+
+import msgspec
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TickType",
+    "Side",
+    "OrdType",
+    "TimeInForce",
+    "OrdStatus",
+    "Tick",
+    "TickBatch",
+    "Signal",
+    "OrderIntent",
+    "ExecutionReport",
+    "Control",
+    "ControlAck",
+    "Heartbeat",
+    "Message",
+    "DecodeError",
+    "encode",
+    "decode",
+    "decode_as",
+    "check",
+    "signal_id_for",
+    "client_order_id_for",
+]
+
+SCHEMA_VERSION = 1
+
+DecodeError = msgspec.DecodeError  # the only error decoders raise (ValidationError subclasses it)
+
+
+class TickType(enum.IntEnum):
+    TRADE = 1
+    QUOTE = 2
+
+
+class Side(enum.IntEnum):
+    BUY = 1
+    SELL = -1
+
+
+class OrdType(enum.StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+
+
+class TimeInForce(enum.StrEnum):
+    DAY = "DAY"
+    IOC = "IOC"
+    GTC = "GTC"
+
+
+class OrdStatus(enum.StrEnum):
+    PENDING_NEW = "PENDING_NEW"
+    ACCEPTED = "ACCEPTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+# Constrained field types: NaN, inf and negatives fail decoding with a ValidationError.
+Px = Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]
+Qty = Annotated[float, msgspec.Meta(ge=0.0, le=1e15)]
+Sym = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Ts = Annotated[int, msgspec.Meta(ge=0)]
+
+_COMMON = dict(array_like=True, frozen=True, tag_field="kind")
+
+
+class Tick(msgspec.Struct, tag="tick", gc=False, **_COMMON):
+    """A trade print or a top-of-book quote update for one symbol.
+
+    For a TRADE, ``price``/``size`` are the print and ``side`` the aggressor
+    (+1 buyer-initiated, -1 seller-initiated, 0 unknown); bid/ask fields carry the
+    last known quote when the source has one, else 0. For a QUOTE, bid/ask are the
+    (NBBO) top of book and price/size are 0.
+    """
+
+    symbol: Sym
+    type: TickType
+    ts_event: Ts
+    seq: Ts  # per-symbol sequence within its source, deterministic for a given input
+    price: Px = 0.0
+    size: Qty = 0.0
+    bid: Px = 0.0
+    bid_size: Qty = 0.0
+    ask: Px = 0.0
+    ask_size: Qty = 0.0
+    side: Annotated[int, msgspec.Meta(ge=-1, le=1)] = 0
+    ts_ingest: Ts = 0  # set by the publisher when the tick enters the bus
+    v: int = SCHEMA_VERSION
+
+
+class TickBatch(msgspec.Struct, tag="ticks", gc=False, **_COMMON):
+    """Several ticks in one stream entry (the unit of ``md:ticks:{shard}``)."""
+
+    ticks: list[Tick]
+    ts_ingest: int = 0
+    v: int = SCHEMA_VERSION
+
+
+class Signal(msgspec.Struct, tag="signal", **_COMMON):
+    signal_id: str
+    symbol: Sym
+    detector: str
+    side: Side
+    strength: Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]  # detector-specific score
+    price: Annotated[float, msgspec.Meta(gt=0.0, le=1e12)]  # reference price (last trade or mid)
+    tick_seq: int
+    ts_event: int
+    ts_ingest: int
+    ts_signal: int
+    volatility: Px = 0.0  # per-tick realised volatility (price units) at detection
+    model_id: str = ""
+    model_version: str = ""
+    v: int = SCHEMA_VERSION
+
+
+class OrderIntent(msgspec.Struct, tag="intent", **_COMMON):
+    client_order_id: str
+    signal_id: str
+    strategy: str
+    symbol: Sym
+    side: Side
+    qty: Decimal
+    order_type: OrdType
+    tif: TimeInForce
+    ref_price: Decimal
+    tick_seq: int
+    ts_event: int
+    ts_ingest: int
+    ts_signal: int
+    ts_intent: int
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    sizing: dict[str, float] = {}
+    v: int = SCHEMA_VERSION
+
+
+class ExecutionReport(msgspec.Struct, tag="exec", **_COMMON):
+    exec_id: str  # unique per report; deterministic from the order and event
+    client_order_id: str
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    status: OrdStatus
+    order_qty: Decimal
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    last_qty: Decimal  # quantity of this fill (0 if not a fill)
+    last_px: Decimal  # price of this fill (0 if not a fill)
+    avg_px: Decimal
+    fee: Decimal
+    ts_event: int
+    ts_ingest: int
+    ts_signal: int
+    ts_intent: int
+    ts_exec: int
+    reason: str = ""  # reject reason code
+    venue: str = ""
+    venue_trade_id: str = ""
+    text: str = ""
+    v: int = SCHEMA_VERSION
+
+
+class Control(msgspec.Struct, tag="ctl", **_COMMON):
+    """A command to the services (kill switch, resume, limits)."""
+
+    request_id: str
+    command: str  # e.g. "kill.engage", "kill.release", "kill.status"
+    scope: str = "global"  # "global", "strategy:<name>", "symbol:<sym>"
+    reason: str = ""
+    actor: str = ""
+    args: dict[str, str] = {}
+    ts: int = 0
+    v: int = SCHEMA_VERSION
+
+
+class ControlAck(msgspec.Struct, tag="ack", **_COMMON):
+    request_id: str
+    service: str
+    ok: bool
+    state: str = ""
+    detail: str = ""
+    ts: int = 0
+    v: int = SCHEMA_VERSION
+
+
+class Heartbeat(msgspec.Struct, tag="hb", **_COMMON):
+    service: str
+    instance: str
+    ts: int
+    status: str  # "ok", "degraded", "error", "stopping"
+    detail: str = ""
+    counters: dict[str, int] = {}
+    started_at: int = 0
+    v: int = SCHEMA_VERSION
+
+
+Message = Union[Tick, TickBatch, Signal, OrderIntent, ExecutionReport, Control, ControlAck, Heartbeat]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+_typed: dict[type, msgspec.msgpack.Decoder] = {}
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes) -> Message:
+    """Decode any wire message; raises only ``DecodeError`` (msgspec.DecodeError)."""
+    return _decoder.decode(data)
+
+
+def decode_as(data: bytes, typ: type) -> msgspec.Struct:
+    """Decode a message of one expected type; raises only ``DecodeError``."""
+    dec = _typed.get(typ)
+    if dec is None:
+        dec = _typed[typ] = msgspec.msgpack.Decoder(typ)
+    return dec.decode(data)
+
+
+def _finite_decimals(msg: msgspec.Struct) -> str | None:
+    for name in msg.__struct_fields__:
+        val = getattr(msg, name)
+        if isinstance(val, Decimal) and not val.is_finite():
+            return f"non-finite decimal in {name}"
+    return None
+
+
+def check(msg: msgspec.Struct) -> str | None:
+    """Semantic checks that typed decoding cannot express; returns a reason or None."""
+    if isinstance(msg, OrderIntent):
+        bad = _finite_decimals(msg)
+        if bad:
+            return bad
+        if msg.qty <= 0:
+            return "non-positive qty"
+        if msg.ref_price <= 0:
+            return "non-positive ref_price"
+        return None
+    if isinstance(msg, ExecutionReport):
+        return _finite_decimals(msg)
+    if isinstance(msg, Tick):
+        if msg.type == TickType.TRADE and msg.price <= 0:
+            return "trade without price"
+        if msg.type == TickType.QUOTE and (msg.bid <= 0 and msg.ask <= 0):
+            return "quote without bid or ask"
+    return None
+
+
+def _hid(prefix: str, *parts: object) -> str:
+    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+    return f"{prefix}{h}"
+
+
+def signal_id_for(symbol: str, ts_event: int, tick_seq: int, detector: str) -> str:
+    """Deterministic signal id: the same tick and detector always give the same id."""
+    return _hid("sg-", symbol, ts_event, tick_seq, detector)
+
+
+def client_order_id_for(signal_id: str, strategy: str, leg: int = 0) -> str:
+    """Deterministic client order id derived from the signal id (replays are recognised)."""
+    return _hid("co-", signal_id, strategy, leg)

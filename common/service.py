@@ -1,0 +1,319 @@
+"""The async service shape every bus consumer shares.
+
+Named tasks, one signal handler, a try/except around each message (never around the
+loop), a health key with a TTL, heartbeats on ``sys:heartbeats``, latency histograms
+saved to Redis, and a graceful stop: on SIGTERM the current batch is finished and
+committed (outputs published, inputs acked) before the process exits 0.
+
+Only ``run_service`` (the outermost loop) decides whether to retry or stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from common import streams
+from common.bus import BusUnavailable, Consumer, Entry, Outputs, connect
+from common.config import CommonSettings, ConfigError
+from common.latency import LatencyHistogram
+from common.messages import Heartbeat, encode
+
+__all__ = ["Service", "run_service", "check_health", "setup_logging", "install_uvloop", "main_entry"]
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+
+
+class Service:
+    """Base class of a bus-consuming service. Subclasses set ``name`` and implement ``handle``."""
+
+    name = "service"
+
+    def __init__(self, common: CommonSettings) -> None:
+        self.common = common
+        self.instance = common.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.redis: aioredis.Redis | None = None
+        self.consumer: Consumer | None = None
+        self.stopping = asyncio.Event()
+        self.started_at = time.time_ns()
+        self.status = "starting"
+        self.detail = ""
+        self.counters: dict[str, int] = {}
+        self.latency: dict[str, LatencyHistogram] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # -- to implement -------------------------------------------------------------------
+    def input_types(self) -> dict[str, type]:
+        """Streams this service consumes and the message type on each."""
+        return {}
+
+    async def setup(self) -> None:
+        """Open resources (database, clients). Called once Redis answers."""
+
+    async def handle(self, entry: Entry, out: Outputs) -> None:
+        """Handle one decoded entry; emit outputs into ``out``. Raise to leave it pending."""
+        raise NotImplementedError
+
+    async def before_batch(self, batch: list[Entry]) -> None:
+        """Hook called with the whole (valid) batch before per-entry handling."""
+
+    async def after_commit(self, batch: list[Entry], out: Outputs) -> None:
+        """Hook called after the batch's outputs and acks are durable."""
+
+    async def idle(self) -> None:
+        """Called when a read returned nothing (timers, expiries)."""
+
+    async def teardown(self) -> None:
+        """Close resources. Called once on stop."""
+
+    def heartbeat_detail(self) -> str:
+        return self.detail
+
+    # -- helpers ------------------------------------------------------------------------
+    def hist(self, stage: str) -> LatencyHistogram:
+        h = self.latency.get(stage)
+        if h is None:
+            h = self.latency[stage] = LatencyHistogram()
+        return h
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def _connect(self) -> None:
+        self.redis = connect(self.common.redis_url)
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                await self.redis.ping()
+                return
+            except BusUnavailable as e:
+                log.warning("%s: redis not reachable (%s); retrying in %.1fs", self.name, e, delay)
+                await asyncio.wait([asyncio.ensure_future(self.stopping.wait())], timeout=delay)
+                delay = min(delay * 2, 2.0)
+
+    async def start(self) -> None:
+        await self._connect()
+        if self.stopping.is_set():
+            return
+        await self.setup()
+        types = self.input_types()
+        if types:
+            c = self.common
+            self.consumer = Consumer(
+                self.redis,
+                group=self.name,
+                consumer=self.instance,
+                types=types,
+                stats_key=streams.stats_key(self.name),
+                count=c.read_count,
+                block_ms=c.block_ms,
+                maxlen=c.stream_maxlen,
+                max_deliveries=c.max_deliveries,
+                claim_idle_ms=c.claim_idle_ms,
+            )
+            await self.consumer.start()
+        self.status = "ok"
+
+    async def process(self, batch: list[Entry]) -> Outputs:
+        out = Outputs()
+        assert self.consumer is not None
+        good = self.consumer.split(batch, out)
+        if good:
+            await self.before_batch(good)
+        for entry in good:
+            mark, counters = out.mark(), dict(out.counters)
+            try:
+                await self.handle(entry, out)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # one bad message must not stop the stream
+                out.rollback(mark, counters)
+                self.count("handler_errors")
+                log.exception("%s: handling %s %s failed (delivery %d): %s",
+                              self.name, entry.stream, entry.id, entry.deliveries, e)
+                if entry.deliveries >= self.common.max_deliveries:
+                    out.dead_letter(entry, f"handler failed {entry.deliveries}x: {type(e).__name__}: {e}")
+                    out.ack(entry)
+                continue
+            out.ack(entry)
+        return out
+
+    async def loop(self) -> None:
+        assert self.consumer is not None
+        backoff = 0.05
+        while not self.stopping.is_set():
+            try:
+                batch = await self.consumer.read()
+                if not batch:
+                    await self.idle()
+                    continue
+                out = await self.process(batch)
+                await self.consumer.commit(out)
+                await self.after_commit(batch, out)
+                backoff = 0.05
+            except BusUnavailable as e:
+                self.status, self.detail = "degraded", f"redis unavailable: {e}"
+                log.warning("%s: %s; retrying in %.2fs", self.name, self.detail, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                try:
+                    await self.consumer.ensure_groups()
+                    self.status, self.detail = "ok", ""
+                except BusUnavailable:
+                    pass
+
+    async def heartbeat_once(self, status: str | None = None) -> None:
+        if self.redis is None:
+            return
+        hb = Heartbeat(
+            service=self.name,
+            instance=self.instance,
+            ts=time.time_ns(),
+            status=status or self.status,
+            detail=self.heartbeat_detail(),
+            counters=dict(self.counters),
+            started_at=self.started_at,
+        )
+        data = encode(hb)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(streams.health_key(self.name, self.instance), data, ex=self.common.health_ttl_s)
+        pipe.xadd(streams.HEARTBEATS, {b"d": data}, maxlen=10_000, approximate=True)
+        for stage, h in self.latency.items():
+            if h.dirty:
+                pipe.hset(streams.latency_key(stage), self.instance, h.encode())
+                h.dirty = False
+        await pipe.execute()
+
+    async def _heartbeats(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.heartbeat_once()
+            except BusUnavailable as e:
+                log.debug("heartbeat failed: %s", e)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.common.heartbeat_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("%s: stop requested; finishing the current batch", self.name)
+            self.stopping.set()
+
+    async def extra_tasks(self) -> list[asyncio.Task]:
+        """Other long-running tasks of the service (servers, refreshers)."""
+        return []
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            if self.stopping.is_set():
+                return 0
+            self._tasks.append(asyncio.create_task(self._heartbeats(), name=f"{self.name}.heartbeat"))
+            self._tasks.extend(await self.extra_tasks())
+            main = asyncio.create_task(self.loop(), name=f"{self.name}.loop") if self.consumer else None
+            waiters = [asyncio.create_task(self.stopping.wait(), name="stop")]
+            if main:
+                waiters.append(main)
+            waiters.extend(self._tasks)
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.get_name() != "stop" and t.exception() is not None:
+                    raise t.exception()
+            self.stopping.set()
+            if main:
+                await main  # the loop finishes and commits its current batch, then returns
+            return 0
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:
+                self.status = "stopping"
+                await self.heartbeat_once("stopping")
+                if self.redis is not None:
+                    await self.redis.delete(streams.health_key(self.name, self.instance))
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+            await self.teardown()
+            if self.redis is not None:
+                await self.redis.aclose()
+
+
+async def check_health(common: CommonSettings, service: str, max_age_s: float = 10.0) -> tuple[bool, str]:
+    """True when some instance of ``service`` has a fresh, non-error health key."""
+    from common.messages import decode_as
+
+    r = connect(common.redis_url, socket_connect_timeout=2)
+    try:
+        keys = [k async for k in r.scan_iter(match=streams.health_key(service, "*"))]
+        now = time.time_ns()
+        for k in keys:
+            data = await r.get(k)
+            if not data:
+                continue
+            hb = decode_as(data, Heartbeat)
+            age = (now - hb.ts) / 1e9
+            if age <= max_age_s and hb.status in ("ok", "degraded"):
+                return True, f"{service} {hb.instance} {hb.status} ({age:.1f}s ago) {hb.detail}"
+        return False, f"{service}: no fresh health key"
+    finally:
+        await r.aclose()
+
+
+def main_entry(name: str, build: Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
+    """Thin ``python -m <service>`` entry: load settings, build, run, return an exit code.
+
+    ``build(argv)`` returns the service (settings loaded inside, so ConfigError surfaces here).
+    ``--check`` probes the service's health key instead of running it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if "--check" in argv:
+            from common.config import load
+
+            common = load(CommonSettings)
+            ok, msg = asyncio.run(check_health(common, name))
+            print(msg)
+            return 0 if ok else 1
+        service = build(argv)
+    except ConfigError as e:
+        print(f"{name}: configuration error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(service.common.log_level)
+    install_uvloop()
+    try:
+        return asyncio.run(service.run())
+    except ConfigError as e:
+        print(f"{name}: configuration error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,77 @@
+"""Stream, group and key names: the only place they are spelled."""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = [
+    "TICKS_PREFIX",
+    "ticks_stream",
+    "shard_for",
+    "SIGNALS",
+    "INTENTS",
+    "EXEC_EVENTS",
+    "CONTROL",
+    "CONTROL_ACKS",
+    "HEARTBEATS",
+    "dlq_stream",
+    "DLQ_COUNTS",
+    "stats_key",
+    "health_key",
+    "latency_key",
+    "MARKS",
+    "KILL_STATE",
+    "ALL_PIPELINE_STREAMS",
+    "GROUP_PATTERN",
+    "GROUP_STRATEGY",
+    "GROUP_EXECUTION",
+    "GROUP_ACCOUNT",
+]
+
+TICKS_PREFIX = "md:ticks:"
+SIGNALS = "pe:signals"
+INTENTS = "se:intents"
+EXEC_EVENTS = "ex:events"
+CONTROL = "ctl:commands"
+CONTROL_ACKS = "ctl:acks"
+HEARTBEATS = "sys:heartbeats"
+DLQ_COUNTS = "dlq:counts"  # hash: source stream -> number of dead-lettered entries
+MARKS = "ex:marks"  # hash: symbol -> last reference price seen by the gateway (str)
+KILL_STATE = "ex:trading_state"  # hash mirror of the gateway's persisted trading state
+
+GROUP_PATTERN = "pattern_engine"
+GROUP_STRATEGY = "strategy_engine"
+GROUP_EXECUTION = "execution"
+GROUP_ACCOUNT = "mock_mcp"
+
+
+def ticks_stream(shard: int) -> str:
+    # "{n}" is a Redis Cluster hash tag: a shard's streams stay in one slot.
+    return f"{TICKS_PREFIX}{{{shard}}}"
+
+
+def shard_for(symbol: str, shards: int) -> int:
+    """Stable symbol → shard mapping (crc32, identical across processes and runs)."""
+    return zlib.crc32(symbol.encode()) % shards if shards > 1 else 0
+
+
+def dlq_stream(stream: str) -> str:
+    return f"dlq:{stream}"
+
+
+def stats_key(service: str) -> str:
+    """Hash of exactly-once counters, incremented in the same MULTI/EXEC as the acks."""
+    return f"stats:{service}"
+
+
+def health_key(service: str, instance: str) -> str:
+    return f"health:{service}:{instance}"
+
+
+def latency_key(stage: str) -> str:
+    """Encoded HDR histogram of one pipeline stage (written by the service that closes the stage)."""
+    return f"lat:{stage}"
+
+
+def ALL_PIPELINE_STREAMS(shards: int) -> list[str]:  # noqa: N802 - reads as a constant
+    return [ticks_stream(i) for i in range(shards)] + [SIGNALS, INTENTS, EXEC_EVENTS, CONTROL]
