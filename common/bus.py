@@ -244,24 +244,28 @@ class Consumer:
         if self._backlog:
             batch, self._backlog = self._backlog[: self.count], self._backlog[self.count :]
             return batch
+        try:
+            return await self._read()
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # Redis lost its state (flush / restart without persistence): recreate the groups,
+            # pausing briefly so a persistent fault cannot turn into a hot loop.
+            log.warning("consumer group %s missing; recreating", self.group)
+            await self.ensure_groups()
+            await asyncio.sleep(0.1)
+            return []
+
+    async def _read(self) -> list[Entry]:
         now = time.monotonic()
         if now - self._last_retry_scan >= self.retry_idle_ms / 1000:
             self._last_retry_scan = now
             retried = await self._retry_failed()
             if retried:
                 return retried
-        try:
-            resp = await self.redis.xreadgroup(
-                self.group, self.consumer, self._read_streams, count=self.count, block=self.block_ms
-            )
-        except ResponseError as e:
-            if "NOGROUP" in str(e):
-                # Redis lost its state (flush / restart without persistence): recreate groups.
-                log.warning("consumer group %s missing; recreating", self.group)
-                await self.ensure_groups()
-                await asyncio.sleep(0.1)
-                return []
-            raise
+        resp = await self.redis.xreadgroup(
+            self.group, self.consumer, self._read_streams, count=self.count, block=self.block_ms
+        )
         if not resp:
             return []
         batch: list[Entry] = []

@@ -40,7 +40,9 @@ class SettingsBase(BaseSettings):
 class CommonSettings(SettingsBase):
     """Settings every service shares."""
 
-    model_config = SettingsConfigDict(env_prefix="AITRADER_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="AITRADER_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",

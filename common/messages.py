@@ -236,7 +236,10 @@ def encode(msg: msgspec.Struct) -> bytes:
 
 def decode(data: bytes) -> Message:
     """Decode any wire message; raises only ``DecodeError`` (msgspec.DecodeError)."""
-    return _decoder.decode(data)
+    try:
+        return _decoder.decode(data)
+    except UnicodeDecodeError as e:  # msgspec lets invalid UTF-8 in a tag string escape
+        raise DecodeError(f"invalid utf-8: {e}") from e
 
 
 def decode_as(data: bytes, typ: type) -> msgspec.Struct:
@@ -244,7 +247,10 @@ def decode_as(data: bytes, typ: type) -> msgspec.Struct:
     dec = _typed.get(typ)
     if dec is None:
         dec = _typed[typ] = msgspec.msgpack.Decoder(typ)
-    return dec.decode(data)
+    try:
+        return dec.decode(data)
+    except UnicodeDecodeError as e:
+        raise DecodeError(f"invalid utf-8: {e}") from e
 
 
 def _finite_decimals(msg: msgspec.Struct) -> str | None:

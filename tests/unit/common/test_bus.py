@@ -1,0 +1,145 @@
+"""The bus against a real Redis: batching, effectively-once commit, dead letters, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common import streams
+from common.bus import Consumer, Outputs, Publisher, connect
+from common.config import CommonSettings, load
+from common.messages import Tick, TickBatch, TickType, encode
+from common.service import Service, check_health
+
+IN, OUT = "t:in", "t:out"
+
+
+def _batch(sym="AAA", n=2):
+    return encode(TickBatch([Tick(sym, TickType.TRADE, i + 1, i + 1, 10.0, 1.0) for i in range(n)], ts_ingest=1))
+
+
+class Echo(Service):
+    name = "echo"
+
+    def input_types(self):
+        return {IN: TickBatch}
+
+    async def handle(self, entry, out):
+        if entry.msg.ticks[0].symbol == "BOOM":
+            raise RuntimeError("boom")
+        out.incr("ticks", len(entry.msg.ticks))
+        out.publish(OUT, entry.msg)
+
+
+def _settings(redis_url, **kw):
+    return load(CommonSettings, redis_url=redis_url, **kw)
+
+
+async def _run_until(svc, cond, timeout=10.0):
+    task = asyncio.create_task(svc.run())
+    try:
+        for _ in range(int(timeout / 0.05)):
+            if await cond():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        svc.request_stop()
+        rc = await asyncio.wait_for(task, 10)
+    return rc
+
+
+async def test_valid_processed_garbage_and_failing_dead_lettered(redis_url, clean_env):
+    r = connect(redis_url)
+    svc = Echo(_settings(redis_url, max_deliveries=3))
+    pub = Publisher(r, 10_000)
+    await pub.publish([(IN, _batch())] * 20 + [(IN, b"\x00garbage"), (IN, encode(TickBatch([Tick("BOOM", TickType.TRADE, 1, 1, 1.0, 1.0)])))])
+    await r.xadd(IN, {b"x": b"no d field"})
+
+    async def done():
+        return int(await r.hget(streams.DLQ_COUNTS, IN) or 0) >= 3
+
+    rc = await _run_until(svc, done, timeout=15)
+    assert rc == 0
+    assert await r.xlen(OUT) == 20
+    stats = await r.hgetall(streams.stats_key("echo"))
+    assert int(stats[b"ticks"]) == 40 and int(stats[b"dead_letters"]) == 3
+    reasons = sorted(e[1][b"reason"].decode()[:10] for e in await r.xrange(streams.dlq_stream(IN)))
+    assert reasons == ["decode: Ex", "handler fa", "missing fi"]
+    assert (await r.xpending(IN, "echo"))["pending"] == 0
+    await r.aclose()
+
+
+async def test_commit_is_atomic_publish_and_ack(redis_url, clean_env):
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c1", {IN: TickBatch}, stats_key="stats:g", block_ms=10)
+    await c.start()
+    await Publisher(r, 1000).publish([(IN, _batch())] * 3)
+    batch = await c.read()
+    assert len(batch) == 3
+    out = Outputs()
+    for e in c.split(batch, out):
+        out.publish(OUT, e.msg)
+        out.ack(e)
+    assert (await r.xpending(IN, "g"))["pending"] == 3 and await r.xlen(OUT) == 0
+    await c.commit(out)
+    assert (await r.xpending(IN, "g"))["pending"] == 0 and await r.xlen(OUT) == 3
+    await r.aclose()
+
+
+async def test_restarted_consumer_redelivers_its_pending_entries_first(redis_url, clean_env):
+    r = connect(redis_url)
+    c1 = Consumer(r, "g", "same", {IN: TickBatch}, stats_key="stats:g", block_ms=10)
+    await c1.start()
+    await Publisher(r, 1000).publish([(IN, _batch())] * 4)
+    first = await c1.read()  # "crash" before commit
+    assert len(first) == 4
+    c2 = Consumer(r, "g", "same", {IN: TickBatch}, stats_key="stats:g", block_ms=10)
+    await c2.start()
+    again = await c2.read()
+    assert [e.id for e in again] == [e.id for e in first]
+    assert all(e.deliveries == 2 for e in again)
+    await r.aclose()
+
+
+async def test_abandoned_entries_of_a_dead_consumer_are_claimed(redis_url, clean_env):
+    r = connect(redis_url)
+    dead = Consumer(r, "g", "dead", {IN: TickBatch}, stats_key="stats:g", block_ms=10)
+    await dead.start()
+    await Publisher(r, 1000).publish([(IN, _batch())] * 2)
+    assert len(await dead.read()) == 2
+    alive = Consumer(r, "g", "alive", {IN: TickBatch}, stats_key="stats:g", block_ms=10, claim_idle_ms=1)
+    await asyncio.sleep(0.01)
+    await alive.start()
+    assert len(await alive.read()) == 2
+    await r.aclose()
+
+
+async def test_nogroup_after_flush_recovers_without_hot_loop(redis_url, clean_env):
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c", {IN: TickBatch}, stats_key="stats:g", block_ms=10)
+    await c.start()
+    await r.flushdb()
+    assert await c.read() == []  # recreated the group instead of raising
+    await Publisher(r, 1000).publish([(IN, _batch())])
+    assert len(await c.read()) == 1
+    await r.aclose()
+
+
+async def test_health_key_and_graceful_stop(redis_url, clean_env):
+    r = connect(redis_url)
+    s = _settings(redis_url)
+    svc = Echo(s)
+    task = asyncio.create_task(svc.run())
+    ok = False
+    for _ in range(100):
+        ok, _msg = await check_health(s, "echo")
+        if ok:
+            break
+        await asyncio.sleep(0.05)
+    assert ok
+    svc.request_stop()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert not (await check_health(s, "echo"))[0]
+    assert await r.xlen(streams.HEARTBEATS) >= 1
+    await r.aclose()
