@@ -1,0 +1,256 @@
+"""The run report: what the pipeline did, from its authoritative sources.
+
+Counts of ticks, signals and intents come from the stages' exactly-once counters
+(incremented in the same MULTI/EXEC as their acks); orders, fills, rejects, positions
+and cash come from the database (the authority); marks from the gateway's ``ex:marks``;
+latency from the HDR histograms every service saves to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+
+from common import streams
+from common.bus import connect
+from common.config import CommonSettings
+from common.latency import STAGES, LatencyHistogram, summarize
+
+__all__ = ["wait_idle", "build_report", "format_report", "Position", "positions_from_fills", "group_lag"]
+
+
+@dataclass
+class Position:
+    qty: Decimal = Decimal(0)
+    avg_px: Decimal = Decimal(0)
+    realized: Decimal = Decimal(0)
+
+
+def positions_from_fills(fills: list[tuple[str, int, Decimal, Decimal]]) -> dict[str, Position]:
+    """Net position, average cost and realised P&L per symbol from (symbol, side, qty, price) in order."""
+    pos: dict[str, Position] = defaultdict(Position)
+    for symbol, side, qty, px in fills:
+        p = pos[symbol]
+        signed = qty if side > 0 else -qty
+        if p.qty == 0 or (p.qty > 0) == (signed > 0):
+            new_qty = p.qty + signed
+            p.avg_px = (p.avg_px * abs(p.qty) + px * qty) / abs(new_qty)
+            p.qty = new_qty
+            continue
+        closing = min(abs(signed), abs(p.qty))
+        direction = 1 if p.qty > 0 else -1
+        p.realized += (px - p.avg_px) * closing * direction
+        new_qty = p.qty + signed
+        if new_qty == 0:
+            p.avg_px = Decimal(0)
+        elif (new_qty > 0) != (p.qty > 0):  # flipped through zero: the rest opens at px
+            p.avg_px = px
+        p.qty = new_qty
+    return dict(pos)
+
+
+async def group_lag(r: aioredis.Redis) -> dict[str, dict[str, int]]:
+    """Per stream and group: entries not yet delivered (lag) + delivered but not acked (pending)."""
+    out: dict[str, dict[str, int]] = {}
+    keys = [k.decode() async for k in r.scan_iter(match="*", _type="stream")]
+    for stream in keys:
+        if stream.startswith(("dlq:", "sys:", "ctl:acks")):
+            continue
+        try:
+            groups = await r.xinfo_groups(stream)
+        except aioredis.ResponseError:
+            continue
+        if not groups:
+            continue
+        info = await r.xinfo_stream(stream)
+        last = info.get("last-generated-id") or info.get("last_generated_id")
+        for g in groups:
+            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+            lag = g.get("lag")
+            if lag is None:  # Redis < 7: derive from the last delivered id
+                lag = 0 if g["last-delivered-id"] == last else 1
+            out[f"{stream}/{name}"] = {"lag": int(lag or 0), "pending": int(g["pending"])}
+    return out
+
+
+async def wait_idle(r: aioredis.Redis, timeout_s: float, settle_s: float = 1.5) -> bool:
+    """Wait until every consumer group has drained (lag 0, nothing pending) for ``settle_s``."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        lags = await group_lag(r)
+        busy = any(v["lag"] or v["pending"] for v in lags.values())
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= settle_s:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _int(v: Any) -> int:
+    return int(v) if v is not None else 0
+
+
+async def _latency(r: aioredis.Redis) -> dict[str, dict[str, int]]:
+    out = {}
+    for stage in STAGES:
+        merged = LatencyHistogram()
+        for data in (await r.hgetall(streams.latency_key(stage))).values():
+            merged.merge(LatencyHistogram.decode(data))
+        out[stage] = summarize(merged)
+    return out
+
+
+def _db_figures(db_url: str) -> dict[str, Any]:
+    from common.db import make_engine
+
+    eng = make_engine(db_url)
+    try:
+        with eng.connect() as c:
+            orders = c.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar_one()
+            by_status = dict(c.execute(sa.text("SELECT status, COUNT(*) FROM orders GROUP BY status")).all())
+            rejects = dict(
+                c.execute(
+                    sa.text(
+                        "SELECT reject_reason, COUNT(*) FROM orders WHERE status = 'REJECTED' GROUP BY reject_reason"
+                    )
+                ).all()
+            )
+            rows = c.execute(sa.text("SELECT symbol, side, qty, price, fee FROM fills ORDER BY ts_exec, id")).all()
+            state = c.execute(sa.text("SELECT state, reason FROM trading_state WHERE scope = 'global'")).first()
+    finally:
+        eng.dispose()
+    fills = [(s, int(side), Decimal(str(q)), Decimal(str(p))) for s, side, q, p, _f in rows]
+    fees = sum((Decimal(str(f)) for *_x, f in rows), Decimal(0))
+    flow = sum((-(Decimal(str(q)) * Decimal(str(p))) if int(side) > 0 else Decimal(str(q)) * Decimal(str(p))
+                for _s, side, q, p, _f in rows), Decimal(0))
+    return {
+        "orders": int(orders),
+        "orders_by_status": {str(k): int(v) for k, v in by_status.items()},
+        "rejects": {str(k): int(v) for k, v in rejects.items()},
+        "fills": len(rows),
+        "fees": fees,
+        "cash_flow": flow,
+        "positions": positions_from_fills(fills),
+        "trading_state": (state[0] if state else "ACTIVE"),
+        "trading_state_reason": (state[1] if state else ""),
+    }
+
+
+def _q(d: Decimal, places: str = "0.01") -> str:
+    return str(d.quantize(Decimal(places)))
+
+
+async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict[str, Any]:
+    r = connect(common.redis_url)
+    try:
+        idle = True
+        if wait_idle_s > 0:
+            idle = await wait_idle(r, wait_idle_s)
+            # Let every service write its latest latency histograms (saved each heartbeat).
+            await asyncio.sleep(common.heartbeat_s * 1.5)
+        pe = await r.hgetall(streams.stats_key(streams.GROUP_PATTERN))
+        se = await r.hgetall(streams.stats_key(streams.GROUP_STRATEGY))
+        ex = await r.hgetall(streams.stats_key(streams.GROUP_EXECUTION))
+        dlq = {k.decode(): int(v) for k, v in (await r.hgetall(streams.DLQ_COUNTS)).items()}
+        marks = {k.decode(): Decimal(v.decode()) for k, v in (await r.hgetall(streams.MARKS)).items()}
+        latency = await _latency(r)
+        lags = await group_lag(r)
+    finally:
+        await r.aclose()
+    db = await asyncio.to_thread(_db_figures, common.db_url)
+    initial = Decimal(common.initial_cash)
+    cash = initial + db["cash_flow"] - db["fees"]
+    positions = {}
+    pos_value = Decimal(0)
+    unrealized = Decimal(0)
+    realized = Decimal(0)
+    for sym, p in sorted(db["positions"].items()):
+        mark = marks.get(sym, p.avg_px)
+        value = p.qty * mark
+        upnl = (mark - p.avg_px) * p.qty if p.qty else Decimal(0)
+        pos_value += value
+        unrealized += upnl
+        realized += p.realized
+        positions[sym] = {
+            "qty": str(p.qty.normalize()) if p.qty else "0",
+            "avg_px": _q(p.avg_px, "0.000001"),
+            "mark": str(mark),
+            "market_value": _q(value),
+            "realized_pnl": _q(p.realized),
+            "unrealized_pnl": _q(upnl),
+        }
+    equity = cash + pos_value
+    return {
+        "idle": idle,
+        "ticks": _int(pe.get(b"ticks")),
+        "signals": _int(pe.get(b"signals")),
+        "intents": _int(se.get(b"intents")),
+        "orders": db["orders"],
+        "orders_by_status": db["orders_by_status"],
+        "fills": db["fills"],
+        "rejects": db["rejects"],
+        "rejected": sum(db["rejects"].values()),
+        "dead_letters": sum(dlq.values()),
+        "dead_letters_by_stream": dlq,
+        "positions": positions,
+        "initial_cash": _q(initial),
+        "cash": _q(cash),
+        "fees": _q(db["fees"]),
+        "realized_pnl": _q(realized - db["fees"]),
+        "realized_pnl_before_fees": _q(realized),
+        "unrealized_pnl": _q(unrealized),
+        "equity": _q(equity),
+        "trading_state": db["trading_state"],
+        "latency_us": latency,
+        "stage_counters": {
+            "pattern_engine": {k.decode(): int(v) for k, v in pe.items()},
+            "strategy_engine": {k.decode(): int(v) for k, v in se.items()},
+            "execution": {k.decode(): int(v) for k, v in ex.items()},
+        },
+        "consumer_groups": lags,
+    }
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [
+        "AITrader run report" + ("" if rep["idle"] else "  (WARNING: pipeline did not drain in time)"),
+        f"  ticks           {rep['ticks']:>12,}",
+        f"  signals         {rep['signals']:>12,}",
+        f"  intents         {rep['intents']:>12,}",
+        f"  orders          {rep['orders']:>12,}   {rep['orders_by_status']}",
+        f"  fills           {rep['fills']:>12,}",
+        f"  rejects         {rep['rejected']:>12,}   {rep['rejects']}",
+        f"  dead_letters    {rep['dead_letters']:>12,}   {rep['dead_letters_by_stream'] or ''}",
+        f"  trading state   {rep['trading_state']:>12}",
+        "  account",
+        f"    cash          {rep['cash']:>16}",
+        f"    realized_pnl  {rep['realized_pnl']:>16}   (after fees {rep['fees']})",
+        f"    unrealized    {rep['unrealized_pnl']:>16}",
+        f"    equity        {rep['equity']:>16}   (initial {rep['initial_cash']})",
+        "  positions",
+    ]
+    if not rep["positions"]:
+        lines.append("    (flat)")
+    for sym, p in rep["positions"].items():
+        lines.append(
+            f"    {sym:<10} qty {p['qty']:>14}  avg {p['avg_px']:>14}  mark {p['mark']:>12}  "
+            f"uPnL {p['unrealized_pnl']:>12}  rPnL {p['realized_pnl']:>12}"
+        )
+    lines.append("  latency (µs)          count       p50       p99      p999       max")
+    for stage, s in rep["latency_us"].items():
+        lines.append(
+            f"    {stage:<18}{s['count']:>9,}{s['p50']:>10,}{s['p99']:>10,}{s['p999']:>10,}{s['max']:>10,}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job, from a fresh machine: install into .venv, start the pipeline (private Redis
+# if none answers, SQLite by default), replay ticks — synthetic by default, or the files
+# given — then print the run report and where to look next.
+#
+#   hostexecs/quick-start.sh                                  # synthetic ticks
+#   hostexecs/quick-start.sh ../shared/data/quantconnect_lean/equity_tick/20131007_bac_*.csv.gz
+#   hostexecs/quick-start.sh --speed 50 FILE...               # any `aitrader replay` option
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+. scripts/_venv.sh
+ensure_venv
+scripts/start_pipeline.sh
+echo "== replaying ${*:-synthetic ticks} =="
+aitrader replay "$@"
+echo "== report =="
+aitrader report --wait-idle "${AITRADER_REPORT_WAIT:-300}" || true
+. scripts/_lib.sh
+cat <<MSG
+
+Next:
+  aitrader status                     services' health and stream lag
+  aitrader report --json              the run as JSON
+  aitrader kill engage --reason "..." halt trading (release needs --reason too)
+  aitrader replay FILE... [--speed X] replay more ticks (formats: docs/data-formats.md)
+  logs in $AITRADER_HOME/logs, database $( [ -n "${DATABASE_URL:-}" ] && echo "$DATABASE_URL" || echo "$AITRADER_HOME/aitrader.db")
+  scripts/stop_pipeline.sh            stop everything
+MSG
