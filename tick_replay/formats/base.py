@@ -14,6 +14,7 @@ rule, see ``tick_replay.source``).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import gzip
 import io
@@ -27,20 +28,23 @@ from zoneinfo import ZoneInfo
 from common.messages import TickType
 
 __all__ = [
-    "Rec",
-    "Reader",
-    "ReaderStats",
-    "Format",
-    "TRADE",
-    "QUOTE",
     "MAX_PRICE",
     "MAX_SIZE",
-    "open_text",
-    "head_bytes",
+    "QUOTE",
+    "TRADE",
+    "Format",
+    "FormatError",
+    "Reader",
+    "ReaderStats",
+    "Rec",
     "WallClock",
     "epoch_day_ns",
+    "head_bytes",
     "iso_to_ns",
-    "FormatError",
+    "open_text",
+    "csv_rows",
+    "fx_symbol",
+    "crypto_symbol",
 ]
 
 TRADE = TickType.TRADE
@@ -145,7 +149,7 @@ class WallClock:
     Ambiguous wall times (the repeated hour in autumn) take the first occurrence (fold=0).
     """
 
-    __slots__ = ("base_ms", "offsets_ms", "constant_ms")
+    __slots__ = ("base_ms", "constant_ms", "offsets_ms")
 
     def __init__(self, day: dt.date, tz: dt.tzinfo) -> None:
         self.base_ms = (day.toordinal() - _EPOCH_ORD) * 86_400_000
@@ -159,11 +163,11 @@ class WallClock:
         self.constant_ms = offsets[0] if len(set(offsets)) == 1 else None
 
     @classmethod
-    def named(cls, day: dt.date, zone: str) -> "WallClock":
+    def named(cls, day: dt.date, zone: str) -> WallClock:
         return cls(day, ZoneInfo(zone))
 
     @classmethod
-    def fixed(cls, day: dt.date, hours: float) -> "WallClock":
+    def fixed(cls, day: dt.date, hours: float) -> WallClock:
         return cls(day, dt.timezone(dt.timedelta(hours=hours)))
 
     def to_ns(self, ms: int) -> int:
@@ -203,3 +207,53 @@ def iso_to_ns(text: str) -> int:
             raise ValueError(f"offset out of range: {text!r}")
         ns -= sign * (oh * 3600 + om * 60) * 1_000_000_000
     return ns
+
+
+def csv_rows(f: io.TextIOBase, stats: ReaderStats) -> Iterator[list[str]]:
+    """Rows of a vendor CSV; a row the csv module rejects (e.g. a huge field) is counted, not raised.
+
+    Quotes are not special (no vendor file here quotes fields): a stray quote makes one bad
+    row instead of swallowing the lines up to the next quote.
+    """
+    reader = csv.reader(f, quoting=csv.QUOTE_NONE)
+    while True:
+        try:
+            yield from reader
+            return
+        except csv.Error:
+            stats.skip("bad_row")
+
+
+_CURRENCIES = frozenset(
+    "USD EUR JPY GBP CHF AUD NZD CAD SEK NOK DKK HKD SGD CNH CNY MXN ZAR TRY PLN HUF CZK XAU XAG".split()
+)
+_SIX = re.compile(r"(?<![A-Za-z])([A-Za-z]{6})(?![A-Za-z])")
+_CRYPTO = re.compile(
+    r"(?<![a-z])([a-z0-9]{2,12}?(?:usdt|usdc|busd|fdusd|tusd|usd|btc|eth|eur|bnb))(?![a-z])"
+)
+_DERIVATIVE = re.compile(r"(?<![a-z])(usdm|coinm|perp|perpetual|swap|futures)(?![a-z])")
+
+
+def fx_symbol(path: Path) -> str:
+    """Currency pair from a file name (``truefx_usdjpy-ticks.csv`` → ``USDJPY``)."""
+    tokens = [t.upper() for t in _SIX.findall(path.name)]
+    for t in tokens:
+        if t[:3] in _CURRENCIES and t[3:] in _CURRENCIES:
+            return t
+    if tokens:
+        return tokens[0]
+    raise FormatError(f"{path}: cannot tell the currency pair from the file name (e.g. name it *_eurusd_*)")
+
+
+def crypto_symbol(path: Path) -> str:
+    """Crypto pair from a file name (``spot_btcusdt_…`` → ``BTCUSDT``; ``usdm_btcusdt_…`` → ``BTCUSDT-PERP``).
+
+    A perpetual and the spot pair are different instruments: merging both must not mix
+    their prices under one symbol.
+    """
+    name = path.name.lower()
+    m = _CRYPTO.search(name)
+    if m is None:
+        raise FormatError(f"{path}: cannot tell the trading pair from the file name (e.g. name it *_btcusdt_*)")
+    sym = m.group(1).upper()
+    return f"{sym}-PERP" if _DERIVATIVE.search(name) else sym

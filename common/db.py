@@ -1,0 +1,345 @@
+"""The authoritative database: SQLAlchemy 2 models, engine and session helpers, migrations.
+
+Money and quantities are exact decimals (``Amount``: NUMERIC(28, 10) on PostgreSQL); event
+times are int64 nanoseconds (``ts_*``) plus a ``created_at`` wall-clock column. The schema
+changes only through Alembic (``alembic/versions``); ``migrate(url)`` runs it from code.
+
+Services get an engine from ``make_engine(url)`` and sessions from ``session_factory``; there
+is no global session.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Base",
+    "Amount",
+    "AMOUNT_SCALE",
+    "Order",
+    "Fill",
+    "TradingState",
+    "KillSwitchEvent",
+    "AuditLog",
+    "OutboxMessage",
+    "ORDER_STATUSES",
+    "OPEN_STATUSES",
+    "TRADING_STATES",
+    "normalize_url",
+    "make_engine",
+    "session_factory",
+    "alembic_config",
+    "migrate",
+    "downgrade",
+    "ROOT",
+    "ALEMBIC_INI",
+]
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+ALEMBIC_INI = ROOT / "alembic.ini"
+
+AMOUNT_SCALE = Decimal("1e-10")  # NUMERIC(28, 10): 18 integer digits, 10 decimals
+_AMOUNT_LIMIT = Decimal("1e18")
+
+# Mirrors common.messages.OrdStatus (kept literal so the schema does not move with the code).
+ORDER_STATUSES = (
+    "PENDING_NEW",
+    "ACCEPTED",
+    "PARTIALLY_FILLED",
+    "FILLED",
+    "PENDING_CANCEL",
+    "CANCELLED",
+    "REJECTED",
+    "EXPIRED",
+)
+OPEN_STATUSES = ("PENDING_NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL")
+TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+
+# Deterministic constraint names: downgrades and PostgreSQL/SQLite diffs need them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Amount(TypeDecorator):
+    """An exact decimal: NUMERIC(28, 10) on PostgreSQL, text on SQLite.
+
+    SQLite's NUMERIC affinity silently turns decimals into binary floats, so there the
+    value is stored as its canonical string. Values are quantized to 10 decimals on the way
+    in on every dialect, so both give back the same ``Decimal``. Do not sort or sum Amount
+    columns in SQL on SQLite (they are strings there); do accounting in Python.
+    """
+
+    impl = Numeric(28, 10)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(28, 10, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            raise TypeError("Amount columns take Decimal (or int / str), never float")
+        try:
+            d = value if isinstance(value, Decimal) else Decimal(value)
+            if not d.is_finite() or abs(d) >= _AMOUNT_LIMIT:
+                raise ValueError(f"amount out of range for NUMERIC(28, 10): {value!r}")
+            d = d.quantize(AMOUNT_SCALE)
+        except InvalidOperation as e:
+            raise ValueError(f"not a decimal amount: {value!r}") from e
+        return str(d) if dialect.name == "sqlite" else d
+
+    def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+# BIGINT ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _in(col: str, values: tuple[str, ...]) -> str:
+    return f"{col} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base; ``Base.metadata`` is the target of Alembic autogenerate."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Order(Base):
+    """One order as the gateway knows it; written before the order is routed to a venue."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    signal_id: Mapped[str] = mapped_column(String(64))
+    strategy: Mapped[str] = mapped_column(String(64), index=True)
+    symbol: Mapped[str] = mapped_column(String(64), index=True)
+    side: Mapped[int] = mapped_column(SmallInteger)  # +1 buy, -1 sell
+    order_type: Mapped[str] = mapped_column(String(16))
+    tif: Mapped[str] = mapped_column(String(8))
+    qty: Mapped[Decimal] = mapped_column(Amount())
+    limit_price: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
+    ref_price: Mapped[Decimal] = mapped_column(Amount())
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    reject_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cum_qty: Mapped[Decimal] = mapped_column(Amount(), default=Decimal(0))
+    avg_px: Mapped[Decimal] = mapped_column(Amount(), default=Decimal(0))
+    fees: Mapped[Decimal] = mapped_column(Amount(), default=Decimal(0))
+    venue: Mapped[str] = mapped_column(String(32))
+    tick_seq: Mapped[int] = mapped_column(BigInteger)
+    ts_event: Mapped[int] = mapped_column(BigInteger)
+    ts_ingest: Mapped[int] = mapped_column(BigInteger)
+    ts_signal: Mapped[int] = mapped_column(BigInteger)
+    ts_intent: Mapped[int] = mapped_column(BigInteger)
+    ts_accepted: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ts_done: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=_utcnow, onupdate=_utcnow, server_default=func.now()
+    )
+
+    __table_args__ = (
+        CheckConstraint("side IN (1, -1)", name="side"),
+        CheckConstraint(_in("status", ORDER_STATUSES), name="status"),
+    )
+
+
+class Fill(Base):
+    """One execution against an order; idempotent by ``exec_id``."""
+
+    __tablename__ = "fills"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    exec_id: Mapped[str] = mapped_column(String(64), unique=True)
+    venue_trade_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_order_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("orders.client_order_id", ondelete="RESTRICT"), index=True
+    )
+    symbol: Mapped[str] = mapped_column(String(64), index=True)
+    side: Mapped[int] = mapped_column(SmallInteger)
+    qty: Mapped[Decimal] = mapped_column(Amount())
+    price: Mapped[Decimal] = mapped_column(Amount())
+    fee: Mapped[Decimal] = mapped_column(Amount())
+    liquidity: Mapped[str] = mapped_column(String(8), default="taker")
+    venue: Mapped[str] = mapped_column(String(32))
+    ts_exec: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("side IN (1, -1)", name="side"),)
+
+
+class TradingState(Base):
+    """The persisted trading state of one scope ("global"): ACTIVE or HALTED (REDUCING reserved)."""
+
+    __tablename__ = "trading_state"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    changed_at: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
+
+    __table_args__ = (CheckConstraint(_in("state", TRADING_STATES), name="state"),)
+
+
+class KillSwitchEvent(Base):
+    """Every engage / release of the kill switch that changed the state."""
+
+    __tablename__ = "kill_switch_events"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    ts: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("action IN ('engage', 'release')", name="action"),)
+
+
+class AuditLog(Base):
+    """Who did what to which entity, when (append-only)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    ts: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class OutboxMessage(Base):
+    """A bus message written in the same transaction as the state change it reports.
+
+    The gateway publishes it in its bus commit and records the highest published ``seq``
+    in Redis in that same commit; on start (or after a failed commit) rows above that mark
+    are published again, so no report is lost between the database and the bus.
+    """
+
+    __tablename__ = "outbox"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    stream: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+
+
+# -- engine and sessions -------------------------------------------------------------------
+def normalize_url(url: str) -> str:
+    """``postgres://`` / ``postgresql://`` → ``postgresql+psycopg://`` (psycopg 3); others unchanged."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        # WAL: readers (API, report) never block the gateway's writes.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """An engine for ``url``: SQLite with WAL + foreign keys, or PostgreSQL through psycopg 3."""
+    u = make_url(normalize_url(url))
+    if u.get_backend_name() == "sqlite":
+        db = u.database or ""
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = dict(kw.pop("connect_args", {}) or {})
+        connect_args.setdefault("check_same_thread", False)
+        engine = create_engine(u, connect_args=connect_args, **kw)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kw.setdefault("pool_pre_ping", True)
+    if u.get_backend_name() == "postgresql":
+        connect_args = dict(kw.pop("connect_args", {}) or {})
+        connect_args.setdefault("connect_timeout", 5)  # a dead database must not hang a service
+        kw["connect_args"] = connect_args
+    return create_engine(u, **kw)
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    """Sessions bound to ``engine``; objects stay readable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+# -- migrations ------------------------------------------------------------------------------
+def alembic_config(url: str) -> Any:
+    """An Alembic ``Config`` for the repository's migrations, targeting ``url`` (any cwd)."""
+    from alembic.config import Config
+
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(ROOT / "alembic").replace("%", "%%"))
+    cfg.attributes["url"] = url
+    cfg.attributes["configure_logging"] = False  # the caller owns logging
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to ``revision`` (default: the latest)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    """Downgrade the database at ``url`` to ``revision`` (default: empty schema)."""
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)

@@ -1,0 +1,707 @@
+"""The simulated broker account behind the mock MCP server: cash, holdings, positions, orders, trades.
+
+All money and quantities are ``Decimal``. The account changes only through
+``apply_report`` (execution reports from ``ex:events``: order state, and fills when
+``last_qty > 0``) and ``place_order`` / ``cancel_order`` (orders recorded as OPEN; they
+never fill by themselves — fills come only from ``ex:events``).
+
+Accounting model (a cash account that can also go short):
+
+- a buy fill: ``cash -= qty * px + fee``; a sell fill: ``cash += qty * px - fee``;
+- positions are net per symbol with an average price; a fill against the position
+  realises ``closed_qty * (px - average_price) * direction``; a fill that crosses zero
+  flips the position and opens the rest at the fill price;
+- realised P&L is gross of fees; fees are charged to cash and summed in ``charges``;
+- ``live_balance`` (what is free to trade) = cash − short exposure at the last price
+  (short-sale proceeds are held as 100% margin) − cash blocked by OPEN buy orders placed
+  through ``place_order``;
+- seed holdings (CNC delivery) never change through fills; a sale of a held symbol
+  shows as a negative position, as at Kite, and as ``used_quantity`` in holdings.
+
+Views (``profile``, ``margins``, ``holdings``, ``positions``, ``orders``, ``trades``) are
+modelled on Kite Connect's JSON. **Every money and quantity value is a decimal string**
+(exact, e.g. ``"1234.5"``); counts and flags are JSON numbers and booleans; timestamps
+are ``"YYYY-MM-DD HH:MM:SS"`` (UTC).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.config import ConfigError
+from common.instruments import Instruments
+from common.messages import ExecutionReport, OrdStatus, Side
+
+__all__ = [
+    "Account",
+    "AccountSeed",
+    "InvalidOrder",
+    "Position",
+    "Holding",
+    "Order",
+    "Trade",
+    "ReportResult",
+    "load_seed",
+    "dec_str",
+]
+
+ZERO = Decimal(0)
+MAX_QTY = Decimal("1e12")
+MAX_PRICE = Decimal("1e12")
+
+# Kite-style order statuses the views use.
+OPEN, COMPLETE, CANCELLED, REJECTED = "OPEN", "COMPLETE", "CANCELLED", "REJECTED"
+_TERMINAL = {COMPLETE, CANCELLED, REJECTED}
+_STATUS_FROM_REPORT = {
+    OrdStatus.PENDING_NEW: "OPEN PENDING",
+    OrdStatus.ACCEPTED: OPEN,
+    OrdStatus.PARTIALLY_FILLED: OPEN,
+    OrdStatus.FILLED: COMPLETE,
+    OrdStatus.PENDING_CANCEL: "CANCEL PENDING",
+    OrdStatus.CANCELLED: CANCELLED,
+    OrdStatus.REJECTED: REJECTED,
+    OrdStatus.EXPIRED: CANCELLED,
+}
+_VARIETIES = {"regular"}
+_PRODUCTS = {"CNC", "MIS", "NRML"}
+_ORDER_TYPES = {"MARKET", "LIMIT", "SL", "SL-M"}
+_VALIDITIES = {"DAY", "IOC", "TTL"}
+
+
+class InvalidOrder(ValueError):
+    """``place_order`` / ``cancel_order`` input that no broker would accept; the message says why."""
+
+
+def dec_str(d: Decimal) -> str:
+    """Canonical decimal string: plain notation, no trailing zeros (``Decimal("100.50")`` → ``"100.5"``)."""
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    if s in ("", "-0"):
+        return "0"
+    return s
+
+
+def _ts(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ns > 0 else ""
+
+
+# -- seed ----------------------------------------------------------------------------------
+
+
+class _SeedHolding(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tradingsymbol: str = Field(min_length=1, max_length=64)
+    quantity: Decimal = Field(gt=0)
+    average_price: Decimal = Field(ge=0)
+    exchange: str = "SIM"
+    isin: str = ""
+
+
+class _SeedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: str = Field("SIM001", min_length=1)
+    user_name: str = "Simulated Trader"
+    user_shortname: str = "Simulated"
+    email: str = "sim@example.invalid"
+    user_type: str = "individual"
+    broker: str = "SIM"
+    exchanges: list[str] = ["SIM"]
+    products: list[str] = ["CNC", "MIS", "NRML"]
+    order_types: list[str] = ["MARKET", "LIMIT", "SL", "SL-M"]
+    holdings: list[_SeedHolding] = []
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSeed:
+    """Profile fields and seed holdings (from ``config/account.yml``); default: no holdings."""
+
+    user_id: str = "SIM001"
+    user_name: str = "Simulated Trader"
+    user_shortname: str = "Simulated"
+    email: str = "sim@example.invalid"
+    user_type: str = "individual"
+    broker: str = "SIM"
+    exchanges: tuple[str, ...] = ("SIM",)
+    products: tuple[str, ...] = ("CNC", "MIS", "NRML")
+    order_types: tuple[str, ...] = ("MARKET", "LIMIT", "SL", "SL-M")
+    holdings: tuple[tuple[str, str, Decimal, Decimal, str], ...] = ()  # (symbol, exchange, qty, avg, isin)
+
+
+def load_seed(path: Path | str) -> AccountSeed:
+    """Read and validate the account file; unknown or bad keys raise ``ConfigError`` naming them."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"account file {p}: {e}") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"account file {p}: expected a mapping at the top level")
+    try:
+        f = _SeedFile.model_validate(doc)
+    except ValidationError as e:
+        msgs = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"account file {p}: " + "; ".join(msgs)) from e
+    syms = [h.tradingsymbol for h in f.holdings]
+    if len(set(syms)) != len(syms):
+        raise ConfigError(f"account file {p}: holdings list a symbol twice")
+    return AccountSeed(
+        user_id=f.user_id,
+        user_name=f.user_name,
+        user_shortname=f.user_shortname,
+        email=f.email,
+        user_type=f.user_type,
+        broker=f.broker,
+        exchanges=tuple(f.exchanges),
+        products=tuple(f.products),
+        order_types=tuple(f.order_types),
+        holdings=tuple((h.tradingsymbol, h.exchange, h.quantity, h.average_price, h.isin) for h in f.holdings),
+    )
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Position:
+    """Net position in one symbol (intraday, product MIS)."""
+
+    symbol: str
+    exchange: str = "SIM"
+    product: str = "MIS"
+    quantity: Decimal = ZERO
+    average_price: Decimal = ZERO
+    realised: Decimal = ZERO
+    buy_quantity: Decimal = ZERO
+    buy_value: Decimal = ZERO
+    sell_quantity: Decimal = ZERO
+    sell_value: Decimal = ZERO
+    charges: Decimal = ZERO
+
+    def apply(self, side: Side, qty: Decimal, px: Decimal) -> Decimal:
+        """Apply one fill; return the P&L it realised (gross of fees)."""
+        if side == Side.BUY:
+            signed = qty
+            self.buy_quantity += qty
+            self.buy_value += qty * px
+        else:
+            signed = -qty
+            self.sell_quantity += qty
+            self.sell_value += qty * px
+        q = self.quantity
+        new = q + signed
+        realised = ZERO
+        if q == 0 or (q > 0) == (signed > 0):
+            # Opening or adding: volume-weighted average entry.
+            self.average_price = (abs(q) * self.average_price + qty * px) / abs(new)
+        else:
+            closed = min(abs(q), qty)
+            realised = closed * (px - self.average_price) * (1 if q > 0 else -1)
+            if new == 0:
+                self.average_price = ZERO
+            elif (new > 0) != (q > 0):
+                self.average_price = px  # flipped: the remainder opened at this fill's price
+        self.quantity = new
+        self.realised += realised
+        return realised
+
+    def unrealised(self, last: Decimal) -> Decimal:
+        return (last - self.average_price) * self.quantity if self.quantity else ZERO
+
+
+@dataclass(slots=True)
+class Holding:
+    """A delivery (CNC) holding from the seed."""
+
+    symbol: str
+    exchange: str
+    quantity: Decimal
+    average_price: Decimal
+    isin: str = ""
+
+
+@dataclass(slots=True)
+class Order:
+    order_id: str
+    tradingsymbol: str
+    exchange: str
+    transaction_type: str
+    quantity: Decimal
+    product: str = "MIS"
+    order_type: str = "MARKET"
+    price: Decimal = ZERO
+    trigger_price: Decimal = ZERO
+    validity: str = "DAY"
+    variety: str = "regular"
+    tag: str = ""
+    status: str = OPEN
+    status_message: str = ""
+    filled_quantity: Decimal = ZERO
+    cancelled_quantity: Decimal = ZERO
+    average_price: Decimal = ZERO
+    order_ts: int = 0
+    exchange_ts: int = 0
+    source: str = "mcp"  # "mcp": placed through place_order; "gateway": learnt from ex:events
+
+    @property
+    def pending_quantity(self) -> Decimal:
+        if self.status in _TERMINAL:
+            return ZERO
+        return max(self.quantity - self.filled_quantity - self.cancelled_quantity, ZERO)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "exchange_order_id": self.order_id if self.source == "gateway" else "",
+            "parent_order_id": None,
+            "status": self.status,
+            "status_message": self.status_message or None,
+            "order_timestamp": _ts(self.order_ts),
+            "exchange_timestamp": _ts(self.exchange_ts) or None,
+            "variety": self.variety,
+            "exchange": self.exchange,
+            "tradingsymbol": self.tradingsymbol,
+            "instrument_token": 0,
+            "order_type": self.order_type,
+            "transaction_type": self.transaction_type,
+            "validity": self.validity,
+            "product": self.product,
+            "quantity": dec_str(self.quantity),
+            "disclosed_quantity": "0",
+            "price": dec_str(self.price),
+            "trigger_price": dec_str(self.trigger_price),
+            "average_price": dec_str(self.average_price),
+            "filled_quantity": dec_str(self.filled_quantity),
+            "pending_quantity": dec_str(self.pending_quantity),
+            "cancelled_quantity": dec_str(self.cancelled_quantity),
+            "tag": self.tag or None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    trade_id: str
+    order_id: str
+    exchange: str
+    tradingsymbol: str
+    transaction_type: str
+    product: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    ts: int
+    exec_id: str
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "trade_id": self.trade_id,
+            "order_id": self.order_id,
+            "exchange_order_id": self.order_id,
+            "tradingsymbol": self.tradingsymbol,
+            "exchange": self.exchange,
+            "instrument_token": 0,
+            "transaction_type": self.transaction_type,
+            "product": self.product,
+            "average_price": dec_str(self.price),
+            "quantity": dec_str(self.quantity),
+            "fill_timestamp": _ts(self.ts),
+            "order_timestamp": _ts(self.ts),
+            "exchange_timestamp": _ts(self.ts),
+            "charges": dec_str(self.fee),
+            "exec_id": self.exec_id,
+        }
+
+
+class ReportResult:
+    """What ``Account.apply_report`` did with a report (string constants)."""
+
+    FILL = "fill"
+    ORDER = "order"  # order state only (last_qty == 0)
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+
+
+# -- the account ---------------------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    """A simulated broker account, deterministic for a given seed and sequence of reports."""
+
+    initial_cash: Decimal
+    seed: AccountSeed = field(default_factory=AccountSeed)
+    instruments: Instruments | None = None
+    max_orders: int = 100_000
+    max_trades: int = 100_000
+    clock: Callable[[], int] = time.time_ns
+
+    def __post_init__(self) -> None:
+        self.cash: Decimal = self.initial_cash
+        self.charges: Decimal = ZERO
+        self.positions: dict[str, Position] = {}
+        self.holdings: dict[str, Holding] = {
+            sym: Holding(sym, exch, qty, avg, isin) for sym, exch, qty, avg, isin in self.seed.holdings
+        }
+        self.orders: OrderedDict[str, Order] = OrderedDict()
+        self.trades: deque[Trade] = deque(maxlen=self.max_trades)
+        self.last_fill_price: dict[str, Decimal] = {}
+        self.applied: set[str] = set()  # exec ids already applied: a re-delivered report is a no-op
+        self._order_seq = 0
+
+    # -- changes ---------------------------------------------------------------------------
+    def apply_report(self, rep: ExecutionReport) -> str:
+        """Apply one execution report once (by ``exec_id``); a report with ``last_qty > 0`` is a fill."""
+        if rep.exec_id in self.applied:
+            return ReportResult.DUPLICATE
+        if rep.last_qty < 0 or (rep.last_qty > 0 and rep.last_px <= 0) or rep.fee < 0:
+            return ReportResult.INVALID
+        self.applied.add(rep.exec_id)
+        self._upsert_order(rep)
+        if rep.last_qty == 0:
+            return ReportResult.ORDER
+        qty, px, fee = rep.last_qty, rep.last_px, rep.fee
+        pos = self.positions.get(rep.symbol)
+        if pos is None:
+            pos = self.positions[rep.symbol] = Position(rep.symbol)
+        pos.apply(rep.side, qty, px)
+        pos.charges += fee
+        self.cash += (-qty * px if rep.side == Side.BUY else qty * px) - fee
+        self.charges += fee
+        self.last_fill_price[rep.symbol] = px
+        self.trades.append(
+            Trade(
+                trade_id=rep.venue_trade_id or rep.exec_id,
+                order_id=rep.client_order_id,
+                exchange=rep.venue or "SIM",
+                tradingsymbol=rep.symbol,
+                transaction_type="BUY" if rep.side == Side.BUY else "SELL",
+                product=pos.product,
+                price=px,
+                quantity=qty,
+                fee=fee,
+                ts=rep.ts_exec,
+                exec_id=rep.exec_id,
+            )
+        )
+        return ReportResult.FILL
+
+    def _upsert_order(self, rep: ExecutionReport) -> None:
+        o = self.orders.get(rep.client_order_id)
+        status = _STATUS_FROM_REPORT.get(rep.status, OPEN)
+        if o is None:
+            o = Order(
+                order_id=rep.client_order_id,
+                tradingsymbol=rep.symbol,
+                exchange=rep.venue or "SIM",
+                transaction_type="BUY" if rep.side == Side.BUY else "SELL",
+                quantity=rep.order_qty,
+                tag=rep.strategy[:20],
+                order_ts=rep.ts_intent or rep.ts_exec,
+                source="gateway",
+            )
+            self._add_order(o)
+        # Out-of-order delivery must not reopen a finished order or shrink what was filled.
+        if rep.cum_qty >= o.filled_quantity:
+            o.filled_quantity = rep.cum_qty
+            if rep.avg_px > 0:
+                o.average_price = rep.avg_px
+        if o.status not in _TERMINAL:
+            o.status = status
+            if status == CANCELLED:
+                o.cancelled_quantity = max(o.quantity - o.filled_quantity, ZERO)
+        if rep.reason or rep.text:
+            o.status_message = rep.reason or rep.text
+        o.exchange_ts = max(o.exchange_ts, rep.ts_exec)
+
+    def _add_order(self, o: Order) -> None:
+        self.orders[o.order_id] = o
+        while len(self.orders) > self.max_orders:
+            self.orders.popitem(last=False)
+
+    def place_order(
+        self,
+        *,
+        tradingsymbol: str,
+        transaction_type: str,
+        quantity: Decimal,
+        exchange: str = "SIM",
+        product: str = "MIS",
+        order_type: str = "MARKET",
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+        validity: str = "DAY",
+        variety: str = "regular",
+        tag: str = "",
+        marks: Mapping[str, Decimal] | None = None,
+    ) -> Order:
+        """Validate and record an order as OPEN (or REJECTED for lack of funds); raise ``InvalidOrder`` on bad input."""
+        sym = (tradingsymbol or "").strip()
+        if not sym or len(sym) > 64 or any(c.isspace() for c in sym):
+            raise InvalidOrder("tradingsymbol must be 1-64 characters without spaces")
+        if not exchange or len(exchange) > 16:
+            raise InvalidOrder("exchange must be 1-16 characters")
+        side = (transaction_type or "").upper()
+        if side not in ("BUY", "SELL"):
+            raise InvalidOrder(f"transaction_type must be BUY or SELL, not {transaction_type!r}")
+        if variety not in _VARIETIES:
+            raise InvalidOrder(f"variety must be one of {sorted(_VARIETIES)}, not {variety!r}")
+        product, order_type, validity = product.upper(), order_type.upper(), validity.upper()
+        if product not in _PRODUCTS:
+            raise InvalidOrder(f"product must be one of {sorted(_PRODUCTS)}, not {product!r}")
+        if order_type not in _ORDER_TYPES:
+            raise InvalidOrder(f"order_type must be one of {sorted(_ORDER_TYPES)}, not {order_type!r}")
+        if validity not in _VALIDITIES:
+            raise InvalidOrder(f"validity must be one of {sorted(_VALIDITIES)}, not {validity!r}")
+        if tag and (len(tag) > 20 or not tag.replace("_", "").replace("-", "").isalnum()):
+            raise InvalidOrder("tag must be at most 20 letters, digits, '-' or '_'")
+        qty = _finite("quantity", quantity)
+        if qty <= 0 or qty > MAX_QTY:
+            raise InvalidOrder(f"quantity must be > 0 and <= {MAX_QTY:f}, not {dec_str(qty)}")
+        inst = self.instruments.get(sym) if self.instruments else None
+        if inst is not None and not inst.is_lot_multiple(qty):
+            raise InvalidOrder(f"quantity {dec_str(qty)} is not a multiple of the lot size {dec_str(inst.lot_size)}")
+        px = _finite("price", price) if price is not None else ZERO
+        trig = _finite("trigger_price", trigger_price) if trigger_price is not None else ZERO
+        if order_type in ("LIMIT", "SL"):
+            if px <= 0 or px > MAX_PRICE:
+                raise InvalidOrder(f"{order_type} orders need a price > 0")
+        elif px != 0:
+            raise InvalidOrder(f"{order_type} orders take no price")
+        if order_type in ("SL", "SL-M"):
+            if trig <= 0 or trig > MAX_PRICE:
+                raise InvalidOrder(f"{order_type} orders need a trigger_price > 0")
+        elif trig != 0:
+            raise InvalidOrder(f"{order_type} orders take no trigger_price")
+        if inst is not None:
+            for name, val in (("price", px), ("trigger_price", trig)):
+                if val and not inst.is_tick_multiple(val):
+                    raise InvalidOrder(f"{name} {dec_str(val)} is not a multiple of the tick size {dec_str(inst.tick_size)}")
+
+        self._order_seq += 1
+        o = Order(
+            order_id=f"SIM{self._order_seq:012d}",
+            tradingsymbol=sym,
+            exchange=exchange,
+            transaction_type=side,
+            quantity=qty,
+            product=product,
+            order_type=order_type,
+            price=px,
+            trigger_price=trig,
+            validity=validity,
+            variety=variety,
+            tag=tag,
+            order_ts=self.clock(),
+        )
+        # A business rejection is an order in state REJECTED with a reason, not an error.
+        marks = marks or {}
+        ref = px or trig or self.last_price(sym, marks)
+        if side == "BUY" and ref > 0:
+            free = self.live_balance(marks)
+            need = qty * ref
+            if need > free:
+                o.status, o.status_message = REJECTED, f"insufficient funds: need {dec_str(need)}, available {dec_str(free)}"
+        elif side == "SELL" and product == "CNC":
+            held = self.holdings.get(sym)
+            if held is None or held.quantity < qty:
+                o.status, o.status_message = REJECTED, "insufficient holdings for a CNC sell"
+        self._add_order(o)
+        return o
+
+    def cancel_order(self, order_id: str, variety: str = "regular") -> Order:
+        """Cancel an OPEN order; raise ``InvalidOrder`` when it is unknown or already finished."""
+        if variety not in _VARIETIES:
+            raise InvalidOrder(f"variety must be one of {sorted(_VARIETIES)}, not {variety!r}")
+        o = self.orders.get(order_id)
+        if o is None:
+            raise InvalidOrder(f"order {order_id!r} not found")
+        if o.status in _TERMINAL:
+            raise InvalidOrder(f"order {order_id} is {o.status} and cannot be cancelled")
+        o.cancelled_quantity = o.pending_quantity
+        o.status = CANCELLED
+        o.status_message = "cancelled by user"
+        o.exchange_ts = self.clock()
+        return o
+
+    # -- values ----------------------------------------------------------------------------
+    def last_price(self, symbol: str, marks: Mapping[str, Decimal]) -> Decimal:
+        """The gateway's mark when it has one, else the latest fill price, else 0."""
+        px = marks.get(symbol)
+        if px is not None and px > 0:
+            return px
+        return self.last_fill_price.get(symbol, ZERO)
+
+    def _price_or_avg(self, symbol: str, avg: Decimal, marks: Mapping[str, Decimal]) -> Decimal:
+        px = self.last_price(symbol, marks)
+        return px if px > 0 else avg
+
+    def short_exposure(self, marks: Mapping[str, Decimal]) -> Decimal:
+        return sum(
+            (-p.quantity * self._price_or_avg(s, p.average_price, marks) for s, p in self.positions.items() if p.quantity < 0),
+            ZERO,
+        )
+
+    def blocked_by_orders(self, marks: Mapping[str, Decimal]) -> Decimal:
+        # Only orders placed through place_order block cash: gateway orders are the gateway's and the
+        # strategy engine's to reserve (blocking them here too would count them twice).
+        total = ZERO
+        for o in self.orders.values():
+            if o.source == "mcp" and o.transaction_type == "BUY" and o.status not in _TERMINAL:
+                ref = o.price or o.trigger_price or self.last_price(o.tradingsymbol, marks)
+                total += o.pending_quantity * ref
+        return total
+
+    def live_balance(self, marks: Mapping[str, Decimal]) -> Decimal:
+        return self.cash - self.short_exposure(marks) - self.blocked_by_orders(marks)
+
+    # -- views (Kite Connect shapes) -------------------------------------------------------
+    def profile(self) -> dict[str, Any]:
+        s = self.seed
+        return {
+            "user_id": s.user_id,
+            "user_name": s.user_name,
+            "user_shortname": s.user_shortname,
+            "email": s.email,
+            "user_type": s.user_type,
+            "broker": s.broker,
+            "exchanges": list(s.exchanges),
+            "products": list(s.products),
+            "order_types": list(s.order_types),
+            "avatar_url": None,
+            "meta": {"demat_consent": "physical"},
+        }
+
+    def margins(self, marks: Mapping[str, Decimal]) -> dict[str, Any]:
+        exposure = self.short_exposure(marks)
+        blocked = self.blocked_by_orders(marks)
+        live = self.cash - exposure - blocked
+        realised = sum((p.realised for p in self.positions.values()), ZERO)
+        unrealised = sum(
+            (p.unrealised(self._price_or_avg(s, p.average_price, marks)) for s, p in self.positions.items()), ZERO
+        )
+        turnover = sum((p.buy_value + p.sell_value for p in self.positions.values()), ZERO)
+        return {
+            "equity": {
+                "enabled": True,
+                "net": dec_str(live),
+                "available": {
+                    "adhoc_margin": "0",
+                    "cash": dec_str(self.cash),
+                    "opening_balance": dec_str(self.initial_cash),
+                    "live_balance": dec_str(live),
+                    "collateral": "0",
+                    "intraday_payin": "0",
+                },
+                "utilised": {
+                    "debits": dec_str(exposure + blocked),
+                    "exposure": dec_str(exposure),
+                    "span": "0",
+                    "option_premium": "0",
+                    "holding_sales": "0",
+                    "turnover": dec_str(turnover),
+                    "m2m_realised": dec_str(realised),
+                    "m2m_unrealised": dec_str(unrealised),
+                    "payout": "0",
+                    "delivery": dec_str(blocked),
+                    "charges": dec_str(self.charges),
+                },
+            },
+            "commodity": {"enabled": False, "net": "0", "available": {}, "utilised": {}},
+        }
+
+    def holdings_view(self, marks: Mapping[str, Decimal]) -> list[dict[str, Any]]:
+        out = []
+        for sym, h in self.holdings.items():
+            last = self._price_or_avg(sym, h.average_price, marks)
+            pos = self.positions.get(sym)
+            used = min(h.quantity, max(-pos.quantity, ZERO)) if pos else ZERO
+            out.append(
+                {
+                    "tradingsymbol": sym,
+                    "exchange": h.exchange,
+                    "instrument_token": 0,
+                    "isin": h.isin,
+                    "product": "CNC",
+                    "price": "0",
+                    "quantity": dec_str(h.quantity),
+                    "used_quantity": dec_str(used),
+                    "t1_quantity": "0",
+                    "realised_quantity": dec_str(h.quantity),
+                    "opening_quantity": dec_str(h.quantity),
+                    "collateral_quantity": "0",
+                    "average_price": dec_str(h.average_price),
+                    "last_price": dec_str(last),
+                    "close_price": dec_str(last),
+                    "pnl": dec_str((last - h.average_price) * h.quantity),
+                    "day_change": "0",
+                    "day_change_percentage": "0",
+                }
+            )
+        return out
+
+    def positions_view(self, marks: Mapping[str, Decimal]) -> dict[str, list[dict[str, Any]]]:
+        rows = []
+        for sym, p in self.positions.items():
+            last = self._price_or_avg(sym, p.average_price, marks)
+            unrealised = p.unrealised(last)
+            pnl = p.realised + unrealised
+            rows.append(
+                {
+                    "tradingsymbol": sym,
+                    "exchange": p.exchange,
+                    "instrument_token": 0,
+                    "product": p.product,
+                    "quantity": dec_str(p.quantity),
+                    "overnight_quantity": "0",
+                    "multiplier": "1",
+                    "average_price": dec_str(p.average_price),
+                    "close_price": "0",
+                    "last_price": dec_str(last),
+                    "value": dec_str(p.sell_value - p.buy_value),
+                    "pnl": dec_str(pnl),
+                    "m2m": dec_str(pnl),
+                    "unrealised": dec_str(unrealised),
+                    "realised": dec_str(p.realised),
+                    "charges": dec_str(p.charges),
+                    "buy_quantity": dec_str(p.buy_quantity),
+                    "buy_price": dec_str(p.buy_value / p.buy_quantity if p.buy_quantity else ZERO),
+                    "buy_value": dec_str(p.buy_value),
+                    "sell_quantity": dec_str(p.sell_quantity),
+                    "sell_price": dec_str(p.sell_value / p.sell_quantity if p.sell_quantity else ZERO),
+                    "sell_value": dec_str(p.sell_value),
+                    "day_buy_quantity": dec_str(p.buy_quantity),
+                    "day_buy_value": dec_str(p.buy_value),
+                    "day_sell_quantity": dec_str(p.sell_quantity),
+                    "day_sell_value": dec_str(p.sell_value),
+                }
+            )
+        # Every position of the mock is opened in this session (no overnight carry), so day == net.
+        return {"net": rows, "day": [dict(r) for r in rows]}
+
+    def orders_view(self) -> list[dict[str, Any]]:
+        return [o.view() for o in self.orders.values()]
+
+    def trades_view(self) -> list[dict[str, Any]]:
+        return [t.view() for t in self.trades]
+
+
+def _finite(name: str, value: Any) -> Decimal:
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError, TypeError) as e:
+        raise InvalidOrder(f"{name} must be a decimal number, not {value!r}") from e
+    if not d.is_finite():
+        raise InvalidOrder(f"{name} must be finite")
+    return d

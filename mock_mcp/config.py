@@ -1,0 +1,45 @@
+"""Settings of the mock broker MCP server (prefix ``AITRADER_MCP_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.config import SettingsBase
+
+__all__ = ["McpSettings", "DEFAULT_ACCOUNT_FILE"]
+
+DEFAULT_ACCOUNT_FILE = Path(__file__).resolve().parents[1] / "config" / "account.yml"
+
+
+class McpSettings(SettingsBase):
+    """Where the mock broker listens and how its simulated account is seeded."""
+
+    model_config = SettingsConfigDict(env_prefix="AITRADER_MCP_", env_file=".env", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface the MCP streamable-HTTP server binds to.")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port of the MCP server (0 = any free port).")
+    path: str = Field("/mcp", description="HTTP path of the MCP streamable-HTTP endpoint.")
+    account_file: Path = Field(
+        DEFAULT_ACCOUNT_FILE, description="YAML with the account's profile fields and optional seed holdings."
+    )
+    replay_page: int = Field(
+        1000, ge=1, le=100_000, description="Entries per XRANGE page when rebuilding the account from ex:events."
+    )
+    max_orders: int = Field(100_000, ge=100, description="Orders kept for get_orders (oldest dropped first).")
+    max_trades: int = Field(100_000, ge=100, description="Trades kept for get_trades (oldest dropped first).")
+    marks_timeout_s: float = Field(
+        0.5, gt=0, le=10, description="Longest wait for the gateway's marks hash when a tool is called."
+    )
+    shutdown_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="Longest graceful wait for open HTTP connections on stop."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
