@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import pool
 
+from alembic import context
 from common.db import Base, make_engine, normalize_url
 
 config = context.config

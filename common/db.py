@@ -11,7 +11,7 @@ is no global session.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -39,26 +39,26 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "Base",
-    "Amount",
-    "AMOUNT_SCALE",
-    "Order",
-    "Fill",
-    "TradingState",
-    "KillSwitchEvent",
-    "AuditLog",
-    "OutboxMessage",
-    "ORDER_STATUSES",
-    "OPEN_STATUSES",
-    "TRADING_STATES",
-    "normalize_url",
-    "make_engine",
-    "session_factory",
-    "alembic_config",
-    "migrate",
-    "downgrade",
-    "ROOT",
     "ALEMBIC_INI",
+    "AMOUNT_SCALE",
+    "OPEN_STATUSES",
+    "ORDER_STATUSES",
+    "ROOT",
+    "TRADING_STATES",
+    "Amount",
+    "AuditLog",
+    "Base",
+    "Fill",
+    "KillSwitchEvent",
+    "Order",
+    "OutboxMessage",
+    "TradingState",
+    "alembic_config",
+    "downgrade",
+    "make_engine",
+    "migrate",
+    "normalize_url",
+    "session_factory",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _in(col: str, values: tuple[str, ...]) -> str:
@@ -194,7 +194,7 @@ class Fill(Base):
     __tablename__ = "fills"
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
-    exec_id: Mapped[str] = mapped_column(String(64), unique=True)
+    exec_id: Mapped[str] = mapped_column(String(96), unique=True)
     venue_trade_id: Mapped[str] = mapped_column(String(64), unique=True)
     client_order_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("orders.client_order_id", ondelete="RESTRICT"), index=True

@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.config import SettingsBase
 
-__all__ = ["ExecutionSettings", "DEFAULT_RISK_FILE"]
+__all__ = ["DEFAULT_RISK_FILE", "ExecutionSettings"]
 
 DEFAULT_RISK_FILE = Path(__file__).resolve().parents[1] / "config" / "risk.yml"
 
@@ -28,10 +28,10 @@ class ExecutionSettings(SettingsBase):
     )
     venue: str = Field("simulator", description="Venue adapter orders are routed to (simulator).")
     slippage_bps: Decimal = Field(
-        Decimal("1"), ge=0, le=1000, description="Simulator: slippage against the order, basis points."
+        Decimal(1), ge=0, le=1000, description="Simulator: slippage against the order, basis points."
     )
-    fee_bps: Decimal = Field(Decimal("1"), ge=0, le=1000, description="Simulator: fee, basis points of notional.")
-    min_fee: Decimal = Field(Decimal("0"), ge=0, description="Simulator: minimum fee per fill (account currency).")
+    fee_bps: Decimal = Field(Decimal(1), ge=0, le=1000, description="Simulator: fee, basis points of notional.")
+    min_fee: Decimal = Field(Decimal(0), ge=0, description="Simulator: minimum fee per fill (account currency).")
     tick_ring: int = Field(
         256, ge=1, le=1_000_000,
         description="Simulator: recent ticks kept per symbol to fill intents that arrive after their next tick.",

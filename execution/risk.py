@@ -21,7 +21,7 @@ from common.config import ConfigError
 from common.instruments import Instruments
 from common.messages import OrderIntent, OrdType
 
-__all__ = ["RejectCode", "RiskLimits", "RiskConfig", "RiskEngine", "LIMIT_KEYS"]
+__all__ = ["LIMIT_KEYS", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits"]
 
 _BPS = Decimal(10_000)
 _ZERO = Decimal(0)
@@ -69,6 +69,11 @@ def _decimal(value: Any, where: str, path: Path) -> Decimal:
     return d
 
 
+def _sane(x: Decimal) -> bool:
+    # Finite, > 0 and below 1e18 (beyond that, lot/tick arithmetic raises and storage overflows).
+    return x.is_finite() and x > _ZERO and x.adjusted() < 18
+
+
 class RiskConfig:
     """Validated limits: ``defaults`` for every symbol, overridden per symbol under ``symbols``."""
 
@@ -80,7 +85,7 @@ class RiskConfig:
         return self.symbols.get(symbol, self.defaults)
 
     @classmethod
-    def load(cls, path: Path | str) -> "RiskConfig":
+    def load(cls, path: Path | str) -> RiskConfig:
         """Read and validate the YAML file; raise ``ConfigError`` naming the bad or missing key."""
         p = Path(path)
         try:
@@ -92,13 +97,13 @@ class RiskConfig:
         return cls.from_dict(doc, p)
 
     @classmethod
-    def from_dict(cls, doc: Any, path: Path | str = "<dict>") -> "RiskConfig":
+    def from_dict(cls, doc: Any, path: Path | str = "<dict>") -> RiskConfig:
         p = Path(path)
         if not isinstance(doc, dict):
             raise ConfigError(f"risk file {p}: expected a mapping with 'defaults' and 'symbols'")
         unknown = set(doc) - {"defaults", "symbols"}
         if unknown:
-            raise ConfigError(f"risk file {p}: unknown top-level key {sorted(unknown)[0]!r}")
+            raise ConfigError(f"risk file {p}: unknown top-level key {min(unknown)!r}")
         d = doc.get("defaults")
         if not isinstance(d, dict):
             raise ConfigError(f"risk file {p}: missing key 'defaults'")
@@ -154,24 +159,25 @@ class RiskEngine:
         signed net position; ``open_same_side`` the unfilled quantity of open and in-flight
         orders on the intent's side; ``open_buy_notional`` the reserved notional of open buys.
         """
-        if halted:
-            return RejectCode.KILL_SWITCH
+        # A duplicate is answered first: its id already has a row, so it cannot get another.
         if known:
             return RejectCode.DUPLICATE_CLORDID
+        if halted:
+            return RejectCode.KILL_SWITCH
         qty = intent.qty
         inst = self.instruments.get(intent.symbol)
-        if not qty.is_finite() or qty <= _ZERO or not inst.is_lot_multiple(qty):
+        if not _sane(qty) or not inst.is_lot_multiple(qty):
             return RejectCode.INVALID_QTY
         limit_px = None
         if intent.order_type == OrdType.LIMIT:
             limit_px = intent.limit_price
-            if limit_px is None or not limit_px.is_finite() or limit_px <= _ZERO or not inst.is_tick_multiple(limit_px):
+            if limit_px is None or not _sane(limit_px) or not inst.is_tick_multiple(limit_px):
                 return RejectCode.INVALID_PRICE
         elif intent.order_type != OrdType.MARKET:
             return RejectCode.UNSUPPORTED_ORDER_TYPE
-        ref = intent.ref_price
-        if not ref.is_finite() or ref <= _ZERO:
+        if not _sane(intent.ref_price):
             return RejectCode.INVALID_PRICE
+        ref = intent.ref_price
         lim = self.config.limits(intent.symbol)
         if qty > lim.max_order_qty:
             return RejectCode.MAX_QTY

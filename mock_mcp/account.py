@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -45,14 +45,14 @@ from common.messages import ExecutionReport, OrdStatus, Side
 __all__ = [
     "Account",
     "AccountSeed",
-    "InvalidOrder",
-    "Position",
     "Holding",
+    "InvalidOrder",
     "Order",
-    "Trade",
+    "Position",
     "ReportResult",
-    "load_seed",
+    "Trade",
     "dec_str",
+    "load_seed",
 ]
 
 ZERO = Decimal(0)
@@ -93,7 +93,7 @@ def dec_str(d: Decimal) -> str:
 
 
 def _ts(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ns > 0 else ""
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if ns > 0 else ""
 
 
 # -- seed ----------------------------------------------------------------------------------
@@ -167,7 +167,9 @@ def load_seed(path: Path | str) -> AccountSeed:
         exchanges=tuple(f.exchanges),
         products=tuple(f.products),
         order_types=tuple(f.order_types),
-        holdings=tuple((h.tradingsymbol, h.exchange, h.quantity, h.average_price, h.isin) for h in f.holdings),
+        holdings=tuple(
+            (h.tradingsymbol, h.exchange, h.quantity, h.average_price, h.isin) for h in f.holdings
+        ),
     )
 
 
@@ -446,7 +448,10 @@ class Account:
         tag: str = "",
         marks: Mapping[str, Decimal] | None = None,
     ) -> Order:
-        """Validate and record an order as OPEN (or REJECTED for lack of funds); raise ``InvalidOrder`` on bad input."""
+        """Validate and record an order: OPEN, or REJECTED (with a reason) for lack of funds.
+
+        Raises ``InvalidOrder`` on input no broker would accept.
+        """
         sym = (tradingsymbol or "").strip()
         if not sym or len(sym) > 64 or any(c.isspace() for c in sym):
             raise InvalidOrder("tradingsymbol must be 1-64 characters without spaces")
@@ -471,7 +476,9 @@ class Account:
             raise InvalidOrder(f"quantity must be > 0 and <= {MAX_QTY:f}, not {dec_str(qty)}")
         inst = self.instruments.get(sym) if self.instruments else None
         if inst is not None and not inst.is_lot_multiple(qty):
-            raise InvalidOrder(f"quantity {dec_str(qty)} is not a multiple of the lot size {dec_str(inst.lot_size)}")
+            raise InvalidOrder(
+                f"quantity {dec_str(qty)} is not a multiple of the lot size {dec_str(inst.lot_size)}"
+            )
         px = _finite("price", price) if price is not None else ZERO
         trig = _finite("trigger_price", trigger_price) if trigger_price is not None else ZERO
         if order_type in ("LIMIT", "SL"):
@@ -487,7 +494,9 @@ class Account:
         if inst is not None:
             for name, val in (("price", px), ("trigger_price", trig)):
                 if val and not inst.is_tick_multiple(val):
-                    raise InvalidOrder(f"{name} {dec_str(val)} is not a multiple of the tick size {dec_str(inst.tick_size)}")
+                    raise InvalidOrder(
+                        f"{name} {dec_str(val)} is not a multiple of the tick size {dec_str(inst.tick_size)}"
+                    )
 
         self._order_seq += 1
         o = Order(
@@ -512,7 +521,10 @@ class Account:
             free = self.live_balance(marks)
             need = qty * ref
             if need > free:
-                o.status, o.status_message = REJECTED, f"insufficient funds: need {dec_str(need)}, available {dec_str(free)}"
+                o.status, o.status_message = (
+                    REJECTED,
+                    f"insufficient funds: need {dec_str(need)}, available {dec_str(free)}",
+                )
         elif side == "SELL" and product == "CNC":
             held = self.holdings.get(sym)
             if held is None or held.quantity < qty:
@@ -549,7 +561,11 @@ class Account:
 
     def short_exposure(self, marks: Mapping[str, Decimal]) -> Decimal:
         return sum(
-            (-p.quantity * self._price_or_avg(s, p.average_price, marks) for s, p in self.positions.items() if p.quantity < 0),
+            (
+                -p.quantity * self._price_or_avg(s, p.average_price, marks)
+                for s, p in self.positions.items()
+                if p.quantity < 0
+            ),
             ZERO,
         )
 
@@ -589,7 +605,8 @@ class Account:
         live = self.cash - exposure - blocked
         realised = sum((p.realised for p in self.positions.values()), ZERO)
         unrealised = sum(
-            (p.unrealised(self._price_or_avg(s, p.average_price, marks)) for s, p in self.positions.items()), ZERO
+            (p.unrealised(self._price_or_avg(s, p.average_price, marks)) for s, p in self.positions.items()),
+            ZERO,
         )
         turnover = sum((p.buy_value + p.sell_value for p in self.positions.values()), ZERO)
         return {

@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.config import SettingsBase
 
-__all__ = ["McpSettings", "DEFAULT_ACCOUNT_FILE"]
+__all__ = ["DEFAULT_ACCOUNT_FILE", "McpSettings"]
 
 DEFAULT_ACCOUNT_FILE = Path(__file__).resolve().parents[1] / "config" / "account.yml"
 
@@ -17,7 +17,9 @@ DEFAULT_ACCOUNT_FILE = Path(__file__).resolve().parents[1] / "config" / "account
 class McpSettings(SettingsBase):
     """Where the mock broker listens and how its simulated account is seeded."""
 
-    model_config = SettingsConfigDict(env_prefix="AITRADER_MCP_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="AITRADER_MCP_", env_file=".env", extra="ignore", frozen=True
+    )
 
     host: str = Field("127.0.0.1", description="Interface the MCP streamable-HTTP server binds to.")
     port: int = Field(8765, ge=0, le=65535, description="TCP port of the MCP server (0 = any free port).")
@@ -26,7 +28,10 @@ class McpSettings(SettingsBase):
         DEFAULT_ACCOUNT_FILE, description="YAML with the account's profile fields and optional seed holdings."
     )
     replay_page: int = Field(
-        1000, ge=1, le=100_000, description="Entries per XRANGE page when rebuilding the account from ex:events."
+        1000,
+        ge=1,
+        le=100_000,
+        description="Entries per XRANGE page when rebuilding the account from ex:events.",
     )
     max_orders: int = Field(100_000, ge=100, description="Orders kept for get_orders (oldest dropped first).")
     max_trades: int = Field(100_000, ge=100, description="Trades kept for get_trades (oldest dropped first).")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0001"
@@ -71,7 +72,7 @@ def upgrade() -> None:
     op.create_table(
         "fills",
         sa.Column("id", ID, autoincrement=True, nullable=False),
-        sa.Column("exec_id", sa.String(64), nullable=False),
+        sa.Column("exec_id", sa.String(96), nullable=False),
         sa.Column("venue_trade_id", sa.String(64), nullable=False),
         sa.Column("client_order_id", sa.String(64), nullable=False),
         sa.Column("symbol", sa.String(64), nullable=False),

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from common.messages import TickType
 
 __all__ = [
@@ -38,13 +40,13 @@ __all__ = [
     "ReaderStats",
     "Rec",
     "WallClock",
+    "crypto_symbol",
+    "csv_rows",
     "epoch_day_ns",
+    "fx_symbol",
     "head_bytes",
     "iso_to_ns",
     "open_text",
-    "csv_rows",
-    "fx_symbol",
-    "crypto_symbol",
 ]
 
 TRADE = TickType.TRADE
@@ -74,9 +76,17 @@ class ReaderStats:
     first_ts: int | None = None
     last_ts: int | None = None
     out_of_order: int = 0  # ticks whose ts_event is earlier than the file's previous tick
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def merge(self, other: ReaderStats) -> None:
+        """Add another pass's row counts (rows, skipped, notes) into this one."""
+        self.rows += other.rows
+        for reason, n in other.skipped.items():
+            self.skip(reason, n)
+        self.notes.extend(other.notes)
 
     @property
     def skipped_total(self) -> int:
@@ -94,6 +104,7 @@ class ReaderStats:
             "first_ts_event": self.first_ts,
             "last_ts_event": self.last_ts,
             "out_of_order": self.out_of_order,
+            "notes": list(self.notes),
         }
 
 
@@ -170,6 +181,13 @@ class WallClock:
     def fixed(cls, day: dt.date, hours: float) -> WallClock:
         return cls(day, dt.timezone(dt.timedelta(hours=hours)))
 
+    def to_ns_array(self, ms: np.ndarray) -> np.ndarray:
+        """Vectorised ``to_ns`` over an int64 array."""
+        if self.constant_ms is not None:
+            return (ms + (self.base_ms - self.constant_ms)) * 1_000_000
+        offsets = np.asarray(self.offsets_ms, dtype=np.int64)[np.clip(ms // 3_600_000, 0, 24)]
+        return (ms + self.base_ms - offsets) * 1_000_000
+
     def to_ns(self, ms: int) -> int:
         """ns epoch UTC of wall-clock ``ms`` after local midnight (ms may exceed one day)."""
         off = self.constant_ms
@@ -225,7 +243,7 @@ def csv_rows(f: io.TextIOBase, stats: ReaderStats) -> Iterator[list[str]]:
 
 
 _CURRENCIES = frozenset(
-    "USD EUR JPY GBP CHF AUD NZD CAD SEK NOK DKK HKD SGD CNH CNY MXN ZAR TRY PLN HUF CZK XAU XAG".split()
+    ["USD", "EUR", "JPY", "GBP", "CHF", "AUD", "NZD", "CAD", "SEK", "NOK", "DKK", "HKD", "SGD", "CNH", "CNY", "MXN", "ZAR", "TRY", "PLN", "HUF", "CZK", "XAU", "XAG"]
 )
 _SIX = re.compile(r"(?<![A-Za-z])([A-Za-z]{6})(?![A-Za-z])")
 _CRYPTO = re.compile(

@@ -1,0 +1,414 @@
+"""The order management system: intents → checks → durable orders → venue → fills → reports.
+
+One bus batch is handled in three steps so that no order reaches a venue before its row
+is durable:
+
+1. ``stage(entries)`` walks the batch in order, in memory: ticks update marks and fill
+   working orders, intents pass the pre-trade checks and become ACCEPTED or REJECTED
+   orders, kill-switch commands change the trading state (engage cancels open orders).
+   Every resulting write lands in ``plan.tx1``.
+2. The caller commits ``plan.tx1`` (one transaction) — only then:
+3. ``route(plan)`` sends the batch's accepted orders to the venue; immediate fills land in
+   ``plan.tx2``, which the caller commits too.
+
+Every report that follows a state change is also written to the ``outbox`` table in the
+same transaction as the change, numbered by ``seq``; the bus commit publishes it and
+records the highest published seq (``OUTBOX_HWM``), so a crash between the database and
+the bus never loses a report (``Gateway`` republishes rows above the mark).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from common import streams
+from common.bus import Entry
+from common.latency import LatencyHistogram
+from common.messages import (
+    Control,
+    ControlAck,
+    ExecutionReport,
+    OrderIntent,
+    OrdStatus,
+    TickBatch,
+    TickType,
+    encode,
+)
+from execution.kill_switch import KillSwitch, TradingStateName
+from execution.order import Order
+from execution.portfolio import Portfolio
+from execution.risk import RejectCode, RiskEngine
+from execution.store import Changes, Snapshot
+from execution.venues.base import EventKind, Venue, VenueEvent
+
+__all__ = ["OUTBOX_HWM", "SERVICE", "BatchPlan", "EntryResult", "OrderManager", "intent_problem"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = "execution"
+# Highest outbox seq published to the bus (set in the same MULTI/EXEC as the publish).
+# TODO(lead): move to common/streams.py as streams.OUTBOX_HWM.
+OUTBOX_HWM = "ex:outbox_hwm"
+
+_ZERO = Decimal(0)
+_INT64 = 1 << 63
+_AMOUNT_LIMIT = Decimal("1e18")
+_MAX_ID = 64
+
+Key = tuple[str, bytes]
+
+
+def intent_problem(it: OrderIntent) -> str | None:
+    """Why an intent cannot even be recorded (it is dead-lettered, not rejected), or None."""
+    if not 0 < len(it.client_order_id) <= _MAX_ID:
+        return "client_order_id must have 1..64 characters"
+    if len(it.signal_id) > _MAX_ID or not 0 < len(it.strategy) <= _MAX_ID:
+        return "signal_id / strategy longer than 64 characters (or empty strategy)"
+    for name in ("tick_seq", "ts_event", "ts_ingest", "ts_signal", "ts_intent"):
+        v = getattr(it, name)
+        if not 0 <= v < _INT64:
+            return f"{name} out of int64 range"
+    for name in ("qty", "ref_price", "limit_price"):
+        v = getattr(it, name)
+        if v is not None and (not v.is_finite() or abs(v) >= _AMOUNT_LIMIT):
+            return f"{name} out of range"
+    return None
+
+
+@dataclass(slots=True)
+class EntryResult:
+    """What one bus entry produced: messages to publish, counters, extra Redis ops."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    ops: list[Callable[[Any], Any]] = field(default_factory=list)
+    dead: str | None = None  # dead-letter reason
+    hwm: int = 0  # highest outbox seq among its messages
+
+    def incr(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+@dataclass
+class BatchPlan:
+    results: dict[Key, EntryResult]
+    tx1: Changes
+    route: list[tuple[Order, Key]] = field(default_factory=list)
+    tx2: Changes = field(default_factory=Changes)
+
+
+class OrderManager:
+    """Owns the gateway's in-memory state: open orders, positions/cash, marks, trading state."""
+
+    def __init__(
+        self,
+        risk: RiskEngine,
+        venue: Venue,
+        initial_cash: Decimal,
+        *,
+        known_ids: int = 200_000,
+        clock: Callable[[], int] = time.time_ns,
+        hist: Callable[[str], LatencyHistogram] | None = None,
+    ) -> None:
+        self.risk = risk
+        self.venue = venue
+        self.initial_cash = initial_cash
+        self.clock = clock
+        self.hist = hist
+        self.kill = KillSwitch()
+        self.portfolio = Portfolio(initial_cash)
+        self.orders: dict[str, Order] = {}  # open orders only
+        self.marks: dict[str, float] = {}
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._known_cap = known_ids
+        self._deferred: list[VenueEvent] = []  # venue events raised while reloading
+        self._ch = Changes()
+        self.outbox_seq = 0  # last outbox seq handed out
+        self.confirmed_hwm = 0  # highest seq known to be on the bus
+        self._deleted_upto = 0
+
+    # -- state ------------------------------------------------------------------------
+    def load(self, snap: Snapshot) -> None:
+        """Rebuild memory from the database: trading state, positions, cash, open orders."""
+        st = snap.trading_state
+        if st:
+            self.kill = KillSwitch(TradingStateName(st["state"]), st["reason"] or "", st["actor"] or "",
+                                   int(st["changed_at"] or 0))
+        else:
+            self.kill = KillSwitch()
+        self.portfolio = Portfolio.from_fills(self.initial_cash, snap.fills)
+        for cid in self.venue.working():
+            self.venue.cancel(cid)
+        self.orders = {}
+        self._known.clear()
+        for cid in snap.recent_ids:
+            self._remember(cid)
+        for o in snap.open_orders:
+            self.orders[o.client_order_id] = o
+            self._remember(o.client_order_id)
+            leaves = o.qty - o.cum_qty
+            self.portfolio.reserve(o, leaves * (o.limit_price or o.ref_price))
+            self._deferred.extend(self.venue.submit(o))
+        self.outbox_seq = max(self.outbox_seq, snap.outbox_max_seq)
+
+    def _remember(self, cid: str) -> None:
+        self._known[cid] = None
+        if len(self._known) > self._known_cap:
+            self._known.popitem(last=False)
+
+    def mark(self, symbol: str) -> Decimal | None:
+        px = self.marks.get(symbol)
+        return Decimal(repr(px)) if px is not None and px > 0.0 else None
+
+    def unknown_ids(self, entries: list[Entry]) -> list[str]:
+        """Client order ids of the batch's intents that memory cannot vouch for (look them up)."""
+        return [
+            e.msg.client_order_id
+            for e in entries
+            if isinstance(e.msg, OrderIntent) and e.msg.client_order_id not in self._known
+        ]
+
+    # -- step 1: in order, in memory -------------------------------------------------------
+    def stage(self, entries: list[Entry], existing: set[str] | frozenset[str] = frozenset()) -> BatchPlan:
+        plan = BatchPlan(results={}, tx1=Changes())
+        self._ch = plan.tx1
+        for entry in entries:
+            key = (entry.stream, entry.id)
+            res = plan.results[key] = EntryResult()
+            if self._deferred:
+                deferred, self._deferred = self._deferred, []
+                for ev in deferred:
+                    self._apply(ev, res)
+            msg = entry.msg
+            if isinstance(msg, TickBatch):
+                self._on_ticks(msg, res)
+            elif isinstance(msg, OrderIntent):
+                self._on_intent(msg, key, res, plan, existing)
+            elif isinstance(msg, Control):
+                self._on_control(msg, res)
+            else:
+                res.dead = f"unexpected message {type(msg).__name__}"
+        if plan.tx1 and self.confirmed_hwm > self._deleted_upto:
+            plan.tx1.outbox_delete_upto = self.confirmed_hwm
+        return plan
+
+    def tx1_done(self, plan: BatchPlan) -> None:
+        if plan.tx1.outbox_delete_upto is not None:
+            self._deleted_upto = plan.tx1.outbox_delete_upto
+
+    def _on_ticks(self, batch: TickBatch, res: EntryResult) -> None:
+        ticks = batch.ticks
+        res.incr("ticks", len(ticks))
+        last: dict[str, float] = {}
+        for t in ticks:
+            if t.type == TickType.TRADE:
+                if t.price <= 0.0:
+                    continue
+                last[t.symbol] = t.price
+            elif t.bid > 0.0 and t.ask > 0.0:
+                last[t.symbol] = round((t.bid + t.ask) * 0.5, 10)
+        if last:
+            self.marks.update(last)
+            mapping = {s: repr(p) for s, p in last.items()}
+            res.ops.append(lambda pipe, m=mapping: pipe.hset(streams.MARKS, mapping=m))
+        for ev in self.venue.on_ticks(ticks):
+            self._apply(ev, res)
+
+    def _on_intent(
+        self, it: OrderIntent, key: Key, res: EntryResult, plan: BatchPlan, existing: set[str] | frozenset[str]
+    ) -> None:
+        bad = intent_problem(it)
+        if bad is not None:
+            res.dead = f"invalid: {bad}"
+            return
+        res.incr("intents")
+        cid = it.client_order_id
+        mark = self.mark(it.symbol)
+        pf = self.portfolio
+        code = self.risk.check(
+            it,
+            halted=self.kill.halted,
+            known=cid in self._known or cid in existing,
+            mark=mark,
+            position=pf.position(it.symbol),
+            open_same_side=pf.open_qty(it.symbol, int(it.side)),
+            cash=pf.cash,
+            open_buy_notional=pf.open_buy_notional,
+        )
+        if code == RejectCode.DUPLICATE_CLORDID:
+            # Its id already has an order (being worked if still open): nothing new to say.
+            res.incr("duplicates")
+            res.incr(f"rejects.{code}")
+            return
+        order = Order.from_intent(it, self.venue.name)
+        self._remember(cid)
+        res.incr("orders")
+        now = self.clock()
+        self._ch.new_orders[cid] = order
+        if code is not None:
+            order.transition(OrdStatus.REJECTED)
+            order.reject_reason = str(code)
+            order.ts_done = now
+            res.incr("rejects")
+            res.incr(f"rejects.{code}")
+            self._emit(res, streams.EXEC_EVENTS, self._report(order, f"{cid}:R", now, reason=str(code)))
+            return
+        order.transition(OrdStatus.ACCEPTED)
+        order.ts_accepted = now
+        self.orders[cid] = order
+        assert mark is not None  # the checks passed, so there is a reference price
+        pf.reserve(order, self.risk.notional(it, mark))
+        res.incr("accepted")
+        self._emit(res, streams.EXEC_EVENTS, self._report(order, f"{cid}:A", now))
+        plan.route.append((order, key))
+
+    def _on_control(self, ctl: Control, res: EntryResult) -> None:
+        now = self.clock()
+        d = self.kill.apply(ctl, now)
+        if d is None:
+            res.incr("control.ignored")  # another service's command
+            return
+        res.incr(f"control.{d.action}")
+        ch = self._ch
+        actor = (ctl.actor or "unknown")[:64]
+        cancelled = 0
+        if d.changed:
+            if d.action == "engage":
+                cancelled = self._cancel_all(res, now, "KILL_SWITCH")
+            ch.trading_state = self.kill.row()
+            ch.kill_events.append({
+                "scope": self.kill.scope, "action": d.action, "reason": self.kill.reason, "actor": actor,
+                "request_id": ctl.request_id[:64], "ts": now,
+            })
+            mirror = self.kill.mirror()
+            res.ops.append(lambda pipe, m=mirror: pipe.hset(streams.KILL_STATE, mapping=m))
+        if d.changed or not d.ok:
+            ch.audit.append({
+                "ts": now, "actor": actor,
+                "action": f"kill.{d.action}" + ("" if d.ok else ".refused"),
+                "entity": "trading_state", "entity_id": ctl.scope[:128],
+                "detail": {"request_id": ctl.request_id, "state": str(d.state), "reason": ctl.reason,
+                           "detail": d.detail, "cancelled": cancelled},
+            })
+        ack = ControlAck(request_id=ctl.request_id, service=SERVICE, ok=d.ok, state=str(d.state),
+                         detail=d.detail, ts=now)
+        self._emit(res, streams.CONTROL_ACKS, ack, durable=d.changed or not d.ok)
+
+    def _cancel_all(self, res: EntryResult, now: int, reason: str) -> int:
+        n = 0
+        for cid, o in list(self.orders.items()):
+            self.venue.cancel(cid)
+            leaves = o.leaves_qty
+            o.transition(OrdStatus.CANCELLED)
+            o.reject_reason = reason
+            o.ts_done = now
+            self.portfolio.release(o, leaves)
+            del self.orders[cid]
+            self._ch.order_changed(o)
+            res.incr("cancels")
+            self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{cid}:C", now, reason=reason,
+                                                              text="cancelled by kill switch"))
+            n += 1
+        return n
+
+    # -- step 3: routing, after tx1 is durable -----------------------------------------------
+    def route(self, plan: BatchPlan) -> Changes:
+        """Send the batch's accepted orders to the venue; returns the writes of what happened."""
+        self._ch = plan.tx2
+        for order, key in plan.route:
+            if order.status != OrdStatus.ACCEPTED or self.orders.get(order.client_order_id) is not order:
+                continue  # cancelled (kill switch) before it was routed
+            for ev in self.venue.submit(order):
+                self._apply(ev, plan.results[key])
+        return plan.tx2
+
+    # -- venue events ----------------------------------------------------------------------
+    def _apply(self, ev: VenueEvent, res: EntryResult) -> None:
+        o = ev.order
+        cid = o.client_order_id
+        if self.orders.get(cid) is not o:
+            # Not open here any more (e.g. cancelled): record the anomaly, never apply it silently.
+            res.incr("late_events")
+            log.warning("venue event %s for %s which is not open (%s); ignored", ev.kind, cid, o.status)
+            return
+        now = self.clock()
+        if ev.kind == EventKind.FILL:
+            leaves_before = o.qty - o.cum_qty
+            o.apply_fill(ev.qty, ev.price, ev.fee, now)
+            self.portfolio.on_fill(o, ev.qty, ev.price, ev.fee, leaves_before)
+            self._ch.fills.append({
+                "exec_id": ev.exec_id, "venue_trade_id": ev.venue_trade_id, "client_order_id": cid,
+                "symbol": o.symbol, "side": o.side, "qty": ev.qty, "price": ev.price, "fee": ev.fee,
+                "liquidity": ev.liquidity, "venue": self.venue.name, "ts_exec": now,
+            })
+            res.incr("fills")
+            self._emit(res, streams.EXEC_EVENTS, self._report(
+                o, ev.exec_id, now, last_qty=ev.qty, last_px=ev.price, fee=ev.fee, venue_trade_id=ev.venue_trade_id,
+            ))
+            if self.hist is not None:
+                self.hist("intent_to_fill").record_ns(now - o.ts_intent)
+                self.hist("tick_to_fill").record_ns(now - o.ts_ingest)
+        else:
+            leaves = o.leaves_qty
+            o.transition(OrdStatus.EXPIRED)
+            o.ts_done = now
+            self.portfolio.release(o, leaves)
+            res.incr("expired")
+            self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{cid}:X", now, text=ev.text))
+        self._ch.order_changed(o)
+        if not o.is_open:
+            del self.orders[cid]
+
+    # -- output ------------------------------------------------------------------------------
+    def _emit(self, res: EntryResult, stream: str, msg: Any, durable: bool = True) -> None:
+        data = encode(msg)
+        res.messages.append((stream, data))
+        if durable:
+            self.outbox_seq += 1
+            self._ch.outbox.append({"seq": self.outbox_seq, "stream": stream, "payload": data})
+            res.hwm = self.outbox_seq
+
+    def _report(
+        self,
+        o: Order,
+        exec_id: str,
+        ts_exec: int,
+        *,
+        last_qty: Decimal = _ZERO,
+        last_px: Decimal = _ZERO,
+        fee: Decimal = _ZERO,
+        reason: str = "",
+        venue_trade_id: str = "",
+        text: str = "",
+    ) -> ExecutionReport:
+        return ExecutionReport(
+            exec_id=exec_id,
+            client_order_id=o.client_order_id,
+            signal_id=o.signal_id,
+            strategy=o.strategy,
+            symbol=o.symbol,
+            side=o.side,
+            status=o.status,
+            order_qty=o.qty,
+            cum_qty=o.cum_qty,
+            leaves_qty=o.leaves_qty,
+            last_qty=last_qty,
+            last_px=last_px,
+            avg_px=o.avg_px,
+            fee=fee,
+            ts_event=o.ts_event,
+            ts_ingest=o.ts_ingest,
+            ts_signal=o.ts_signal,
+            ts_intent=o.ts_intent,
+            ts_exec=ts_exec,
+            reason=reason,
+            venue=o.venue,
+            venue_trade_id=venue_trade_id,
+            text=text,
+        )

@@ -1,0 +1,72 @@
+"""Positions, cash and open-order exposure as the gateway's pre-trade checks see them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from execution.order import Order
+
+__all__ = ["Portfolio"]
+
+_ZERO = Decimal(0)
+
+
+class Portfolio:
+    """Net position per symbol, cash, and what open orders could still add.
+
+    Exposure counts orders entered, not only orders filled: every accepted order adds its
+    unfilled quantity to its side until it fills or ends, and a buy also reserves its
+    notional against cash, so concurrent orders cannot overshoot a limit together.
+    """
+
+    def __init__(self, cash: Decimal) -> None:
+        self.cash = cash
+        self.positions: dict[str, Decimal] = {}
+        self._open: dict[tuple[str, int], Decimal] = {}
+        self.open_buy_notional = _ZERO
+
+    @classmethod
+    def from_fills(cls, initial_cash: Decimal, fills: Iterable[tuple[str, int, Decimal, Decimal, Decimal]]) -> Portfolio:
+        """Rebuild from (symbol, side, qty, price, fee) of every fill."""
+        p = cls(initial_cash)
+        for symbol, side, qty, price, fee in fills:
+            p._book(symbol, int(side), qty, price, fee)
+        return p
+
+    def position(self, symbol: str) -> Decimal:
+        return self.positions.get(symbol, _ZERO)
+
+    def open_qty(self, symbol: str, side: int) -> Decimal:
+        """Unfilled quantity of open and in-flight orders of ``symbol`` on ``side``."""
+        return self._open.get((symbol, side), _ZERO)
+
+    def _book(self, symbol: str, side: int, qty: Decimal, price: Decimal, fee: Decimal) -> None:
+        self.positions[symbol] = self.positions.get(symbol, _ZERO) + side * qty
+        self.cash -= side * qty * price + fee
+
+    def reserve(self, order: Order, notional: Decimal) -> None:
+        """An order became open: count its unfilled quantity (and a buy's notional)."""
+        key = (order.symbol, order.side)
+        self._open[key] = self._open.get(key, _ZERO) + (order.qty - order.cum_qty)
+        if order.side > 0:
+            order.reserved_notional = notional
+            self.open_buy_notional += notional
+
+    def on_fill(self, order: Order, qty: Decimal, price: Decimal, fee: Decimal, leaves_before: Decimal) -> None:
+        """A fill of ``qty`` at ``price``: book it and release that part of the reservation."""
+        self._book(order.symbol, order.side, qty, price, fee)
+        key = (order.symbol, order.side)
+        self._open[key] = self._open.get(key, _ZERO) - qty
+        if order.side > 0 and order.reserved_notional:
+            part = order.reserved_notional if qty >= leaves_before else order.reserved_notional * qty / leaves_before
+            order.reserved_notional -= part
+            self.open_buy_notional -= part
+
+    def release(self, order: Order, leaves: Decimal) -> None:
+        """An order ended unfilled (cancelled, expired): drop what it still counted."""
+        key = (order.symbol, order.side)
+        self._open[key] = self._open.get(key, _ZERO) - leaves
+        if order.reserved_notional:
+            self.open_buy_notional -= order.reserved_notional
+            order.reserved_notional = _ZERO

@@ -1,0 +1,257 @@
+"""The MCP server around the simulated account: Kite-named tools over streamable HTTP.
+
+Tools (names as Kite's MCP server spells them): ``get_profile``, ``get_margins``,
+``get_holdings``, ``get_positions``, ``get_orders``, ``get_trades``, ``place_order``,
+``cancel_order``. Each answers one text content block holding JSON in Kite Connect's
+shape, with every money and quantity value a decimal string (see ``mock_mcp.account``).
+Bad input to ``place_order`` / ``cancel_order`` is a tool error (``isError``) whose text
+says why; the server never crashes on it.
+
+``place_order`` only records the order (status OPEN): fills reach the account from
+``ex:events`` (the execution gateway's reports), never from this server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from mock_mcp.account import Account, InvalidOrder
+
+__all__ = ["TOOL_NAMES", "McpHttpServer", "build_mcp_server"]
+
+log = logging.getLogger(__name__)
+
+TOOL_NAMES = (
+    "get_profile",
+    "get_margins",
+    "get_holdings",
+    "get_positions",
+    "get_orders",
+    "get_trades",
+    "place_order",
+    "cancel_order",
+)
+
+Marks = Callable[[], Awaitable[Mapping[str, Decimal]]]
+
+
+async def _no_marks() -> Mapping[str, Decimal]:
+    return {}
+
+
+def _json(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def build_mcp_server(
+    account: Account,
+    marks: Marks = _no_marks,
+    on_call: Callable[[str], None] | None = None,
+    name: str = "aitrader-mock-broker",
+) -> MCPServer:
+    """An ``MCPServer`` exposing ``account`` through the Kite-named tools.
+
+    ``marks()`` returns the latest price per symbol (the gateway's marks) and is awaited
+    by the tools that value positions; ``on_call(tool)`` is told of every tool call.
+    """
+    srv: MCPServer = MCPServer(
+        name,
+        instructions="Simulated broker account (Kite Connect shapes; decimals as strings).",
+        warn_on_duplicate_tools=True,
+    )
+
+    def seen(tool: str) -> None:
+        if on_call is not None:
+            on_call(tool)
+
+    def tool(fn: Callable[..., Any]) -> None:
+        # Unstructured: one text block of JSON, the way Kite's MCP server answers.
+        srv.add_tool(fn, name=fn.__name__, description=(fn.__doc__ or "").strip(), structured_output=False)
+
+    async def get_profile() -> str:
+        """The account holder's profile: user_id, user_name, email, broker, exchanges, products."""
+        seen("get_profile")
+        return _json(account.profile())
+
+    async def get_margins() -> str:
+        """Funds: {"equity": {"net", "available": {"cash", "live_balance", ...}, "utilised": {...}}}."""
+        seen("get_margins")
+        return _json(account.margins(await marks()))
+
+    async def get_holdings() -> str:
+        """Delivery (CNC) holdings with quantity, average_price, last_price and pnl."""
+        seen("get_holdings")
+        return _json(account.holdings_view(await marks()))
+
+    async def get_positions() -> str:
+        """Positions {"net": [...], "day": [...]}: tradingsymbol, quantity, average_price, last_price, pnl,
+        realised, unrealised."""
+        seen("get_positions")
+        return _json(account.positions_view(await marks()))
+
+    async def get_orders() -> str:
+        """Orders of the session (placed here or reported by the execution gateway), oldest first."""
+        seen("get_orders")
+        return _json(account.orders_view())
+
+    async def get_trades() -> str:
+        """Fills of the session, oldest first."""
+        seen("get_trades")
+        return _json(account.trades_view())
+
+    async def place_order(
+        tradingsymbol: str,
+        transaction_type: str,
+        quantity: Decimal,
+        exchange: str = "SIM",
+        product: str = "MIS",
+        order_type: str = "MARKET",
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+        validity: str = "DAY",
+        variety: str = "regular",
+        tag: str = "",
+    ) -> str:
+        """Record an order (status OPEN, or REJECTED with a reason for lack of funds) and return {"order_id"}.
+        Fills arrive only from the execution gateway's ex:events stream."""
+        seen("place_order")
+        try:
+            o = account.place_order(
+                tradingsymbol=tradingsymbol,
+                transaction_type=transaction_type,
+                quantity=quantity,
+                exchange=exchange,
+                product=product,
+                order_type=order_type,
+                price=price,
+                trigger_price=trigger_price,
+                validity=validity,
+                variety=variety,
+                tag=tag,
+                marks=await marks(),
+            )
+        except InvalidOrder as e:
+            raise ToolError(f"invalid order: {e}") from e
+        return _json({"order_id": o.order_id, "status": o.status})
+
+    async def cancel_order(order_id: str, variety: str = "regular") -> str:
+        """Cancel an OPEN order and return {"order_id"}."""
+        seen("cancel_order")
+        try:
+            o = account.cancel_order(order_id, variety)
+        except InvalidOrder as e:
+            raise ToolError(f"cannot cancel: {e}") from e
+        return _json({"order_id": o.order_id, "status": o.status})
+
+    for fn in (
+        get_profile,
+        get_margins,
+        get_holdings,
+        get_positions,
+        get_orders,
+        get_trades,
+        place_order,
+        cancel_order,
+    ):
+        tool(fn)
+    return srv
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the hosting service owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+class McpHttpServer:
+    """Serves an ``MCPServer`` over streamable HTTP with uvicorn, in the caller's event loop.
+
+    ``bind()`` opens the listening socket first (port 0 picks a free one; ``port`` then
+    tells which), so a port in use fails with a clear ``OSError`` before serving starts.
+    """
+
+    def __init__(
+        self,
+        mcp: MCPServer,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        path: str = "/mcp",
+        shutdown_timeout_s: float = 3.0,
+    ) -> None:
+        self.mcp = mcp
+        self.host = host
+        self.port = port
+        self.path = path
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._sock: socket.socket | None = None
+        self._server: _QuietServer | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.path}"
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server and self._server.started)
+
+    def bind(self) -> None:
+        if self._sock is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            raise OSError(
+                e.errno, f"MCP server cannot listen on {self.host}:{self.port}: {e.strerror}"
+            ) from e
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+
+    async def serve(self) -> None:
+        """Serve until ``stop()``; a cancelled caller still gets a graceful shutdown (bounded)."""
+        self.bind()
+        # A fresh app per run: the SDK's session manager can run only once.
+        app = self.mcp.streamable_http_app(streamable_http_path=self.path, host=self.host)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=max(1, int(self.shutdown_timeout_s)),
+        )
+        self._server = _QuietServer(config)
+        task = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, self.shutdown_timeout_s + 1)
+            raise
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True

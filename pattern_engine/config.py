@@ -1,0 +1,59 @@
+"""Settings of the pattern engine service (environment prefix ``AITRADER_PE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.config import ConfigError, SettingsBase, env_name
+from pattern_engine.pattern_config import DEFAULT_PATH
+
+__all__ = ["PatternEngineSettings"]
+
+
+class PatternEngineSettings(SettingsBase):
+    """Which shards to consume, where the pattern file is, how much to pre-allocate."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AITRADER_PE_", env_file=".env", extra="ignore", frozen=True, validate_default=True
+    )
+
+    shards: str = Field(
+        "all",
+        description="Tick shards to consume: 'all' (0..AITRADER_SHARDS-1) or a comma list such as '0,2'.",
+    )
+    config: Path = Field(
+        DEFAULT_PATH,
+        description="Pattern file (features and detectors), default config/pattern.yml of the checkout.",
+    )
+    symbol_capacity: int = Field(
+        256, ge=1, le=10_000_000, description="Symbols pre-allocated in the feature arrays (they grow by doubling)."
+    )
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v == "all":
+            return v
+        parts = [p.strip() for p in v.split(",")]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise ValueError("must be 'all' or a comma list of shard numbers")
+        if len(set(parts)) != len(parts):
+            raise ValueError("lists a shard twice")
+        return ",".join(str(int(p)) for p in parts)
+
+    def shard_list(self, total: int) -> list[int]:
+        """The shard numbers to consume given ``total`` shards; ConfigError if one is out of range."""
+        if self.shards == "all":
+            return list(range(total))
+        shards = [int(p) for p in self.shards.split(",")]
+        bad = [s for s in shards if s >= total]
+        if bad:
+            raise ConfigError(
+                f"invalid setting {env_name(type(self), 'shards')}: shard {bad[0]} out of range "
+                f"(AITRADER_SHARDS={total}: 0..{total - 1})"
+            )
+        return shards

@@ -1,0 +1,150 @@
+"""Incremental per-symbol features: a struct of numpy arrays indexed by a symbol id.
+
+The arrays are updated in place, O(1) per tick, by the compiled kernel in ``kernel.py``
+(see its docstring for the column layout and what a *price event* is). This module owns
+the parameters, the symbol registry (symbol → id, growing the arrays by doubling) and
+read access for the rest of the engine, tests and model detectors.
+
+Features (``FEATURES``, one column each): last trade, bid/ask and sizes, mid, spread (bps),
+reference price, fast/slow EMAs, log return, EWMA realised volatility (log units, per price
+event; ``vol_px`` in price units), z-score of price vs the slow EMA, VWAP and its deviation,
+quote imbalance and its EWMA, trade-flow imbalance (EWMA of signed volume), inter-trade time
+and trade intensity, rolling W-event high/low. Half-lives are counted in events, so the
+features are the same whatever the wall-clock rate of replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pattern_engine import kernel
+
+__all__ = ["FEATURES", "COLUMN", "FeatureParams", "SymbolRegistry", "FeatureState", "alpha"]
+
+FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
+COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
+
+
+def alpha(halflife: float) -> float:
+    """EWMA weight of the newest observation for a half-life counted in observations."""
+    return 1.0 - 0.5 ** (1.0 / halflife)
+
+
+class FeatureParams(BaseModel):
+    """The ``features:`` section of ``config/pattern.yml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    fast_halflife: float = Field(8.0, gt=0, le=1e6, description="Fast EMA half-life (price events).")
+    slow_halflife: float = Field(64.0, gt=0, le=1e6, description="Slow EMA half-life (price events).")
+    vol_halflife: float = Field(128.0, gt=0, le=1e6, description="Realised-volatility EWMA half-life (returns).")
+    vwap_halflife: float = Field(
+        512.0, ge=0, le=1e9, description="VWAP half-life (trades); 0 = session VWAP since the engine started."
+    )
+    flow_halflife: float = Field(32.0, gt=0, le=1e6, description="Signed-volume EWMA half-life (trades).")
+    imbalance_halflife: float = Field(16.0, gt=0, le=1e6, description="Quote-imbalance EWMA half-life (quotes).")
+    intensity_halflife: float = Field(32.0, gt=0, le=1e6, description="Inter-trade-time EWMA half-life (trades).")
+    window: int = Field(64, ge=2, le=100_000, description="Rolling high/low window (price events).")
+
+    def vector(self) -> np.ndarray:
+        """The kernel's feature-parameter vector."""
+        v = np.zeros(kernel.FP_SIZE, dtype=np.float64)
+        a_slow = alpha(self.slow_halflife)
+        v[kernel.FP_A_FAST] = alpha(self.fast_halflife)
+        v[kernel.FP_A_SLOW] = a_slow
+        v[kernel.FP_A_VOL] = alpha(self.vol_halflife)
+        v[kernel.FP_A_VWAP] = alpha(self.vwap_halflife) if self.vwap_halflife > 0 else 0.0
+        v[kernel.FP_A_FLOW] = alpha(self.flow_halflife)
+        v[kernel.FP_A_QIMB] = alpha(self.imbalance_halflife)
+        v[kernel.FP_A_INTENSITY] = alpha(self.intensity_halflife)
+        v[kernel.FP_Z_NORM] = kernel.z_norm(a_slow)
+        return v
+
+
+class SymbolRegistry(dict):
+    """symbol → dense id; looking up an unknown symbol registers it (ids in first-seen order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.symbols: list[str] = []
+
+    def __missing__(self, symbol: str) -> int:
+        sid = len(self.symbols)
+        self.symbols.append(symbol)
+        self[symbol] = sid
+        return sid
+
+
+class FeatureState:
+    """Per-symbol feature arrays (rows = symbol ids) plus the rule detectors' per-symbol state.
+
+    The detectors' cooldown anchors and private state live here too so that one registry
+    grows every per-symbol array together.
+    """
+
+    def __init__(self, params: FeatureParams, n_detectors: int = 0, capacity: int = 64) -> None:
+        self.params = params
+        self.fp = params.vector()
+        self.n_detectors = n_detectors
+        self._initial = max(1, capacity)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every symbol (state is rebuilt from the stream; detectors warm up again)."""
+        self.registry = SymbolRegistry()
+        self.capacity = self._initial
+        self._set(kernel.new_arrays(self.capacity, self.params.window, self.n_detectors))
+
+    def _set(self, arrays: dict[str, np.ndarray]) -> None:
+        self.F = arrays["F"]
+        self.I = arrays["I"]
+        self.ring = arrays["ring"]
+        self.dq = arrays["dq"]
+        self.last_fire = arrays["last_fire"]
+        self.det_state = arrays["det_state"]
+
+    def ensure_capacity(self) -> None:
+        """Grow every array (doubling) once the registry holds more symbols than rows."""
+        n = len(self.registry.symbols)
+        if n <= self.capacity:
+            return
+        cap = self.capacity
+        while cap < n:
+            cap *= 2
+        fresh = kernel.new_arrays(cap, self.params.window, self.n_detectors)
+        old = {"F": self.F, "I": self.I, "ring": self.ring, "dq": self.dq,
+               "last_fire": self.last_fire, "det_state": self.det_state}  # fmt: skip
+        for name, arr in old.items():
+            fresh[name][: self.capacity] = arr
+        self._set(fresh)
+        self.capacity = cap
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.registry.symbols
+
+    def id_of(self, symbol: str) -> int | None:
+        return self.registry.get(symbol)
+
+    def ticks(self, symbol: str) -> int:
+        """Ticks seen for ``symbol`` (0 if never seen)."""
+        sid = self.registry.get(symbol)
+        return 0 if sid is None else int(self.I[sid, kernel.N_TICKS])
+
+    def price_events(self, symbol: str) -> int:
+        sid = self.registry.get(symbol)
+        return 0 if sid is None else int(self.I[sid, kernel.N_PRICE])
+
+    def row(self, symbol: str) -> dict[str, float] | None:
+        """The features of ``symbol`` by name (None if never seen)."""
+        sid = self.registry.get(symbol)
+        if sid is None:
+            return None
+        return dict(zip(FEATURES, self.F[sid, : kernel.N_FEATURES].tolist()))
+
+    def matrix(self, ids: Any) -> np.ndarray:
+        """A copy of the feature rows of ``ids`` (columns ``FEATURES``)."""
+        return self.F[ids, : kernel.N_FEATURES]

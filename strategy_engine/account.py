@@ -1,0 +1,283 @@
+"""The account context the strategy engine sizes from: cached, never fetched per signal.
+
+``AccountContext`` holds cash, available cash, equity, the net position and last price
+per symbol. It is replaced by an ``AccountSnapshot`` from the broker's MCP server in the
+background (every ``refresh_s`` and shortly after fills) and, between snapshots, moved
+optimistically by every fill seen on ``ex:events`` and by the engine's own intents
+(``add_pending``), so a burst of signals does not over-size before fills come back.
+
+Snapshot and fills are reconciled by time: a snapshot is taken to contain exactly the
+fills stamped (``ts_exec``) before its request was sent. Fills stamped later are kept in
+a journal and re-applied on top of the snapshot; fills stamped earlier that arrive after
+it are not applied again. Where that assumption is wrong (the broker applied a fill late)
+the next refresh, which every fill schedules, corrects it.
+
+Own intents count as exposure until their fills or final report arrive, or until
+``pending_ttl_s`` passes (an intent the gateway dropped must not block a symbol forever).
+A refresh expires old ones; it does not clear intents still in flight, since the broker
+does not know of them yet and forgetting them would reopen the over-sizing window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from common.messages import ExecutionReport, OrderIntent, OrdStatus, Side
+
+__all__ = ["AccountContext", "AccountSnapshot", "SnapshotError"]
+
+ZERO = Decimal(0)
+_FINAL = {OrdStatus.FILLED, OrdStatus.CANCELLED, OrdStatus.REJECTED, OrdStatus.EXPIRED}
+
+
+class SnapshotError(ValueError):
+    """A broker answer did not have the expected (Kite Connect) shape."""
+
+
+def _dec(obj: Mapping[str, Any], key: str, where: str) -> Decimal:
+    try:
+        val = obj[key]
+        d = Decimal(str(val))
+    except (KeyError, TypeError, InvalidOperation) as e:
+        raise SnapshotError(f"{where}.{key}: missing or not a number") from e
+    if not d.is_finite():
+        raise SnapshotError(f"{where}.{key}: not finite")
+    return d
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """The account as the broker reported it (all ``Decimal``)."""
+
+    cash: Decimal  # ledger cash
+    available: Decimal  # free to open new exposure (live balance)
+    equity: Decimal  # cash + market value of positions and holdings
+    positions: dict[str, Decimal]  # signed net quantity per symbol (positions + holdings)
+    prices: dict[str, Decimal]  # last price per symbol
+
+    @classmethod
+    def from_kite(cls, margins: Any, positions: Any, holdings: Any) -> AccountSnapshot:
+        """Build from Kite Connect shaped ``get_margins`` / ``get_positions`` / ``get_holdings`` answers.
+
+        Equity is ``available.cash`` plus every position and holding at its last price
+        (its average price when the broker has no last price).
+        """
+        try:
+            eq = margins["equity"]
+            avail = eq["available"]
+        except (KeyError, TypeError) as e:
+            raise SnapshotError("get_margins: expected {'equity': {'available': {...}}}") from e
+        cash = _dec(avail, "cash", "margins.equity.available")
+        available = _dec(avail, "live_balance", "margins.equity.available")
+        qty: dict[str, Decimal] = {}
+        prices: dict[str, Decimal] = {}
+        rows: list[tuple[str, Any]] = []
+        if isinstance(positions, Mapping):
+            rows += [("positions.net", r) for r in positions.get("net") or []]
+        elif positions is not None:
+            raise SnapshotError("get_positions: expected {'net': [...], 'day': [...]}")
+        if isinstance(holdings, list):
+            rows += [("holdings", r) for r in holdings]
+        elif holdings is not None:
+            raise SnapshotError("get_holdings: expected a list")
+        value = ZERO
+        for where, r in rows:
+            if not isinstance(r, Mapping) or not r.get("tradingsymbol"):
+                raise SnapshotError(f"{where}: a row without tradingsymbol")
+            sym = str(r["tradingsymbol"])
+            q = _dec(r, "quantity", where)
+            last = _dec(r, "last_price", where) if r.get("last_price") not in (None, "") else ZERO
+            if last <= 0:
+                last = _dec(r, "average_price", where) if r.get("average_price") not in (None, "") else ZERO
+            qty[sym] = qty.get(sym, ZERO) + q
+            if last > 0:
+                prices[sym] = last
+            value += q * last
+        return cls(cash, available, cash + value, qty, prices)
+
+
+@dataclass(slots=True)
+class _Pending:
+    intent: OrderIntent
+    sign: int
+    remaining: Decimal
+    reserve_per_unit: Decimal
+    created: float
+
+
+class AccountContext:
+    """Cached account state for sizing; every method is O(1) in the number of symbols."""
+
+    def __init__(
+        self,
+        stale_after_s: float = 15.0,
+        pending_ttl_s: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+        max_seen: int = 200_000,
+    ) -> None:
+        self.stale_after_s = stale_after_s
+        self.pending_ttl_s = pending_ttl_s
+        self.clock = clock
+        self.wall_ns = wall_ns
+        self.cash = ZERO
+        self.available = ZERO
+        self.equity = ZERO
+        self.positions: dict[str, Decimal] = {}
+        self.prices: dict[str, Decimal] = {}
+        self.refreshed_at: float | None = None  # clock() of the last applied snapshot
+        self.snapshot_requested_ns = 0
+        self.last_error = ""
+        self._journal: list[tuple[int, str, Side, Decimal, Decimal, Decimal]] = []
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._max_seen = max_seen
+        self._pending: dict[str, _Pending] = {}
+        self._pending_pos: dict[str, Decimal] = {}
+        self.reserved = ZERO
+        self._emitted: OrderedDict[str, OrderIntent] = OrderedDict()
+
+    # -- freshness -------------------------------------------------------------------------
+    def age_s(self) -> float:
+        return math.inf if self.refreshed_at is None else self.clock() - self.refreshed_at
+
+    def is_stale(self) -> bool:
+        return self.age_s() > self.stale_after_s
+
+    def describe(self) -> str:
+        age = self.age_s()
+        if self.refreshed_at is None:
+            head = "account context never loaded"
+        else:
+            head = f"account context {age:.1f}s old"
+        if age > self.stale_after_s:
+            why = f"; last error: {self.last_error}" if self.last_error else ""
+            return f"STALE: {head} (limit {self.stale_after_s:g}s), not opening positions{why}"
+        return f"{head}; equity {self.equity:.2f}; pending intents {len(self._pending)}"
+
+    # -- snapshot --------------------------------------------------------------------------
+    def apply_snapshot(self, snap: AccountSnapshot, requested_ns: int) -> None:
+        """Replace confirmed state with ``snap`` (requested at ``requested_ns``), keep later fills."""
+        self.cash, self.available, self.equity = snap.cash, snap.available, snap.equity
+        self.positions = dict(snap.positions)
+        self.prices = dict(snap.prices)
+        self.snapshot_requested_ns = requested_ns
+        self.refreshed_at = self.clock()
+        self.last_error = ""
+        later = [f for f in self._journal if f[0] >= requested_ns]
+        self._journal = []
+        for f in later:
+            self._apply_fill(*f)
+        self.expire_pending()
+
+    # -- fills and reports -----------------------------------------------------------------
+    def apply_report(self, rep: ExecutionReport) -> bool:
+        """Account for one execution report once (by exec id); True when a fill moved the context."""
+        if rep.exec_id in self._seen:
+            return False
+        self._seen[rep.exec_id] = None
+        if len(self._seen) > self._max_seen:
+            self._seen.popitem(last=False)
+        p = self._pending.get(rep.client_order_id)
+        if p is not None:
+            if rep.last_qty > 0:
+                self._shrink(rep.client_order_id, p, min(p.remaining, rep.last_qty))
+            if rep.status in _FINAL and rep.client_order_id in self._pending:
+                self._drop(rep.client_order_id)
+        if rep.last_qty <= 0 or rep.last_px <= 0:
+            return False
+        ts = rep.ts_exec or self.wall_ns()
+        if ts < self.snapshot_requested_ns:
+            return False  # stamped before the current snapshot was requested: already in it
+        f = (ts, rep.symbol, rep.side, rep.last_qty, rep.last_px, rep.fee)
+        self._journal.append(f)
+        self._apply_fill(*f)
+        return True
+
+    def _apply_fill(self, ts: int, sym: str, side: Side, qty: Decimal, px: Decimal, fee: Decimal) -> None:
+        signed = qty if side == Side.BUY else -qty
+        before = self.positions.get(sym, ZERO)
+        after = before + signed
+        last = self.prices.get(sym)
+        if last is not None and before:
+            self.equity += before * (px - last)
+        self.equity -= fee
+        flow = -signed * px - fee
+        self.cash += flow
+        # Short-sale proceeds are margin, not spendable: available moves by the change in short exposure too.
+        self.available += flow - (max(-after, ZERO) - max(-before, ZERO)) * px
+        self.positions[sym] = after
+        self.prices[sym] = px
+
+    def mark(self, symbol: str, price: Decimal) -> None:
+        """Re-mark ``symbol`` at ``price`` (from a signal): equity follows the market between refreshes."""
+        last = self.prices.get(symbol)
+        pos = self.positions.get(symbol)
+        if pos and last is not None:
+            self.equity += pos * (price - last)
+        self.prices[symbol] = price
+
+    # -- own intents -----------------------------------------------------------------------
+    def position(self, symbol: str) -> Decimal:
+        """Signed position: confirmed (snapshot + fills) plus own intents in flight."""
+        return self.positions.get(symbol, ZERO) + self._pending_pos.get(symbol, ZERO)
+
+    def available_cash(self) -> Decimal:
+        """Cash free to open exposure, less what own in-flight intents will use."""
+        return self.available - self.reserved
+
+    def recent_intent(self, client_order_id: str) -> OrderIntent | None:
+        """The intent already emitted under this id (a re-delivered signal re-emits it unchanged)."""
+        return self._emitted.get(client_order_id)
+
+    def add_pending(self, intent: OrderIntent, opening_qty: Decimal) -> None:
+        coid = intent.client_order_id
+        self._emitted[coid] = intent
+        if len(self._emitted) > 10_000:
+            self._emitted.popitem(last=False)
+        if coid in self._pending:
+            return
+        sign = 1 if intent.side == Side.BUY else -1
+        per_unit = opening_qty * intent.ref_price / intent.qty if intent.qty else ZERO
+        p = _Pending(intent, sign, intent.qty, per_unit, self.clock())
+        self._pending[coid] = p
+        self._pending_pos[intent.symbol] = self._pending_pos.get(intent.symbol, ZERO) + sign * intent.qty
+        self.reserved += intent.qty * per_unit
+
+    def _shrink(self, coid: str, p: _Pending, qty: Decimal) -> None:
+        p.remaining -= qty
+        sym = p.intent.symbol
+        self._pending_pos[sym] = self._pending_pos.get(sym, ZERO) - p.sign * qty
+        self.reserved -= qty * p.reserve_per_unit
+        if p.remaining <= 0:
+            self._drop(coid)
+
+    def _drop(self, coid: str) -> None:
+        p = self._pending.pop(coid)
+        sym = p.intent.symbol
+        left = self._pending_pos.get(sym, ZERO) - p.sign * p.remaining
+        if left:
+            self._pending_pos[sym] = left
+        else:
+            self._pending_pos.pop(sym, None)
+        self.reserved -= p.remaining * p.reserve_per_unit
+        if not self._pending:
+            self.reserved = ZERO  # no drift from rounding once nothing is in flight
+
+    def expire_pending(self) -> int:
+        """Forget own intents older than ``pending_ttl_s``; return how many."""
+        cutoff = self.clock() - self.pending_ttl_s
+        old = [c for c, p in self._pending.items() if p.created < cutoff]
+        for c in old:
+            self._drop(c)
+        return len(old)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,105 @@
+"""The real MCP server on a free port, called by the real ``mcp`` client: every tool, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+import pytest
+from mcp import Client
+
+from common.instruments import Instruments
+from common.messages import Side
+from mock_mcp.account import Account
+from mock_mcp.server import TOOL_NAMES, McpHttpServer, build_mcp_server
+from tests.unit.mock_mcp.stubs import fill
+
+
+@pytest.fixture
+async def served():
+    account = Account(Decimal(50000), instruments=Instruments.load())
+    calls: list[str] = []
+
+    async def marks():
+        return {"AAA": Decimal(101)}
+
+    http = McpHttpServer(build_mcp_server(account, marks, calls.append), port=0)
+    task = asyncio.create_task(http.serve())
+    for _ in range(200):
+        if http.started:
+            break
+        await asyncio.sleep(0.02)
+    assert http.started
+    yield account, http, calls
+    http.stop()
+    await asyncio.wait_for(task, 10)
+
+
+def _json(result):
+    assert not result.is_error, result.content
+    return json.loads(result.content[0].text)
+
+
+async def test_every_tool_answers_in_kite_shapes(served):
+    account, http, calls = served
+    account.apply_report(fill(symbol="AAA", side=Side.BUY, qty="10", px="100", fee="1"))
+    async with Client(http.url) as c:
+        names = {t.name for t in (await c.list_tools()).tools}
+        assert names == set(TOOL_NAMES)
+        prof = _json(await c.call_tool("get_profile", {}))
+        assert prof["user_id"] == "SIM001" and "exchanges" in prof
+        m = _json(await c.call_tool("get_margins", {}))["equity"]
+        assert m["available"]["cash"] == "48999" and m["available"]["live_balance"] == "48999"
+        assert set(m["utilised"]) >= {"debits", "exposure", "m2m_realised", "m2m_unrealised"}
+        pos = _json(await c.call_tool("get_positions", {}))
+        assert set(pos) == {"net", "day"}
+        row = pos["net"][0]
+        assert (row["tradingsymbol"], row["quantity"], row["average_price"]) == ("AAA", "10", "100")
+        assert (row["last_price"], row["unrealised"], row["pnl"], row["realised"]) == ("101", "10", "10", "0")
+        assert _json(await c.call_tool("get_holdings", {})) == []
+        placed = _json(
+            await c.call_tool(
+                "place_order",
+                {
+                    "tradingsymbol": "AAA",
+                    "transaction_type": "BUY",
+                    "quantity": 5,
+                    "order_type": "LIMIT",
+                    "price": "99.5",
+                },
+            )
+        )
+        assert placed["status"] == "OPEN"
+        orders = _json(await c.call_tool("get_orders", {}))
+        assert [o["order_id"] for o in orders] == ["co-1", placed["order_id"]]
+        assert orders[1]["pending_quantity"] == "5" and orders[1]["price"] == "99.5"
+        trades = _json(await c.call_tool("get_trades", {}))
+        assert trades[0]["quantity"] == "10" and trades[0]["average_price"] == "100"
+        cancelled = _json(await c.call_tool("cancel_order", {"order_id": placed["order_id"]}))
+        assert cancelled == {"order_id": placed["order_id"], "status": "CANCELLED"}
+    assert set(calls) == set(TOOL_NAMES)
+
+
+BAD_ORDERS = [
+    {"tradingsymbol": "AAA", "transaction_type": "HOLD", "quantity": 1},
+    {"tradingsymbol": "AAA", "transaction_type": "BUY", "quantity": "NaN"},
+    {"tradingsymbol": "AAA", "transaction_type": "BUY", "quantity": -3},
+    {"tradingsymbol": "AAA", "transaction_type": "BUY", "quantity": "lots"},
+    {"tradingsymbol": "AAA", "transaction_type": "BUY"},
+    {"tradingsymbol": "AAA", "transaction_type": "BUY", "quantity": 1, "order_type": "LIMIT"},
+    {"tradingsymbol": "EURUSD", "transaction_type": "BUY", "quantity": 10},
+]
+
+
+async def test_bad_place_order_input_is_a_tool_error_not_a_crash(served):
+    account, http, _ = served
+    async with Client(http.url) as c:
+        for args in BAD_ORDERS:
+            r = await c.call_tool("place_order", args)
+            assert r.is_error and r.content[0].text, args
+        r = await c.call_tool("cancel_order", {"order_id": "SIM999"})
+        assert r.is_error and "not found" in r.content[0].text
+        # The server is still there and well.
+        assert _json(await c.call_tool("get_orders", {})) == []
+    assert not account.orders

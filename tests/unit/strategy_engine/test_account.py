@@ -1,0 +1,132 @@
+"""The cached account context: snapshots, optimistic fills, own intents in flight, staleness."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from common.messages import OrderIntent, OrdStatus, OrdType, Side, TimeInForce
+from strategy_engine.account import AccountContext, AccountSnapshot, SnapshotError
+from tests.unit.mock_mcp.stubs import fill
+
+D = Decimal
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _snap(cash="10000", available=None, positions=None, prices=None, equity=None) -> AccountSnapshot:
+    positions = {k: D(v) for k, v in (positions or {}).items()}
+    prices = {k: D(v) for k, v in (prices or {}).items()}
+    eq = D(cash) + sum((q * prices.get(s, 0) for s, q in positions.items()), D(0))
+    return AccountSnapshot(D(cash), D(available or cash), D(equity) if equity else eq, positions, prices)
+
+
+def _intent(coid="co-1", side=Side.BUY, qty="10", px="100", symbol="AAA") -> OrderIntent:
+    return OrderIntent(
+        client_order_id=coid,
+        signal_id="sg",
+        strategy="s",
+        symbol=symbol,
+        side=side,
+        qty=D(qty),
+        order_type=OrdType.MARKET,
+        tif=TimeInForce.DAY,
+        ref_price=D(px),
+        tick_seq=1,
+        ts_event=1,
+        ts_ingest=1,
+        ts_signal=1,
+        ts_intent=1,
+    )
+
+
+def test_snapshot_from_kite_answers():
+    margins = {"equity": {"available": {"cash": "9000", "live_balance": "8500"}, "net": "8500"}}
+    positions = {
+        "net": [{"tradingsymbol": "AAA", "quantity": "10", "last_price": "105", "average_price": "100"}],
+        "day": [],
+    }
+    holdings = [
+        {"tradingsymbol": "HLD", "quantity": 5, "last_price": D("20"), "average_price": "18"},
+        {"tradingsymbol": "AAA", "quantity": "2", "last_price": "0", "average_price": "90"},
+    ]
+    s = AccountSnapshot.from_kite(margins, positions, holdings)
+    assert (s.cash, s.available) == (D(9000), D(8500))
+    assert s.positions == {"AAA": D(12), "HLD": D(5)}
+    assert s.equity == D(9000) + 10 * 105 + 5 * 20 + 2 * 90
+    with pytest.raises(SnapshotError, match="live_balance"):
+        AccountSnapshot.from_kite({"equity": {"available": {"cash": "1"}}}, positions, [])
+    with pytest.raises(SnapshotError):
+        AccountSnapshot.from_kite([], positions, [])
+
+
+def test_fills_move_the_context_optimistically_and_once():
+    ctx = AccountContext()
+    ctx.apply_snapshot(_snap(prices={"AAA": "100"}), requested_ns=100)
+    rep = fill(side=Side.BUY, qty="10", px="101", fee="1", ts=200)
+    assert ctx.apply_report(rep) is True
+    assert ctx.apply_report(rep) is False  # same exec id
+    assert ctx.positions["AAA"] == D(10)
+    assert ctx.cash == D(10000 - 1010 - 1) and ctx.available == ctx.cash
+    assert ctx.equity == D(10000 - 1)  # paid 1010 for 10 worth 1010 at the fill price, less the fee
+    ctx.mark("AAA", D("110"))
+    assert ctx.equity == D(10000 - 1 + 90)
+    # A short sale's proceeds are margin: available cash does not grow.
+    ctx.apply_report(fill(symbol="BBB", side=Side.SELL, qty="5", px="50", ts=300))
+    assert ctx.cash == D(8989 + 250) and ctx.available == D(8989)
+
+
+def test_snapshot_keeps_fills_stamped_after_its_request_and_skips_older_ones():
+    ctx = AccountContext()
+    ctx.apply_snapshot(_snap(), requested_ns=100)
+    ctx.apply_report(fill(qty="1", px="10", ts=150, exec_id="old"))
+    ctx.apply_report(fill(qty="2", px="10", ts=250, exec_id="new"))
+    ctx.apply_snapshot(_snap(cash="9990", positions={"AAA": "1"}, prices={"AAA": "10"}), requested_ns=200)
+    assert ctx.positions["AAA"] == D(3)  # the snapshot's 1 plus the fill stamped after the request
+    assert ctx.cash == D(9970)
+    # A fill stamped before the request, arriving late, is already in the snapshot.
+    assert ctx.apply_report(fill(qty="4", px="10", ts=180, exec_id="late")) is False
+    assert ctx.positions["AAA"] == D(3)
+
+
+def test_own_intents_count_until_filled_or_final():
+    ctx = AccountContext()
+    ctx.apply_snapshot(_snap(), requested_ns=0)
+    ctx.add_pending(_intent("co-1", qty="10", px="100"), opening_qty=D(10))
+    assert ctx.position("AAA") == D(10) and ctx.available_cash() == D(9000)
+    assert ctx.recent_intent("co-1").qty == D(10)
+    ctx.apply_report(fill(qty="4", px="100", coid="co-1", status=OrdStatus.PARTIALLY_FILLED, ts=10))
+    assert ctx.position("AAA") == D(10)  # 4 filled + 6 still in flight
+    assert ctx.available_cash() == D(10000 - 400 - 600)
+    ctx.apply_report(fill(qty="2", px="100", coid="co-1", status=OrdStatus.CANCELLED, ts=11))
+    assert ctx.pending_count == 0 and ctx.position("AAA") == D(6) and ctx.reserved == 0
+
+
+def test_reducing_intent_reserves_no_cash_and_expires_after_ttl():
+    clock = Clock()
+    ctx = AccountContext(pending_ttl_s=30, clock=clock)
+    ctx.apply_snapshot(_snap(positions={"AAA": "10"}, prices={"AAA": "100"}), requested_ns=0)
+    ctx.add_pending(_intent("co-2", side=Side.SELL, qty="10"), opening_qty=D(0))
+    assert ctx.position("AAA") == 0 and ctx.available_cash() == D(10000)
+    clock.t += 31
+    ctx.apply_snapshot(_snap(positions={"AAA": "10"}, prices={"AAA": "100"}), requested_ns=1)
+    assert ctx.pending_count == 0 and ctx.position("AAA") == D(10)
+
+
+def test_staleness_follows_the_last_good_refresh():
+    clock = Clock()
+    ctx = AccountContext(stale_after_s=10, clock=clock)
+    assert ctx.is_stale() and "never loaded" in ctx.describe()
+    ctx.apply_snapshot(_snap(), requested_ns=0)
+    assert not ctx.is_stale()
+    clock.t += 10.5
+    ctx.last_error = "BrokerUnavailable: connection refused"
+    assert ctx.is_stale()
+    assert "STALE" in ctx.describe() and "connection refused" in ctx.describe()

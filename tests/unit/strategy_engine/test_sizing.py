@@ -1,0 +1,178 @@
+"""Fixed-fractional sizing: each cap binds in its scenario, lots round down, no short when disallowed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.instruments import Instrument
+from common.messages import Side
+from strategy_engine.sizing import size_intent, stop_distance
+from strategy_engine.strategies import StrategyConfig
+
+D = Decimal
+UNIT = Instrument("AAA", D("1"), D("0.01"))
+FX = Instrument("EURUSD", D("1000"), D("0.00001"))
+
+
+def _cfg(**kw) -> StrategyConfig:
+    base = {
+        "name": "s",
+        "detectors": ("momentum_burst",),
+        "allocation": 0.25,
+        "risk_per_trade": 0.02,
+        "stop_k": 2.0,
+        "horizon_ticks": 16,
+        "stop_floor_bps": 10,
+        "max_position_notional": D("1000000"),
+        "allow_short": False,
+    }
+    return StrategyConfig(**(base | kw))
+
+
+def _size(
+    side=Side.BUY,
+    price="100",
+    vol=0.5,
+    equity="1000000",
+    cash="1000000",
+    current="0",
+    cfg=None,
+    inst=UNIT,
+    **kw,
+):
+    return size_intent(
+        side=side,
+        price=D(price),
+        volatility=vol,
+        equity=D(equity),
+        cash=D(cash),
+        current=D(current),
+        cfg=cfg or _cfg(),
+        instrument=inst,
+        fee_buffer_bps=kw.pop("fee_buffer_bps", 10.0),
+        **kw,
+    )
+
+
+def test_risk_sizing_when_no_cap_binds():
+    # stop = 2 * 0.5 * sqrt(16) = 4; risk budget = 1e6 * 0.25 * 0.02 = 5000 -> 1250 units.
+    r = _size()
+    assert (r.qty, r.bound, r.reason, r.side) == (D(1250), "risk", "", Side.BUY)
+    assert r.opening_qty == D(1250)
+    s = r.sizing
+    assert s["equity"] == 1e6 and s["stop_distance"] == 4.0 and s["risk_fraction"] == 0.02 and s["vol"] == 0.5
+    assert s["cash"] == 1e6 and s["bound_risk"] == 1.0 and s["target_position"] == 1250
+    assert all(isinstance(v, float) for v in s.values())
+
+
+def test_stop_distance_never_below_the_floor():
+    cfg = _cfg(stop_floor_bps=50)
+    assert stop_distance(D("100"), 0.0, cfg) == D("0.5")  # no volatility: the floor
+    assert stop_distance(D("100"), float("nan"), cfg) == D("0.5")
+    assert stop_distance(D("100"), 1.0, cfg) == D("8.0")
+    assert _size(vol=0.0, cfg=cfg, cash="5000000").qty == D(10000)  # 5000 / 0.5
+
+
+def test_quantity_rounds_down_to_the_lot():
+    # 5000 / 4 = 1250 units -> 1 lot of 1000.
+    r = _size(inst=FX, price="1.1", vol=0.5)
+    assert r.qty == D(1000) and r.qty % FX.lot_size == 0
+    assert _size(equity="100", inst=FX, price="1.1").reason == "zero_qty"
+
+
+def test_cash_cap_binds_on_a_buy_with_fee_buffer():
+    r = _size(cash="10000", fee_buffer_bps=100)  # 9900 spendable at 100 -> 99 units
+    assert (r.qty, r.bound) == (D(99), "cash")
+    assert r.sizing["bound_cash"] == 1.0 and r.sizing["cap_cash_qty"] == 99
+    assert _size(cash="50").reason == "cash"
+    assert _size(cash="-5").reason == "cash"
+
+
+def test_max_position_notional_caps_the_resulting_position():
+    cfg = _cfg(max_position_notional=D("30000"))
+    assert (_size(cfg=cfg).qty, _size(cfg=cfg).bound) == (D(300), "max_position")
+    # Already holding 200: only 100 more to reach the cap.
+    assert _size(cfg=cfg, current="200").qty == D(100)
+    assert _size(cfg=cfg, current="300").reason == "max_position"
+
+
+def test_no_short_when_disallowed_a_sell_only_reduces_the_long():
+    flat = _size(side=Side.SELL)
+    assert (flat.qty, flat.reason) == (D(0), "long_only")
+    r = _size(side=Side.SELL, current="300")
+    assert (r.qty, r.side, r.bound, r.opening_qty) == (D(300), Side.SELL, "long_only", D(0))
+    assert r.sizing["target_position"] == 0
+
+
+def test_opposite_signal_closes_then_opens_when_short_is_allowed():
+    cfg = _cfg(allow_short=True)
+    r = _size(side=Side.SELL, cfg=cfg)
+    assert (r.qty, r.sizing["target_position"]) == (D(1250), -1250)
+    flip = _size(side=Side.BUY, cfg=cfg, current="-400")
+    assert flip.qty == D(1650) and flip.opening_qty == D(1250)
+    # Cash only limits the opening part: covering the short is always allowed.
+    covered = _size(side=Side.BUY, cfg=cfg, current="-400", cash="0")
+    assert (covered.qty, covered.opening_qty, covered.bound) == (D(400), D(0), "cash")
+
+
+def test_a_signal_never_trades_against_itself_or_beyond_target():
+    assert _size(current="1250").reason == "at_target"
+    assert _size(current="5000").reason == "at_target"  # over target: a BUY never sells
+
+
+def test_stale_context_blocks_opening_but_lets_a_position_close():
+    r = _size(can_open=False)
+    assert (r.qty, r.reason, r.blocked_stale) == (D(0), "stale_context", True)
+    cfg = _cfg(allow_short=True)
+    close = _size(side=Side.SELL, current="700", cfg=cfg, can_open=False)
+    assert (close.qty, close.blocked_stale, close.sizing["target_position"]) == (D(700), True, 0)
+    same_way = _size(current="100", can_open=False)
+    assert same_way.qty == 0 and same_way.blocked_stale
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+    price=st.decimals(min_value=D("0.01"), max_value=D("5000"), places=2),
+    vol=st.floats(min_value=0, max_value=50, allow_nan=False),
+    equity=st.decimals(min_value=D("-1000"), max_value=D("1e7"), places=2),
+    cash=st.decimals(min_value=D("-1000"), max_value=D("1e7"), places=2),
+    current=st.integers(-5000, 5000),
+    allow_short=st.booleans(),
+    max_notional=st.decimals(min_value=D("1"), max_value=D("1e6"), places=0),
+    lot=st.sampled_from([D("1"), D("10"), D("0.001")]),
+    can_open=st.booleans(),
+)
+def test_sizing_invariants(side, price, vol, equity, cash, current, allow_short, max_notional, lot, can_open):
+    inst = Instrument("X", lot, D("0.01"))
+    cur = D(current) * lot
+    cfg = _cfg(allow_short=allow_short, max_position_notional=max_notional)
+    r = size_intent(
+        side=side,
+        price=price,
+        volatility=vol,
+        equity=equity,
+        cash=cash,
+        current=cur,
+        cfg=cfg,
+        instrument=inst,
+        fee_buffer_bps=10,
+        can_open=can_open,
+    )
+    assert r.qty >= 0 and r.qty % lot == 0
+    assert (r.qty == 0) == (r.reason != "")
+    d = 1 if side == Side.BUY else -1
+    after = cur + d * r.qty
+    if r.qty:
+        # Exposure opened never exceeds cash (less the buffer) nor the position cap.
+        assert r.opening_qty * price <= max(cash, D(0)) * (1 - D("0.001")) + D("1e-9")
+        if r.opening_qty:
+            assert abs(after) * price <= max_notional
+            assert can_open
+    if not allow_short and cur >= 0:
+        assert after >= 0
+    if not can_open:
+        assert abs(after) <= abs(cur)
