@@ -36,8 +36,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.streams import ticks_stream  # noqa: E402
-from tick_replay import open_ticks, replay, synthetic_ticks  # noqa: E402
+from common.streams import ticks_stream
+from tick_replay import open_ticks, replay, synthetic_ticks
 
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "quantconnect_lean" / "equity_tick" / "20131008_bac_Quote_Tick.csv.gz"
 TARGET_TICKS_PER_S = 50_000

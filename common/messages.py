@@ -88,6 +88,7 @@ Px = Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]
 Qty = Annotated[float, msgspec.Meta(ge=0.0, le=1e15)]
 Sym = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Ts = Annotated[int, msgspec.Meta(ge=0)]
+Id = Annotated[str, msgspec.Meta(max_length=64)]
 
 _COMMON = dict(array_like=True, frozen=True, tag_field="kind")
 
@@ -125,9 +126,9 @@ class TickBatch(msgspec.Struct, tag="ticks", gc=False, **_COMMON):
 
 
 class Signal(msgspec.Struct, tag="signal", **_COMMON):
-    signal_id: str
+    signal_id: Id
     symbol: Sym
-    detector: str
+    detector: Id
     side: Side
     strength: Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]  # detector-specific score
     price: Annotated[float, msgspec.Meta(gt=0.0, le=1e12)]  # reference price (last trade or mid)
@@ -142,9 +143,9 @@ class Signal(msgspec.Struct, tag="signal", **_COMMON):
 
 
 class OrderIntent(msgspec.Struct, tag="intent", **_COMMON):
-    client_order_id: str
-    signal_id: str
-    strategy: str
+    client_order_id: Id
+    signal_id: Id
+    strategy: Id
     symbol: Sym
     side: Side
     qty: Decimal
@@ -279,6 +280,14 @@ def check(msg: msgspec.Struct) -> str | None:
             return "trade without price"
         if msg.type == TickType.QUOTE and (msg.bid <= 0 and msg.ask <= 0):
             return "quote without bid or ask"
+        return None
+    if isinstance(msg, TickBatch):
+        # One entry is one unit of delivery: a bad tick dead-letters its whole entry (kept
+        # whole in the dead-letter stream, so nothing is lost) rather than half-processing it.
+        for i, t in enumerate(msg.ticks):
+            bad = check(t)
+            if bad:
+                return f"tick {i}: {bad}"
     return None
 
 

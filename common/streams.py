@@ -21,6 +21,7 @@ __all__ = [
     "latency_key",
     "MARKS",
     "KILL_STATE",
+    "OUTBOX_HWM",
     "ALL_PIPELINE_STREAMS",
     "GROUP_PATTERN",
     "GROUP_STRATEGY",
@@ -38,6 +39,7 @@ HEARTBEATS = "sys:heartbeats"
 DLQ_COUNTS = "dlq:counts"  # hash: source stream -> number of dead-lettered entries
 MARKS = "ex:marks"  # hash: symbol -> last reference price seen by the gateway (str)
 KILL_STATE = "ex:trading_state"  # hash mirror of the gateway's persisted trading state
+OUTBOX_HWM = "ex:outbox_hwm"  # highest gateway outbox number published to ex:events
 
 GROUP_PATTERN = "pattern_engine"
 GROUP_STRATEGY = "strategy_engine"

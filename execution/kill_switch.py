@@ -83,8 +83,9 @@ class KillSwitch:
 
     def _set(self, state: TradingStateName, reason: str, actor: str, now: int) -> None:
         self.state = state
-        self.reason = reason
-        self.actor = (actor or "unknown")[:64]
+        # NUL is the one character PostgreSQL text refuses; a kill must never fail on it.
+        self.reason = reason.replace("\x00", "")
+        self.actor = (actor.replace("\x00", "") or "unknown")[:64]
         self.changed_at = now
 
     def describe(self) -> str:

@@ -53,12 +53,10 @@ log = logging.getLogger(__name__)
 
 SERVICE = "execution"
 # Highest outbox seq published to the bus (set in the same MULTI/EXEC as the publish).
-# TODO(lead): move to common/streams.py as streams.OUTBOX_HWM.
-OUTBOX_HWM = "ex:outbox_hwm"
+OUTBOX_HWM = streams.OUTBOX_HWM
 
 _ZERO = Decimal(0)
 _INT64 = 1 << 63
-_AMOUNT_LIMIT = Decimal("1e18")
 _MAX_ID = 64
 
 Key = tuple[str, bytes]
@@ -70,15 +68,22 @@ def intent_problem(it: OrderIntent) -> str | None:
         return "client_order_id must have 1..64 characters"
     if len(it.signal_id) > _MAX_ID or not 0 < len(it.strategy) <= _MAX_ID:
         return "signal_id / strategy longer than 64 characters (or empty strategy)"
-    for name in ("tick_seq", "ts_event", "ts_ingest", "ts_signal", "ts_intent"):
-        v = getattr(it, name)
-        if not 0 <= v < _INT64:
-            return f"{name} out of int64 range"
-    for name in ("qty", "ref_price", "limit_price"):
-        v = getattr(it, name)
-        if v is not None and (not v.is_finite() or abs(v) >= _AMOUNT_LIMIT):
-            return f"{name} out of range"
+    if "\x00" in it.client_order_id + it.signal_id + it.strategy + it.symbol:
+        return "NUL character in an id"  # PostgreSQL text cannot hold it
+    if not (
+        0 <= it.tick_seq < _INT64 and 0 <= it.ts_event < _INT64 and 0 <= it.ts_ingest < _INT64
+        and 0 <= it.ts_signal < _INT64 and 0 <= it.ts_intent < _INT64
+    ):
+        return "tick_seq / ts_* out of int64 range"
+    for v in (it.qty, it.ref_price, it.limit_price):
+        # adjusted() >= 18: |v| >= 1e18 does not fit NUMERIC(28, 10)
+        if v is not None and (not v.is_finite() or v.adjusted() >= 18):
+            return "qty / ref_price / limit_price out of range"
     return None
+
+
+def _text(s: str) -> str:
+    return s.replace("\x00", "")
 
 
 @dataclass(slots=True)
@@ -276,7 +281,8 @@ class OrderManager:
             return
         res.incr(f"control.{d.action}")
         ch = self._ch
-        actor = (ctl.actor or "unknown")[:64]
+        actor = _text(ctl.actor or "unknown")[:64]
+        request_id = _text(ctl.request_id)[:64]
         cancelled = 0
         if d.changed:
             if d.action == "engage":
@@ -284,7 +290,7 @@ class OrderManager:
             ch.trading_state = self.kill.row()
             ch.kill_events.append({
                 "scope": self.kill.scope, "action": d.action, "reason": self.kill.reason, "actor": actor,
-                "request_id": ctl.request_id[:64], "ts": now,
+                "request_id": request_id, "ts": now,
             })
             mirror = self.kill.mirror()
             res.ops.append(lambda pipe, m=mirror: pipe.hset(streams.KILL_STATE, mapping=m))
@@ -292,8 +298,8 @@ class OrderManager:
             ch.audit.append({
                 "ts": now, "actor": actor,
                 "action": f"kill.{d.action}" + ("" if d.ok else ".refused"),
-                "entity": "trading_state", "entity_id": ctl.scope[:128],
-                "detail": {"request_id": ctl.request_id, "state": str(d.state), "reason": ctl.reason,
+                "entity": "trading_state", "entity_id": _text(ctl.scope)[:128],
+                "detail": {"request_id": request_id, "state": str(d.state), "reason": _text(ctl.reason),
                            "detail": d.detail, "cancelled": cancelled},
             })
         ack = ControlAck(request_id=ctl.request_id, service=SERVICE, ok=d.ok, state=str(d.state),

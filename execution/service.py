@@ -198,17 +198,18 @@ class ExecutionGateway(Service):
             self._results = plan.results
         except _Aborted:
             self._failed = {(e.stream, e.id) for e in batch}
-        except Exception:
+        except Exception:  # a bug or a bad entry: find it by retrying one by one
             log.exception("execution: batch of %d failed; reloading state and retrying entry by entry", len(batch))
             self.count("batch_failures")
-            await self._reload_or_fail(batch)
+            if not await self._reload_or_fail(batch):
+                batch = []
             for i, e in enumerate(batch):
                 try:
                     self._results.update((await self._run([e])).results)
                 except _Aborted:
                     self._failed.update((x.stream, x.id) for x in batch[i:])
                     break
-                except Exception:
+                except Exception:  # this entry stays pending; its redeliveries are counted
                     log.exception("execution: entry %s %s failed", e.stream, e.id)
                     self._failed.add((e.stream, e.id))
                     if not await self._reload_or_fail(batch[i + 1 :]):

@@ -152,7 +152,11 @@ def load_seed(path: Path | str) -> AccountSeed:
     try:
         f = _SeedFile.model_validate(doc)
     except ValidationError as e:
-        msgs = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        msgs = [
+            f"{'.'.join(map(str, err['loc']))}: "
+            + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+            for err in e.errors()
+        ]
         raise ConfigError(f"account file {p}: " + "; ".join(msgs)) from e
     syms = [h.tradingsymbol for h in f.holdings]
     if len(set(syms)) != len(syms):

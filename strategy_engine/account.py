@@ -12,10 +12,14 @@ a journal and re-applied on top of the snapshot; fills stamped earlier that arri
 it are not applied again. Where that assumption is wrong (the broker applied a fill late)
 the next refresh, which every fill schedules, corrects it.
 
-Own intents count as exposure until their fills or final report arrive, or until
-``pending_ttl_s`` passes (an intent the gateway dropped must not block a symbol forever).
-A refresh expires old ones; it does not clear intents still in flight, since the broker
-does not know of them yet and forgetting them would reopen the over-sizing window.
+Own intents count until their fills or final report arrive, or until ``pending_ttl_s``
+passes (an intent the gateway dropped must not block a symbol forever): the position is
+confirmed plus the net quantity in flight, and available cash is what is left once the
+in-flight intents have filled at the current price — computed from the net change per
+symbol, so a BUY and the SELL that closes it, both in flight, hold back nothing. Sizing
+therefore does not depend on whether fills are back yet. A refresh expires old intents;
+it does not clear ones still in flight, since the broker does not know of them yet and
+forgetting them would reopen the over-sizing window.
 """
 
 from __future__ import annotations
@@ -107,7 +111,6 @@ class _Pending:
     intent: OrderIntent
     sign: int
     remaining: Decimal
-    reserve_per_unit: Decimal
     created: float
 
 
@@ -139,7 +142,8 @@ class AccountContext:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._max_seen = max_seen
         self._pending: dict[str, _Pending] = {}
-        self._pending_pos: dict[str, Decimal] = {}
+        self._pending_pos: dict[str, Decimal] = {}  # net quantity of own intents in flight per symbol
+        self._reserved: dict[str, Decimal] = {}  # cash those intents will use (< 0: free) per symbol
         self.reserved = ZERO
         self._emitted: OrderedDict[str, OrderIntent] = OrderedDict()
 
@@ -175,6 +179,8 @@ class AccountContext:
         for f in later:
             self._apply_fill(*f)
         self.expire_pending()
+        for sym in list(self._pending_pos):
+            self._reserve(sym)
 
     # -- fills and reports -----------------------------------------------------------------
     def apply_report(self, rep: ExecutionReport) -> bool:
@@ -214,6 +220,8 @@ class AccountContext:
         self.available += flow - (max(-after, ZERO) - max(-before, ZERO)) * px
         self.positions[sym] = after
         self.prices[sym] = px
+        if sym in self._pending_pos:
+            self._reserve(sym)
 
     def mark(self, symbol: str, price: Decimal) -> None:
         """Re-mark ``symbol`` at ``price`` (from a signal): equity follows the market between refreshes."""
@@ -222,6 +230,8 @@ class AccountContext:
         if pos and last is not None:
             self.equity += pos * (price - last)
         self.prices[symbol] = price
+        if symbol in self._pending_pos:
+            self._reserve(symbol)
 
     # -- own intents -----------------------------------------------------------------------
     def position(self, symbol: str) -> Decimal:
@@ -229,14 +239,29 @@ class AccountContext:
         return self.positions.get(symbol, ZERO) + self._pending_pos.get(symbol, ZERO)
 
     def available_cash(self) -> Decimal:
-        """Cash free to open exposure, less what own in-flight intents will use."""
+        """Cash free to open exposure once own in-flight intents have filled at their reference prices."""
         return self.available - self.reserved
+
+    def _reserve(self, sym: str) -> None:
+        # The available-cash effect of the symbol's in-flight intents filling at the current price, from the
+        # net change they make (not intent by intent): a BUY then a SELL still in flight reserve nothing, so
+        # the decision for the next signal does not depend on whether their fills are back yet.
+        delta = self._pending_pos.get(sym, ZERO)
+        old = self._reserved.pop(sym, ZERO)
+        new = ZERO
+        if delta:
+            c = self.positions.get(sym, ZERO)
+            e = c + delta
+            new = (delta + max(-e, ZERO) - max(-c, ZERO)) * self.prices.get(sym, ZERO)
+            self._reserved[sym] = new
+        self.reserved += new - old
 
     def recent_intent(self, client_order_id: str) -> OrderIntent | None:
         """The intent already emitted under this id (a re-delivered signal re-emits it unchanged)."""
         return self._emitted.get(client_order_id)
 
-    def add_pending(self, intent: OrderIntent, opening_qty: Decimal) -> None:
+    def add_pending(self, intent: OrderIntent) -> None:
+        """Count an emitted intent as in flight (position and cash) until its fills or final report."""
         coid = intent.client_order_id
         self._emitted[coid] = intent
         if len(self._emitted) > 10_000:
@@ -244,31 +269,34 @@ class AccountContext:
         if coid in self._pending:
             return
         sign = 1 if intent.side == Side.BUY else -1
-        per_unit = opening_qty * intent.ref_price / intent.qty if intent.qty else ZERO
-        p = _Pending(intent, sign, intent.qty, per_unit, self.clock())
-        self._pending[coid] = p
-        self._pending_pos[intent.symbol] = self._pending_pos.get(intent.symbol, ZERO) + sign * intent.qty
-        self.reserved += intent.qty * per_unit
+        sym = intent.symbol
+        self._pending[coid] = _Pending(intent, sign, intent.qty, self.clock())
+        self._pending_pos[sym] = self._pending_pos.get(sym, ZERO) + sign * intent.qty
+        self.prices.setdefault(sym, intent.ref_price)
+        self._reserve(sym)
 
     def _shrink(self, coid: str, p: _Pending, qty: Decimal) -> None:
         p.remaining -= qty
         sym = p.intent.symbol
-        self._pending_pos[sym] = self._pending_pos.get(sym, ZERO) - p.sign * qty
-        self.reserved -= qty * p.reserve_per_unit
+        self._set_pending_pos(sym, self._pending_pos.get(sym, ZERO) - p.sign * qty)
         if p.remaining <= 0:
             self._drop(coid)
+
+    def _set_pending_pos(self, sym: str, qty: Decimal) -> None:
+        if qty:
+            self._pending_pos[sym] = qty
+        else:
+            self._pending_pos.pop(sym, None)
+        self._reserve(sym)
 
     def _drop(self, coid: str) -> None:
         p = self._pending.pop(coid)
         sym = p.intent.symbol
-        left = self._pending_pos.get(sym, ZERO) - p.sign * p.remaining
-        if left:
-            self._pending_pos[sym] = left
-        else:
-            self._pending_pos.pop(sym, None)
-        self.reserved -= p.remaining * p.reserve_per_unit
+        self._set_pending_pos(sym, self._pending_pos.get(sym, ZERO) - p.sign * p.remaining)
         if not self._pending:
-            self.reserved = ZERO  # no drift from rounding once nothing is in flight
+            self._pending_pos.clear()
+            self._reserved.clear()
+            self.reserved = ZERO  # no drift once nothing is in flight
 
     def expire_pending(self) -> int:
         """Forget own intents older than ``pending_ttl_s``; return how many."""

@@ -81,9 +81,8 @@ class StrategyEngineService(Service):
             if "BUSYGROUP" not in str(e):
                 raise
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per MCP request otherwise
-        await (
-            self.refresh()
-        )  # best effort: a broker that is down leaves the context stale, not the engine dead
+        # Best effort: a broker that is down leaves the context stale, not the engine dead.
+        await self.refresh()
 
     async def extra_tasks(self) -> list[asyncio.Task]:
         return [asyncio.create_task(self._refresher(), name=f"{self.name}.refresh")]
@@ -210,7 +209,7 @@ class StrategyEngineService(Service):
                 sizing=res.sizing,
             )
             out.publish(streams.INTENTS, intent)
-            ctx.add_pending(intent, res.opening_qty)
+            ctx.add_pending(intent)
             self._count(out, "intents")
             self.hist("signal_to_intent").record_ns(ts_intent - sig.ts_signal)
 

@@ -13,6 +13,9 @@ The signal's side sets the target position: BUY → long ``risk_qty``; SELL → 
   the long position;
 - ``cash``: the part that opens or adds exposure costs ``qty * price`` of available cash,
   less a fee buffer (short sales are held to the same 100% margin);
+- ``min_trade``: exposure is added only in steps of at least ``min_trade_fraction`` of
+  the target (default 0.25), so a repeated signal does not churn small top-ups and a
+  replay decides the same way whatever the refresh timing;
 - ``stale``: with a stale account context nothing new is opened; closing still is. A
   signal that yields nothing while the context is stale is reported as blocked by it.
 
@@ -36,7 +39,7 @@ ZERO = Decimal(0)
 _BPS = Decimal(10_000)
 
 # Reasons a signal yields no intent (counted as "signals_skipped.<reason>").
-SKIP_REASONS = ("zero_qty", "max_position", "long_only", "cash", "at_target", "stale_context")
+SKIP_REASONS = ("zero_qty", "max_position", "long_only", "cash", "min_trade", "at_target", "stale_context")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ class SizingResult:
     side: Side
     qty: Decimal  # order quantity (>= 0, a lot multiple); 0 = no intent
     reason: str  # why qty is 0 (one of SKIP_REASONS), "" otherwise
-    bound: str  # what set the target: risk | max_position | long_only | cash | stale
+    bound: str  # what set the target: risk | max_position | long_only | cash | min_trade | stale
     opening_qty: Decimal  # the part of qty that opens or adds exposure (needs cash / margin)
     blocked_stale: bool  # the stale-context rule cut the order
     sizing: dict[str, float] = field(default_factory=dict)
@@ -89,12 +92,19 @@ def size_intent(
     if d < 0 and not cfg.allow_short:
         target, bound = ZERO, "long_only"
 
+    desired = target
     cash_cap = ZERO
     if target > already:
         spendable = cash * (1 - Decimal(repr(fee_buffer_bps)) / _BPS)
         cash_cap = instrument.round_qty(spendable / price) if spendable > 0 else ZERO
         if target - already > cash_cap:
             target, bound = already + cash_cap, "cash"
+        # No small top-ups: adding less than min_trade_fraction of the target is churn, and it would make
+        # the decision hinge on cents of equity or cash that differ between refresh timings.
+        if target - already < Decimal(repr(cfg.min_trade_fraction)) * desired:
+            target = already
+            if bound != "cash":
+                bound = "min_trade"
 
     blocked_stale = False
     if not can_open and target > already:
@@ -112,7 +122,7 @@ def size_intent(
         elif bound == "risk":
             reason = "zero_qty" if risk_qty == 0 else "at_target"
         else:
-            reason = bound  # max_position | long_only | cash
+            reason = bound  # max_position | long_only | cash | min_trade
 
     sizing = {
         "equity": float(equity),
@@ -121,6 +131,7 @@ def size_intent(
         "stop_distance": float(stop),
         "risk_fraction": cfg.risk_per_trade,
         "allocation": cfg.allocation,
+        "min_trade_fraction": cfg.min_trade_fraction,
         "price": float(price),
         "risk_qty": float(risk_qty),
         "cap_position_qty": float(pos_cap),

@@ -19,6 +19,7 @@ Example::
         horizon_ticks: 20             #            stop_floor_bps * price / 10_000)
         stop_floor_bps: 10
         max_position_notional: "100000"   # |position| * price cap per symbol
+        min_trade_fraction: 0.25      # add exposure only in steps of >= 25% of the target
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class StrategyConfig(BaseModel):
     horizon_ticks: int = Field(20, ge=1, le=1_000_000)
     stop_floor_bps: float = Field(10.0, gt=0, le=10_000)
     max_position_notional: Decimal = Field(gt=0, allow_inf_nan=False)
+    min_trade_fraction: float = Field(0.25, ge=0, le=1)
 
     @field_validator("detectors", "symbols", mode="before")
     @classmethod

@@ -10,9 +10,12 @@ Public API::
     open_ticks(paths, fmt=None) -> TickSource          # merged, sequenced file ticks (.stats)
     synthetic_ticks(n, symbols=4, seed=7) -> Iterator[Tick]
     await replay(redis_url, ticks, *, speed, shards=1, batch_max=256, maxlen=1_000_000,
-                 progress=True, total=None) -> ReplaySummary
+                 progress=True, total=None, stop=None) -> ReplaySummary   # .to_dict()
     run(argv=None) -> int                              # the CLI body (aitrader replay)
     FORMATS                                            # format name -> Format (reader, description)
+    write_canonical(path, ticks) -> int                # any ticks -> canonical CSV[.gz] / Parquet
+
+File formats, clocks, symbols and the canonical schema: docs/data-formats.md.
 """
 
 from tick_replay.cli import run

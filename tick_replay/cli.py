@@ -12,7 +12,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from common.bus import BusUnavailable
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from common.config import CommonSettings, ConfigError, load
 from common.messages import Tick
 from tick_replay.config import ReplaySettings, parse_speed
@@ -179,8 +182,14 @@ def run(argv: list[str] | None = None, prog: str = PROG) -> int:
                 args.redis_url, ticks, speed=args.speed, shards=args.shards, batch_max=args.batch_max,
                 maxlen=common.stream_maxlen, progress=settings.progress and not args.no_progress, total=total,
             ))
-        except BusUnavailable as e:
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError) as e:
             print(f"{prog}: cannot reach Redis at {args.redis_url}: {e}", file=sys.stderr)
             return 1
+        except RedisError as e:
+            print(f"{prog}: Redis at {args.redis_url} refused a command: {e}", file=sys.stderr)
+            return 1
+        except (FormatError, OSError) as e:  # a file vanished or became unreadable mid-replay
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(summary.to_dict()) if args.json else _text(summary, args.dry_run))
     return 0

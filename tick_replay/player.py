@@ -178,36 +178,38 @@ async def _fast(ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: A
     inflight: asyncio.Task | None = None
     chunk = PIPELINE_ENTRIES * batch_max
     since = 0
-    for t in ticks:
-        if not n:
-            summary.first_ts_event = t.ts_event
-        n += 1
-        sym = t.symbol
-        s = shard_of.get(sym)
-        if s is None:
-            s = shard_of[sym] = shard_for(sym, shards)
-            counts[sym] = 0
-        counts[sym] += 1
-        p = pending[s]
-        p.append(t)
-        if len(p) >= batch_max:
-            out.seal(s)
-        since += 1
-        if since >= chunk:
-            # Build the next round trip while the previous one is in flight; never two at once
-            # (two pipelines may use two connections and reorder a stream).
-            if inflight is not None:
-                await inflight
-            inflight = asyncio.ensure_future(out.send(out.take()))
-            await asyncio.sleep(0)  # let the send go out before reading on
-            if bar is not None:
-                bar.update(since)
-            since = 0
-            if stop is not None and stop.is_set():
-                summary.interrupted = True
-                break
-    if inflight is not None:
-        await inflight
+    try:
+        for t in ticks:
+            if not n:
+                summary.first_ts_event = t.ts_event
+            n += 1
+            sym = t.symbol
+            s = shard_of.get(sym)
+            if s is None:
+                s = shard_of[sym] = shard_for(sym, shards)
+                counts[sym] = 0
+            counts[sym] += 1
+            p = pending[s]
+            p.append(t)
+            if len(p) >= batch_max:
+                out.seal(s)
+            since += 1
+            if since >= chunk:
+                # Build the next round trip while the previous one is in flight; never two at
+                # once (two pipelines may use two connections and reorder a stream).
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.ensure_future(out.send(out.take()))
+                await asyncio.sleep(0)  # let the send go out before reading on
+                if bar is not None:
+                    bar.update(since)
+                since = 0
+                if stop is not None and stop.is_set():
+                    summary.interrupted = True
+                    break
+    finally:
+        if inflight is not None:
+            await inflight
     out.seal_all()
     while out.full:
         await out.send(out.take(PIPELINE_ENTRIES))

@@ -21,8 +21,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from common.messages import Tick, TickType
 from tick_replay.formats import FORMATS, FormatError, ReaderStats, Rec, detect_format, get_format
+from tick_replay.formats.base import UNREADABLE
 
 __all__ = ["QUOTE_MAX_AGE_NS", "TickSource", "open_ticks", "sequence"]
 
@@ -142,6 +145,9 @@ def open_ticks(paths: Iterable[str | Path], fmt: str | None = None) -> TickSourc
             raise FormatError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
         name = forced or detect_format(p)
         # Readers check names and headers eagerly: a bad file fails here, not mid-replay.
-        FORMATS[name].reader(p, ReaderStats(str(p), name))
+        try:
+            FORMATS[name].reader(p, ReaderStats(str(p), name))
+        except (*UNREADABLE, pa.ArrowException, UnicodeError) as e:
+            raise FormatError(f"{p}: cannot be read as {name}: {e}") from e
         formats.append(name)
     return TickSource(ps, formats)

@@ -19,6 +19,7 @@ import datetime as dt
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_SIZE",
     "QUOTE",
     "TRADE",
+    "UNREADABLE",
     "Format",
     "FormatError",
     "Reader",
@@ -46,7 +48,10 @@ __all__ = [
     "fx_symbol",
     "head_bytes",
     "iso_to_ns",
+    "mostly_match",
     "open_text",
+    "text_lines",
+    "truncated",
 ]
 
 TRADE = TickType.TRADE
@@ -120,6 +125,19 @@ class Format:
     description: str
     name_pattern: re.Pattern[str] | None = None  # matched against the file name (case-insensitive)
     sniff: Callable[[Path, bytes], bool] | None = None  # content check on the first bytes
+
+
+def mostly_match(head: bytes, pattern: re.Pattern[bytes], n: int = 20, share: float = 0.6) -> bool:
+    """True when most of the first ``n`` non-blank lines of ``head`` match ``pattern``.
+
+    Tolerant on purpose: one malformed line near the top must not make a real file unknown.
+    """
+    lines = head.split(b"\n")
+    if len(lines) > 1 and not head.endswith(b"\n"):
+        lines = lines[:-1]  # the sniff window may cut the last line
+    lines = [ln for ln in lines if ln.strip()][:n]
+    hits = sum(1 for ln in lines if pattern.match(ln))
+    return hits >= 1 and hits >= share * len(lines)
 
 
 def open_text(path: Path) -> io.TextIOBase:
@@ -240,6 +258,27 @@ def csv_rows(f: io.TextIOBase, stats: ReaderStats) -> Iterator[list[str]]:
             return
         except csv.Error:
             stats.skip("bad_row")
+        except UNREADABLE as e:
+            truncated(stats, e)
+            return
+
+
+# A file that ends early or is corrupt part-way (a cut gzip, a broken parquet page): what was
+# read is kept, the rest is reported, nothing raises.
+UNREADABLE = (EOFError, OSError, zlib.error)
+
+
+def truncated(stats: ReaderStats, err: BaseException) -> None:
+    stats.skip("unreadable_tail")
+    stats.notes.append(f"stopped reading early (truncated or corrupt): {type(err).__name__}: {err}"[:300])
+
+
+def text_lines(f: io.TextIOBase, stats: ReaderStats) -> Iterator[str]:
+    """Lines of a text file; a truncated / corrupt tail ends the file (counted) instead of raising."""
+    try:
+        yield from f
+    except UNREADABLE as e:
+        truncated(stats, e)
 
 
 _CURRENCIES = frozenset(

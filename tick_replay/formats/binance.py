@@ -29,17 +29,20 @@ from tick_replay.formats.base import (
     MAX_SIZE,
     QUOTE,
     TRADE,
+    UNREADABLE,
     FormatError,
     ReaderStats,
     Rec,
     crypto_symbol,
     csv_rows,
     open_text,
+    truncated,
 )
 
 __all__ = [
     "HFT_BBO_HEADER",
     "HFT_TRADES_HEADER",
+    "parquet_batches",
     "parquet_columns",
     "read_freqtrade_trades",
     "read_hftbacktest_bbo",
@@ -267,6 +270,14 @@ def _float_column(arr: pa.Array | pa.ChunkedArray) -> list:
     return arr.to_pylist()  # strings: parsed (or rejected) row by row
 
 
+def parquet_batches(pf: pq.ParquetFile, stats: ReaderStats, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """Record batches; a corrupt part ends the file (counted in the stats) instead of raising."""
+    try:
+        yield from pf.iter_batches(batch_size=_BATCH, columns=list(columns))
+    except (pa.ArrowException, *UNREADABLE) as e:
+        truncated(stats, e)
+
+
 def _open_parquet(path: Path, required: Sequence[str]) -> tuple[pq.ParquetFile, list[str]]:
     try:
         pf = pq.ParquetFile(path)
@@ -291,7 +302,7 @@ def read_nautilus_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
 
     def gen() -> Iterator[Rec]:
         skip = stats.skip
-        for batch in pf.iter_batches(batch_size=_BATCH, columns=cols):
+        for batch in parquet_batches(pf, stats, cols):
             n = batch.num_rows
             stats.rows += n
             ts_l = ts_column_ns(batch.column(0))
@@ -329,7 +340,7 @@ def read_nautilus_quotes(path: Path, stats: ReaderStats) -> Iterator[Rec]:
 
     def rows() -> Iterator[tuple[int, float, float, float, float]]:
         skip = stats.skip
-        for batch in pf.iter_batches(batch_size=_BATCH, columns=cols):
+        for batch in parquet_batches(pf, stats, cols):
             stats.rows += batch.num_rows
             columns = [ts_column_ns(batch.column(0))] + [_float_column(batch.column(i)) for i in range(1, 5)]
             for ts, b, bq, a, aq in zip(*columns, strict=True):

@@ -38,8 +38,9 @@ from tick_replay.formats.base import (
     Rec,
     iso_to_ns,
     open_text,
+    text_lines,
 )
-from tick_replay.formats.binance import ts_column_ns
+from tick_replay.formats.binance import parquet_batches, ts_column_ns
 
 __all__ = [
     "COLUMNS",
@@ -181,7 +182,7 @@ def read_canonical_csv(path: Path, stats: ReaderStats) -> Iterator[Rec]:
         header_seen = False
         try:
             with open_text(path) as f:
-                for line in f:
+                for line in text_lines(f, stats):
                     if not line.strip():
                         continue
                     if not header_seen:
@@ -224,7 +225,7 @@ def read_canonical_parquet(path: Path, stats: ReaderStats) -> Iterator[Rec]:
 
     def gen() -> Iterator[Rec]:
         rows = _Rows(stats)
-        for batch in pf.iter_batches(batch_size=_BATCH, columns=source):
+        for batch in parquet_batches(pf, stats, source):
             stats.rows += batch.num_rows
             cols: dict[str, list] = {}
             for name, arr in zip(present, batch.columns, strict=True):

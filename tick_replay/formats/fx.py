@@ -22,6 +22,7 @@ from tick_replay.formats.base import (
     csv_rows,
     fx_symbol,
     iso_to_ns,
+    mostly_match,
     open_text,
 )
 
@@ -38,10 +39,7 @@ def sniff_truefx(path: Path, head: bytes) -> bool:
 
 
 def sniff_histdata(path: Path, head: bytes) -> bool:
-    lines = [ln for ln in head.split(b"\n")[:5] if ln.strip()]
-    if len(lines) > 1 and not head.endswith(b"\n"):
-        lines = lines[:-1]  # the last line may be cut by the sniff window
-    return bool(lines) and all(_HISTDATA_ROW.match(ln) for ln in lines)
+    return mostly_match(head, _HISTDATA_ROW)
 
 
 def _quotes(rows: Iterator[tuple[int, float, float]], sym: str, stats: ReaderStats) -> Iterator[Rec]:

@@ -27,11 +27,13 @@ from tick_replay.formats.base import (
     MAX_SIZE,
     QUOTE,
     TRADE,
+    UNREADABLE,
     FormatError,
     ReaderStats,
     Rec,
     WallClock,
     csv_rows,
+    mostly_match,
     open_text,
 )
 
@@ -62,24 +64,16 @@ _LEAN_QUOTE_ROW = re.compile(rb"^\d+,\d+,\d+,\d+,\d+,[A-Za-z]?,[0-9A-Fa-f]*,[01]
 _FXCM_ROW = re.compile(rb"^\d+,\d+(\.\d+)?,\d+(\.\d+)?\r?$")
 
 
-def _first_lines(head: bytes, n: int = 5) -> list[bytes]:
-    lines = head.split(b"\n")[:-1] or head.split(b"\n")  # drop a possibly cut last line
-    return [ln for ln in lines[:n] if ln.strip()]
-
-
 def sniff_lean_trade(path: Path, head: bytes) -> bool:
-    lines = _first_lines(head)
-    return bool(lines) and all(_LEAN_TRADE_ROW.match(ln) for ln in lines)
+    return mostly_match(head, _LEAN_TRADE_ROW)
 
 
 def sniff_lean_quote(path: Path, head: bytes) -> bool:
-    lines = _first_lines(head)
-    return bool(lines) and all(_LEAN_QUOTE_ROW.match(ln) for ln in lines)
+    return mostly_match(head, _LEAN_QUOTE_ROW)
 
 
 def sniff_fxcm(path: Path, head: bytes) -> bool:
-    lines = _first_lines(head)
-    return bool(lines) and all(_FXCM_ROW.match(ln) for ln in lines)
+    return mostly_match(head, _FXCM_ROW)
 
 
 def _date_and_symbol(path: Path, pattern: re.Pattern[str], what: str) -> tuple[dt.date, str]:
@@ -126,9 +120,10 @@ def _with_fallback(
         for rec in fast(scratch):
             emitted += 1
             yield rec
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+    except (pa.ArrowException, *UNREADABLE) as e:
         fell_back = True
-        stats.notes.append(f"fast parser stopped ({str(e).splitlines()[0][:200]}); re-read with the csv module")
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        stats.notes.append(f"fast parser stopped ({first}); re-read with the csv module")
     finally:
         if not fell_back:
             stats.merge(scratch)

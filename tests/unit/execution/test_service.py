@@ -181,7 +181,7 @@ async def test_garbage_is_dead_lettered_with_reasons_and_valid_entries_still_pro
     reasons = [f[b"reason"].decode() for fs in dlq.values() for f in fs]
     assert all(reasons), reasons
     assert any("non-finite decimal in qty" in x for x in reasons)
-    assert any("client_order_id must have 1..64" in x for x in reasons)
+    assert any("client_order_id must have 1..64" in x or "length <= 64" in x for x in reasons)
     acks = [decode(f[b"d"]) for _i, f in await r.xrange(streams.CONTROL_ACKS)]
     assert [(a.request_id, a.ok, a.state) for a in acks] == [("q1", True, "ACTIVE")]
     assert len(db_rows(common.db_url, db.Order.__table__)) == 1
@@ -334,3 +334,69 @@ async def test_nothing_is_routed_or_reported_while_the_database_refuses_writes(r
     assert [x.status for x in reps] == [OrdStatus.ACCEPTED, OrdStatus.FILLED]
     assert [o["status"] for o in db_rows(url, db.Order.__table__)] == ["FILLED"]
     await r.aclose()
+
+
+async def test_an_entry_the_database_refuses_is_isolated_and_dead_lettered(redis_url, tmp_path, clean_env,
+                                                                          ex_settings):
+    from common.config import CommonSettings
+
+    url = f"sqlite:///{tmp_path / 'poison.db'}"
+    db.migrate(url)
+    eng = db.make_engine(url)
+    with eng.begin() as c:  # the database itself refuses one order (as a constraint would)
+        c.exec_driver_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON orders WHEN NEW.symbol = 'POISON' "
+            "BEGIN SELECT RAISE(ABORT, 'poison order'); END"
+        )
+    common = CommonSettings(redis_url=redis_url, database_url=url, home=tmp_path, heartbeat_s=0.2,
+                            max_deliveries=2)
+    r = connect(redis_url)
+    good = [intent("BAC", 1, "1", "10", tick_seq=1) for _ in range(3)]
+    # all in the stream before the gateway starts, so they arrive in one batch
+    await xadd(r, TICKS, batch(trade("BAC", 1, 10.0)))
+    await xadd(r, streams.INTENTS, good[0])
+    await xadd(r, streams.INTENTS, intent("POISON", 1, "1", "10", tick_seq=1))
+    await xadd(r, streams.INTENTS, good[1])
+    await xadd(r, streams.INTENTS, good[2])
+    gw = await start_gateway(common, ex_settings, engine=eng)
+    try:
+        reps = await reports(r, 3)
+        deadline = time.monotonic() + 10
+        while not await r.xlen(streams.dlq_stream(streams.INTENTS)):
+            assert time.monotonic() < deadline, "poison entry was not dead-lettered"
+            await asyncio.sleep(0.05)
+        await drained(r)
+        assert gw.task.done() is False and gw.gw.status == "ok"
+    finally:
+        assert await gw.stop() == 0
+        eng.dispose()
+    assert sorted(x.client_order_id for x in reps) == sorted(g.client_order_id for g in good)
+    assert all(x.status == OrdStatus.ACCEPTED for x in reps)
+    [(_id, dead)] = await r.xrange(streams.dlq_stream(streams.INTENTS))
+    assert b"handler failed" in dead[b"reason"]
+    assert {o["symbol"] for o in db_rows(url, db.Order.__table__)} == {"BAC"}
+    await r.aclose()
+
+
+async def test_nul_characters_cannot_break_the_kill_switch(common, ex_settings, redis_url):
+    r = connect(redis_url)
+    gw = await start_gateway(common, ex_settings)
+    try:
+        await xadd(r, streams.CONTROL, Control("r\x00id", "kill.engage", reason="bad\x00input", actor="a\x00b"))
+        await xadd(r, streams.INTENTS, intent("BAC", 1, "1", "10", cid="co-\x00"))
+        await drained(r)
+    finally:
+        assert await gw.stop() == 0
+    [state] = [x for x in db_rows_state(common.db_url)]
+    assert (state["state"], state["reason"], state["actor"]) == ("HALTED", "badinput", "ab")
+    assert await r.xlen(streams.dlq_stream(streams.INTENTS)) == 1
+    await r.aclose()
+
+
+def db_rows_state(url: str) -> list[dict]:
+    eng = db.make_engine(url)
+    try:
+        with eng.connect() as c:
+            return [dict(x) for x in c.execute(sa.select(db.TradingState.__table__)).mappings()]
+    finally:
+        eng.dispose()

@@ -174,7 +174,7 @@ def _close(name: str, got: float, want: float) -> bool:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(_event, min_size=1, max_size=120), cuts=st.lists(st.integers(1, 25), max_size=30),
+@given(events=st.lists(_event, min_size=10, max_size=150), cuts=st.lists(st.integers(1, 25), max_size=30),
        fp=_params)
 def test_incremental_features_equal_from_scratch_recomputation(events, cuts, fp):
     ticks = build(events)

@@ -99,7 +99,7 @@ def test_snapshot_keeps_fills_stamped_after_its_request_and_skips_older_ones():
 def test_own_intents_count_until_filled_or_final():
     ctx = AccountContext()
     ctx.apply_snapshot(_snap(), requested_ns=0)
-    ctx.add_pending(_intent("co-1", qty="10", px="100"), opening_qty=D(10))
+    ctx.add_pending(_intent("co-1", qty="10", px="100"))
     assert ctx.position("AAA") == D(10) and ctx.available_cash() == D(9000)
     assert ctx.recent_intent("co-1").qty == D(10)
     ctx.apply_report(fill(qty="4", px="100", coid="co-1", status=OrdStatus.PARTIALLY_FILLED, ts=10))
@@ -109,15 +109,30 @@ def test_own_intents_count_until_filled_or_final():
     assert ctx.pending_count == 0 and ctx.position("AAA") == D(6) and ctx.reserved == 0
 
 
-def test_reducing_intent_reserves_no_cash_and_expires_after_ttl():
+def test_a_sell_in_flight_frees_cash_and_expires_after_ttl():
     clock = Clock()
     ctx = AccountContext(pending_ttl_s=30, clock=clock)
     ctx.apply_snapshot(_snap(positions={"AAA": "10"}, prices={"AAA": "100"}), requested_ns=0)
-    ctx.add_pending(_intent("co-2", side=Side.SELL, qty="10"), opening_qty=D(0))
-    assert ctx.position("AAA") == 0 and ctx.available_cash() == D(10000)
+    ctx.add_pending(_intent("co-2", side=Side.SELL, qty="10"))
+    # Selling the long will free its value; shorting beyond it would hold the same as margin.
+    assert ctx.position("AAA") == 0 and ctx.available_cash() == D(11000)
+    ctx.add_pending(_intent("co-3", side=Side.SELL, qty="4"))
+    assert ctx.position("AAA") == D(-4) and ctx.available_cash() == D(11000)
     clock.t += 31
     ctx.apply_snapshot(_snap(positions={"AAA": "10"}, prices={"AAA": "100"}), requested_ns=1)
-    assert ctx.pending_count == 0 and ctx.position("AAA") == D(10)
+    assert ctx.pending_count == 0 and ctx.position("AAA") == D(10) and ctx.available_cash() == D(10000)
+
+
+def test_a_round_trip_in_flight_holds_back_no_cash():
+    ctx = AccountContext()
+    ctx.apply_snapshot(_snap(prices={"AAA": "100"}), requested_ns=0)
+    ctx.add_pending(_intent("b", side=Side.BUY, qty="10"))
+    assert ctx.available_cash() == D(9000)
+    ctx.add_pending(_intent("s", side=Side.SELL, qty="10"))
+    assert ctx.available_cash() == D(10000) and ctx.position("AAA") == 0
+    # The buy fills first: confirmed cash drops, and the sell still in flight will bring it back.
+    ctx.apply_report(fill(qty="10", px="100", coid="b", ts=5))
+    assert ctx.available == D(9000) and ctx.available_cash() == D(10000)
 
 
 def test_staleness_follows_the_last_good_refresh():

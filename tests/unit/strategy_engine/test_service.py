@@ -41,6 +41,7 @@ STRATEGIES = parse_strategies(
                 "horizon_ticks": 16,
                 "stop_floor_bps": 10,
                 "max_position_notional": "50000",
+                "min_trade_fraction": 0.0,  # so the last of the cash buys a partial position
             },
             {
                 "name": "brk",

@@ -84,11 +84,23 @@ def test_quantity_rounds_down_to_the_lot():
 
 
 def test_cash_cap_binds_on_a_buy_with_fee_buffer():
-    r = _size(cash="10000", fee_buffer_bps=100)  # 9900 spendable at 100 -> 99 units
+    r = _size(cash="40000", fee_buffer_bps=100)  # 39600 spendable at 100 -> 396 units
+    assert (r.qty, r.bound) == (D(396), "cash")
+    r = _size(cash="10000", fee_buffer_bps=100, cfg=_cfg(min_trade_fraction=0))  # 9900 -> 99 units
     assert (r.qty, r.bound) == (D(99), "cash")
     assert r.sizing["bound_cash"] == 1.0 and r.sizing["cap_cash_qty"] == 99
     assert _size(cash="50").reason == "cash"
     assert _size(cash="-5").reason == "cash"
+
+
+def test_small_top_ups_are_skipped_below_min_trade_fraction():
+    # Target 1250: holding 1000 leaves a 250 gap, under 25% (312.5) of the target.
+    r = _size(current="1000")
+    assert (r.qty, r.reason) == (D(0), "min_trade")
+    assert _size(current="900").qty == D(350)
+    assert _size(current="1000", cfg=_cfg(min_trade_fraction=0)).qty == D(250)
+    # Cash for less than a quarter of the target: nothing, and cash is why.
+    assert _size(cash="30000").reason == "cash"
 
 
 def test_max_position_notional_caps_the_resulting_position():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import shutil
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_lean_quotes_bac_consolidated_nbbo_is_sane(lean_tick):
     # Emitted only on change: no two consecutive identical books.
     assert all(
         (a.bid, a.bid_size, a.ask, a.ask_size) != (b.bid, b.bid_size, b.ask, b.ask_size)
-        for a, b in zip(ticks, ticks[1:], strict=False)
+        for a, b in itertools.pairwise(ticks)
     )
 
 

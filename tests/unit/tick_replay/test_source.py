@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_real_trades_and_quotes_merge_in_time_with_quote_context(lean_tick):
     src = open_ticks([lean_tick / "20131009_ibm_Trade_Tick.csv.gz", lean_tick / "20131009_ibm_Quote_Tick.csv.gz"])
     ticks = list(src)
     assert len(ticks) == sum(s.ticks for s in src.stats) == 27_042 + 44_192
-    assert all(a.ts_event <= b.ts_event for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(a.ts_event <= b.ts_event for a, b in itertools.pairwise(ticks))
     assert [t.seq for t in ticks] == list(range(1, len(ticks) + 1))  # one symbol: 1..n in merged order
     trades = [t for t in ticks if t.type == TickType.TRADE]
     with_quote = [t for t in trades if t.bid > 0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from common.messages import TickType, check
@@ -20,7 +22,7 @@ def test_book_prices_sizes_and_sequences_are_sane():
     assert len(ticks) == 20_000
     assert {t.symbol for t in ticks} == set(symbol_names(5)) == {"SYNA", "SYNB", "SYNC", "SYND", "SYNE"}
     assert ticks[0].ts_event > BASE_TS_NS
-    assert all(a.ts_event < b.ts_event for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(a.ts_event < b.ts_event for a, b in itertools.pairwise(ticks))
     seqs: dict[str, int] = {}
     for t in ticks:
         assert check(t) is None
