@@ -42,7 +42,7 @@ def _print_json(obj: Any) -> None:
 def cmd_replay(argv: list[str]) -> int:
     import tick_replay
 
-    return tick_replay.run(argv)
+    return tick_replay.run(argv, prog="aitrader replay")
 
 
 # -- report ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ sustained ticks/s. Each configuration runs for ``--seconds`` after a warm-up.
 
 ``--bus URL`` then also measures the real hop: it starts ``python -m pattern_engine`` on
 that Redis (it deletes the ``md:ticks:{0}``, ``pe:signals``, stats and latency keys there
-first: use a scratch database), publishes 100 symbols open-loop at ``--rate`` ticks/s for
+first: use a scratch database), publishes ``--bus-symbols`` symbols open-loop at ``--rate`` ticks/s for
 ``--bus-seconds`` (ticks due in the same millisecond go out as one entry stamped with
 ``ts_ingest``), stops the service and prints its tick_to_signal histogram.
 """
@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,11 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.messages import Tick, TickBatch, TickType, decode_as, encode  # noqa: E402
-from pattern_engine.engine import PatternEngine  # noqa: E402
-from pattern_engine.pattern_config import DEFAULT_PATH, load_pattern_config  # noqa: E402
+from common.messages import Tick, TickBatch, TickType, decode_as, encode
+from pattern_engine.engine import PatternEngine
+from pattern_engine.pattern_config import DEFAULT_PATH, load_pattern_config
 
 T0 = 1_700_000_000_000_000_000
 
@@ -109,7 +108,7 @@ def bench(symbols: int, batch: int, seconds: float, config_path: Path) -> dict:
     }
 
 
-async def bus(url: str, rate: int, seconds: float) -> dict:
+async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
     import redis.asyncio as aioredis
 
     from common import streams
@@ -122,14 +121,15 @@ async def bus(url: str, rate: int, seconds: float) -> dict:
     await r.delete(*keys)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AITRADER_")}
     env.update(REDIS_URL=url, AITRADER_SHARDS="1", AITRADER_INSTANCE="bench-pe", AITRADER_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "pattern_engine"], cwd=ROOT, env=env)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pattern_engine", cwd=ROOT, env=env)
     try:
         for _ in range(300):  # wait for its health key (kernel warm-up included)
             if await r.exists(streams.health_key("pattern_engine", "bench-pe")):
                 break
             await asyncio.sleep(0.1)
-        ticks = synthetic(int(rate * seconds), 100, seed=3)
+        ticks = synthetic(int(rate * seconds), symbols, seed=3)
         stream = streams.ticks_stream(0)
+        cpu_start = _cpu_s(proc.pid)
         t0 = time.perf_counter()
         i = 0
         while i < len(ticks):
@@ -146,14 +146,23 @@ async def bus(url: str, rate: int, seconds: float) -> dict:
             if done >= len(ticks):
                 break
             await asyncio.sleep(0.05)
+        cpu = _cpu_s(proc.pid) - cpu_start
     finally:
-        proc.terminate()
-        rc = proc.wait(30)
-    h = LatencyHistogram.decode(await r.hget(streams.latency_key("tick_to_signal"), "bench-pe"))
+        proc.terminate()  # SIGTERM: the service commits its batch and exits 0
+        rc = await asyncio.wait_for(proc.wait(), 30)
+    raw = await r.hget(streams.latency_key("tick_to_signal"), "bench-pe")
+    h = LatencyHistogram.decode(raw) if raw else LatencyHistogram()
     entries = await r.xlen(stream)
     await r.aclose()
     return {"rate": rate, "sent_s": round(sent_s, 2), "ticks": len(ticks), "entries": entries,
-            "processed": done, "exit_code": rc, "tick_to_signal_us": h.summary()}
+            "processed": done, "exit_code": rc, "service_cpu_s": round(cpu, 2),
+            "service_cpu_us_per_tick": round(cpu / len(ticks) * 1e6, 1), "tick_to_signal_us": h.summary()}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -166,6 +175,7 @@ def main() -> int:
     ap.add_argument("--bus", metavar="REDIS_URL", help="also measure tick->signal through Redis (scratch db)")
     ap.add_argument("--rate", type=int, default=10_000, help="ticks/s published in --bus mode")
     ap.add_argument("--bus-seconds", type=float, default=8.0)
+    ap.add_argument("--bus-symbols", type=int, default=10, help="symbols in --bus mode (few: they warm up fast)")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -186,13 +196,14 @@ def main() -> int:
                       f"{r['p99_us_per_batch']:>13.1f} {r['us_per_tick_p50']:>8.3f} {r['ticks_per_s']:>11,} "
                       f"{r['signals']:>8}")
     if args.bus:
-        res = asyncio.run(bus(args.bus, args.rate, args.bus_seconds))
+        res = asyncio.run(bus(args.bus, args.rate, args.bus_seconds, args.bus_symbols))
         if args.json:
             print(json.dumps(res))
         else:
             lat = res["tick_to_signal_us"]
             print(f"# bus: {res['ticks']:,} ticks at {res['rate']:,}/s in {res['entries']:,} entries "
-                  f"({res['sent_s']} s), processed {res['processed']:,}, service exit {res['exit_code']}")
+                  f"({res['sent_s']} s), processed {res['processed']:,}, service exit {res['exit_code']}, "
+                  f"service CPU {res['service_cpu_s']} s = {res['service_cpu_us_per_tick']} µs/tick")
             print(f"# tick_to_signal (ts_signal - ts_ingest): n={lat['count']} p50={lat['p50']} µs "
                   f"p99={lat['p99']} µs p999={lat['p999']} µs max={lat['max']} µs")
     return 0

@@ -44,17 +44,17 @@ from pattern_engine import kernel
 from pattern_engine.features import FeatureParams
 
 __all__ = [
-    "DetectorParams",
-    "Detector",
-    "RuleDetector",
-    "BatchDetector",
-    "BatchContext",
-    "Detection",
-    "Momentum",
-    "MeanReversion",
-    "Breakout",
-    "Imbalance",
     "DETECTOR_TYPES",
+    "BatchContext",
+    "BatchDetector",
+    "Breakout",
+    "Detection",
+    "Detector",
+    "DetectorParams",
+    "Imbalance",
+    "MeanReversion",
+    "Momentum",
+    "RuleDetector",
     "register_detector",
 ]
 

@@ -184,7 +184,7 @@ class PatternEngine:
             )
             try:
                 detections = det.evaluate(ctx)
-            except Exception:  # noqa: BLE001 - a failing model must not stop the rule detectors
+            except Exception:
                 self._model_errors[j] += 1
                 if self._model_errors[j] in (1, 10, 100) or self._model_errors[j] % 1000 == 0:
                     log.exception("batch detector %s failed (%d times)", det.name, self._model_errors[j])

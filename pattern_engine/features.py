@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pattern_engine import kernel
 
-__all__ = ["FEATURES", "COLUMN", "FeatureParams", "SymbolRegistry", "FeatureState", "alpha"]
+__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha"]
 
 FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
 COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}

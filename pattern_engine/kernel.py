@@ -34,20 +34,20 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "FEATURE_NAMES",
-    "N_FEATURES",
-    "NF",
-    "NI",
-    "FP_SIZE",
     "DP_SIZE",
-    "KIND_MOMENTUM",
-    "KIND_MEAN_REVERSION",
+    "FEATURE_NAMES",
+    "FP_SIZE",
     "KIND_BREAKOUT",
     "KIND_IMBALANCE",
+    "KIND_MEAN_REVERSION",
+    "KIND_MOMENTUM",
     "NEVER_FIRED",
+    "NF",
+    "NI",
+    "N_FEATURES",
+    "new_arrays",
     "run_batch",
     "z_norm",
-    "new_arrays",
 ]
 
 # --- feature columns of F (public: a model may read any of these) ----------------------------
@@ -132,7 +132,7 @@ T_TYPE, T_SIDE, T_PRICE, T_SIZE, T_BID, T_BID_SIZE, T_ASK, T_ASK_SIZE = range(8)
 def _window(s: int, t: int, ref: float, F, I, ring, dq) -> None:
     """Rolling high/low of the W events before event ``t``, then push ``t`` (monotonic deques)."""
     cap = ring.shape[1]
-    lo_idx = t - (cap - 1)
+    lo_idx = t - cap
     for j in range(2):
         head = I[s, QHEAD + 2 * j]
         ln = I[s, QLEN + 2 * j]
@@ -246,8 +246,7 @@ def _update(s: int, ts: int, x, F, I, ring, dq, fp) -> bool:
             F[s, VWAP] = F[s, _PV] / F[s, _PQ]
         if I[s, N_TRADES] > 0:
             dt = (ts - I[s, LAST_TRADE_TS]) * 1e-9
-            if dt < 0.0:
-                dt = 0.0  # out-of-order exchange stamps: count as simultaneous
+            dt = max(dt, 0.0)  # out-of-order exchange stamps: count as simultaneous
             if I[s, N_TRADES] == 1:
                 F[s, INTERTRADE_S] = dt
             else:

@@ -6,11 +6,15 @@ background (every ``refresh_s`` and shortly after fills) and, between snapshots,
 optimistically by every fill seen on ``ex:events`` and by the engine's own intents
 (``add_pending``), so a burst of signals does not over-size before fills come back.
 
-Snapshot and fills are reconciled by time: a snapshot is taken to contain exactly the
-fills stamped (``ts_exec``) before its request was sent. Fills stamped later are kept in
-a journal and re-applied on top of the snapshot; fills stamped earlier that arrive after
-it are not applied again. Where that assumption is wrong (the broker applied a fill late)
-the next refresh, which every fill schedules, corrects it.
+Snapshot and fills are reconciled by time, allowing the broker ``settle_s`` to apply a
+fill. Whether a fill seen shortly before or during a refresh is in the snapshot cannot be
+told, so a symbol with a fill seen since ``request − settle_s`` keeps its fill-derived
+position (and the account its fill-derived cash, available cash and equity while any
+such fill exists); everything quiet takes the broker's figures, which is where anything
+traded outside the pipeline shows up. A fill stamped (``ts_exec``) before ``request −
+settle_s`` that arrives after the snapshot (a re-delivery) is already in it and is not
+applied again. Fills come from the same ``ex:events`` the broker account is built from, so
+the fill-derived figures are exact, and decisions do not depend on refresh timing.
 
 Own intents count until their fills or final report arrive, or until ``pending_ttl_s``
 passes (an intent the gateway dropped must not block a symbol forever): the position is
@@ -125,9 +129,11 @@ class AccountContext:
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
         max_seen: int = 200_000,
+        settle_s: float = 1.0,
     ) -> None:
         self.stale_after_s = stale_after_s
         self.pending_ttl_s = pending_ttl_s
+        self.settle_ns = int(settle_s * 1e9)
         self.clock = clock
         self.wall_ns = wall_ns
         self.cash = ZERO
@@ -138,7 +144,8 @@ class AccountContext:
         self.refreshed_at: float | None = None  # clock() of the last applied snapshot
         self.snapshot_requested_ns = 0
         self.last_error = ""
-        self._journal: list[tuple[int, str, Side, Decimal, Decimal, Decimal]] = []
+        self._fill_seen_ns: dict[str, int] = {}  # wall time a fill for the symbol was last applied
+        self._any_fill_seen_ns = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._max_seen = max_seen
         self._pending: dict[str, _Pending] = {}
@@ -167,17 +174,26 @@ class AccountContext:
 
     # -- snapshot --------------------------------------------------------------------------
     def apply_snapshot(self, snap: AccountSnapshot, requested_ns: int) -> None:
-        """Replace confirmed state with ``snap`` (requested at ``requested_ns``), keep later fills."""
-        self.cash, self.available, self.equity = snap.cash, snap.available, snap.equity
-        self.positions = dict(snap.positions)
-        self.prices = dict(snap.prices)
+        """Take the broker's figures (requested at ``requested_ns``) where no recent fill makes them ambiguous."""
+        cut = requested_ns - self.settle_ns
+        if not self._any_fill_seen_ns or self._any_fill_seen_ns < cut:
+            self.cash, self.available, self.equity = snap.cash, snap.available, snap.equity
+            self.positions = dict(snap.positions)
+            self.prices = dict(snap.prices)
+        else:
+            for sym in set(snap.positions) | set(self.positions):
+                seen = self._fill_seen_ns.get(sym)
+                if seen is None or seen < cut:
+                    q = snap.positions.get(sym, ZERO)
+                    if q:
+                        self.positions[sym] = q
+                    else:
+                        self.positions.pop(sym, None)
+            for sym, px in snap.prices.items():
+                self.prices.setdefault(sym, px)
         self.snapshot_requested_ns = requested_ns
         self.refreshed_at = self.clock()
         self.last_error = ""
-        later = [f for f in self._journal if f[0] >= requested_ns]
-        self._journal = []
-        for f in later:
-            self._apply_fill(*f)
         self.expire_pending()
         for sym in list(self._pending_pos):
             self._reserve(sym)
@@ -198,15 +214,13 @@ class AccountContext:
                 self._drop(rep.client_order_id)
         if rep.last_qty <= 0 or rep.last_px <= 0:
             return False
-        ts = rep.ts_exec or self.wall_ns()
-        if ts < self.snapshot_requested_ns:
-            return False  # stamped before the current snapshot was requested: already in it
-        f = (ts, rep.symbol, rep.side, rep.last_qty, rep.last_px, rep.fee)
-        self._journal.append(f)
-        self._apply_fill(*f)
+        if rep.ts_exec and rep.ts_exec < self.snapshot_requested_ns - self.settle_ns:
+            return False  # stamped well before the current snapshot was requested: already in it
+        self._fill_seen_ns[rep.symbol] = self._any_fill_seen_ns = self.wall_ns()
+        self._apply_fill(rep.symbol, rep.side, rep.last_qty, rep.last_px, rep.fee)
         return True
 
-    def _apply_fill(self, ts: int, sym: str, side: Side, qty: Decimal, px: Decimal, fee: Decimal) -> None:
+    def _apply_fill(self, sym: str, side: Side, qty: Decimal, px: Decimal, fee: Decimal) -> None:
         signed = qty if side == Side.BUY else -qty
         before = self.positions.get(sym, ZERO)
         after = before + signed

@@ -43,6 +43,13 @@ class StrategySettings(SettingsBase):
         le=60,
         description="A fill schedules a refresh this long after it (bursts coalesce into one).",
     )
+    fill_settle_s: float = Field(
+        1.0,
+        ge=0,
+        le=600,
+        description="Time the broker may take to apply a fill: a symbol with a fill seen this close to a "
+        "refresh keeps its fill-derived position instead of the snapshot's.",
+    )
     stale_after_s: float = Field(
         15.0, gt=0, le=86_400, description="Context older than this is stale: no new positions are opened."
     )

@@ -63,7 +63,7 @@ class StrategyEngineService(Service):
         self.broker = broker or McpBrokerClient(
             s.mcp_url, auth_header=s.mcp_auth_header, auth_secret=s.mcp_auth_secret, timeout_s=s.mcp_timeout_s
         )
-        self.context = AccountContext(s.stale_after_s, s.pending_ttl_s)
+        self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
 

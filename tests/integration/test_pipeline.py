@@ -28,7 +28,7 @@ from .harness import Pipeline
 pytestmark = pytest.mark.integration
 
 REAL_FILES = [
-    # equity trades and quotes (AlgoSeek per-exchange quotes → NBBO)
+    # equity trades and quotes (AlgoSeek consolidated quote updates → top of book)
     "quantconnect_lean/equity_tick/20131007_ibm_Trade_Tick.csv.gz",
     "quantconnect_lean/equity_tick/20131007_ibm_Quote_Tick.csv.gz",
     # FX quotes

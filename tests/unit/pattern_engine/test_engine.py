@@ -9,8 +9,14 @@ import pytest
 from pydantic import Field
 
 from common.messages import Side, Tick, TickBatch, TickType, signal_id_for
-from pattern_engine.detectors import DETECTOR_TYPES, BatchContext, BatchDetector, Detection, DetectorParams, \
-    register_detector
+from pattern_engine.detectors import (
+    DETECTOR_TYPES,
+    BatchContext,
+    BatchDetector,
+    Detection,
+    DetectorParams,
+    register_detector,
+)
 from pattern_engine.engine import PatternEngine
 from pattern_engine.features import COLUMN, FEATURES
 from pattern_engine.pattern_config import parse_pattern_config

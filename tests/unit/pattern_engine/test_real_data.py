@@ -28,11 +28,11 @@ def btcusdt(data) -> list[Tick]:
     rows = []
     for t in pq.read_table(base / "binance_btcusdt-trades.parquet").to_pylist():
         side = -1 if t["buyer_maker"] == "True" else 1  # buyer is maker -> seller aggressed
-        rows.append((_ns(t["timestamp"]), 0, dict(type=TickType.TRADE, price=t["price"], size=t["quantity"],
-                                                  side=side)))
+        rows.append((_ns(t["timestamp"]), 0,
+                     {"type": TickType.TRADE, "price": t["price"], "size": t["quantity"], "side": side}))
     for q in pq.read_table(base / "binance_btcusdt-quotes.parquet").to_pylist():
-        rows.append((_ns(q["timestamp"]), 1, dict(type=TickType.QUOTE, bid=q["bid"], bid_size=q["bid_size"],
-                                                  ask=q["ask"], ask_size=q["ask_size"])))
+        rows.append((_ns(q["timestamp"]), 1, {"type": TickType.QUOTE, "bid": q["bid"], "bid_size": q["bid_size"],
+                                              "ask": q["ask"], "ask_size": q["ask_size"]}))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [Tick(symbol="BTCUSDT", ts_event=ts, seq=i + 1, **kw) for i, (ts, _, kw) in enumerate(rows)]
 

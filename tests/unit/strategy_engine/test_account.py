@@ -83,16 +83,32 @@ def test_fills_move_the_context_optimistically_and_once():
     assert ctx.cash == D(8989 + 250) and ctx.available == D(8989)
 
 
-def test_snapshot_keeps_fills_stamped_after_its_request_and_skips_older_ones():
-    ctx = AccountContext()
-    ctx.apply_snapshot(_snap(), requested_ns=100)
-    ctx.apply_report(fill(qty="1", px="10", ts=150, exec_id="old"))
-    ctx.apply_report(fill(qty="2", px="10", ts=250, exec_id="new"))
-    ctx.apply_snapshot(_snap(cash="9990", positions={"AAA": "1"}, prices={"AAA": "10"}), requested_ns=200)
-    assert ctx.positions["AAA"] == D(3)  # the snapshot's 1 plus the fill stamped after the request
-    assert ctx.cash == D(9970)
-    # A fill stamped before the request, arriving late, is already in the snapshot.
-    assert ctx.apply_report(fill(qty="4", px="10", ts=180, exec_id="late")) is False
+def test_snapshot_never_double_counts_a_fill_seen_around_the_refresh():
+    wall = [10_000_000_000]
+    ctx = AccountContext(settle_s=1.0, wall_ns=lambda: wall[0])
+    ctx.apply_snapshot(_snap(prices={"AAA": "10", "BBB": "5"}), requested_ns=wall[0])
+    ctx.apply_report(fill(qty="2", px="10", ts=wall[0], exec_id="f1"))
+    assert ctx.positions["AAA"] == D(2) and ctx.cash == D(9980)
+    # A refresh right after: the broker may or may not have applied f1 yet. Either answer keeps 2.
+    wall[0] += 100_000_000
+    for broker_has_it in (True, False):
+        snap = _snap(
+            cash="9980" if broker_has_it else "10000", positions={"AAA": "2"} if broker_has_it else {}
+        )
+        snap = AccountSnapshot(
+            snap.cash, snap.available, snap.equity, {**snap.positions, "BBB": D(7)}, snap.prices
+        )
+        ctx.apply_snapshot(snap, requested_ns=wall[0])
+        assert ctx.positions["AAA"] == D(2) and ctx.cash == D(9980)
+        assert ctx.positions["BBB"] == D(7)  # quiet symbols take the broker's figure (outside trades)
+    # Once quiet for longer than the settle time, the broker's figures win outright.
+    wall[0] += 2_000_000_000
+    ctx.apply_snapshot(_snap(cash="9979", positions={"AAA": "2"}), requested_ns=wall[0])
+    assert ctx.cash == D(9979) and ctx.positions == {"AAA": D(2)}
+    # A fill stamped well before that request, delivered late (a re-delivery), is already in it.
+    assert ctx.apply_report(fill(qty="4", px="10", ts=wall[0] - 1_500_000_000, exec_id="late")) is False
+    assert ctx.positions["AAA"] == D(2)
+    assert ctx.apply_report(fill(qty="1", px="10", ts=wall[0] - 500_000_000, exec_id="recent")) is True
     assert ctx.positions["AAA"] == D(3)
 
 

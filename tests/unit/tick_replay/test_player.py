@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from common.bus import DATA_FIELD
-from common.messages import TickBatch, decode_as
+from common.messages import TickBatch, check, decode_as
 from common.streams import shard_for, ticks_stream
 from tick_replay import open_ticks, replay, synthetic_ticks
 
@@ -38,6 +38,7 @@ async def test_max_speed_publishes_every_tick_once_on_its_shard(redis_url):
     for shard, entries in got.items():
         assert summary.per_stream.get(ticks_stream(shard), 0) == len(entries)
         for _, batch in entries:
+            assert check(batch) is None  # what the consumers' semantic check accepts
             assert 1 <= len(batch.ticks) <= 64
             assert before <= batch.ts_ingest <= after
             for t in batch.ticks:
@@ -68,7 +69,7 @@ async def test_paced_replay_keeps_time_without_drift(redis_url):
     t0 = time.time_ns()
     summary = await replay(redis_url, ticks, speed=speed, progress=False)
     assert summary.ticks == 200
-    assert 0.48 <= summary.duration_s <= 0.8, summary.duration_s
+    assert 0.48 <= summary.duration_s <= 1.0, summary.duration_s
     entries = _entries(redis_url, 1)[0]
     # Natural batching: at ~400 ticks/s most entries hold a single tick.
     sizes = [len(b.ticks) for _, b in entries]
@@ -82,8 +83,8 @@ async def test_paced_replay_keeps_time_without_drift(redis_url):
             due = (t.ts_event - ts0) / 1e9 / speed
             lags.append((b.ts_ingest - start) / 1e9 - due)
     assert min(lags) > -0.002, min(lags)
-    assert sorted(lags)[len(lags) // 2] < 0.01  # median lateness under 10 ms
-    assert lags[-1] < 0.05  # the end is on time too: nothing accumulated
+    assert sorted(lags)[len(lags) // 2] < 0.02  # median lateness (a few ms on an idle machine)
+    assert lags[-1] < 0.1  # the end is on time too: nothing accumulated
     assert start - t0 < 0.2e9
 
 
@@ -115,6 +116,7 @@ async def test_file_replay_reports_reader_stats(redis_url, lean_tick):
     assert d["reader_stats"][0]["format"] == "lean_trade" and d["reader_stats"][0]["rows"] == 27_042
     got = _entries(redis_url, 2)
     assert sum(len(b.ticks) for _, b in got[shard_for("IBM", 2)]) == 27_042
+    assert all(check(b) is None for entries in got.values() for _, b in entries)
 
 
 @pytest.mark.parametrize("speed", [0.0, -1.0])
