@@ -1,7 +1,7 @@
 """The account context the strategy engine sizes from: cached, never fetched per signal.
 
 ``AccountContext`` holds cash, available cash, equity, the net position and last price
-per symbol. It is replaced by an ``AccountSnapshot`` from the broker's MCP server in the
+per symbol. It is refreshed from an ``AccountSnapshot`` of the broker's MCP server in the
 background (every ``refresh_s`` and shortly after fills) and, between snapshots, moved
 optimistically by every fill seen on ``ex:events`` and by the engine's own intents
 (``add_pending``), so a burst of signals does not over-size before fills come back.
