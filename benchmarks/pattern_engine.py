@@ -15,7 +15,8 @@ sustained ticks/s. Each configuration runs for ``--seconds`` after a warm-up.
 that Redis (it deletes the ``md:ticks:{0}``, ``pe:signals``, stats and latency keys there
 first: use a scratch database), publishes ``--bus-symbols`` symbols open-loop at ``--rate`` ticks/s for
 ``--bus-seconds`` (ticks due in the same millisecond go out as one entry stamped with
-``ts_ingest``), stops the service and prints its tick_to_signal histogram.
+``ts_ingest``), stops the service (SIGTERM) and prints its tick_to_signal histogram, its CPU
+per tick, and the floor measured first in the same run (one XADD then one XREADGROUP).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
     keys = [streams.ticks_stream(0), streams.SIGNALS, streams.stats_key("pattern_engine"),
             streams.latency_key("tick_to_signal"), streams.dlq_stream(streams.ticks_stream(0))]
     await r.delete(*keys)
+    floor = await _floor(r)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AITRADER_")}
     env.update(REDIS_URL=url, AITRADER_SHARDS="1", AITRADER_INSTANCE="bench-pe", AITRADER_LOG_LEVEL="WARNING")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pattern_engine", cwd=ROOT, env=env)
@@ -133,13 +135,13 @@ async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
         t0 = time.perf_counter()
         i = 0
         while i < len(ticks):
-            due = min(len(ticks), int((time.perf_counter() - t0) * rate) + 1)
-            if due > i:
+            now = time.perf_counter() - t0
+            due = min(len(ticks), int(now * rate) + 1)
+            if due > i:  # everything due by now, as one entry (at most one entry per millisecond)
                 batch = TickBatch(ticks=ticks[i:due], ts_ingest=time.time_ns())
                 await r.xadd(stream, {DATA_FIELD: encode(batch)})
                 i = due
-            else:
-                await asyncio.sleep(0.0005)
+            await asyncio.sleep(max(0.0, (int(now * 1000) + 1) / 1000 - (time.perf_counter() - t0)))
         sent_s = time.perf_counter() - t0
         for _ in range(200):
             done = int(await r.hget(streams.stats_key("pattern_engine"), "ticks") or 0)
@@ -156,7 +158,26 @@ async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
     await r.aclose()
     return {"rate": rate, "sent_s": round(sent_s, 2), "ticks": len(ticks), "entries": entries,
             "processed": done, "exit_code": rc, "service_cpu_s": round(cpu, 2),
-            "service_cpu_us_per_tick": round(cpu / len(ticks) * 1e6, 1), "tick_to_signal_us": h.summary()}
+            "service_cpu_us_per_tick": round(cpu / len(ticks) * 1e6, 1), "tick_to_signal_us": h.summary(),
+            "floor_xadd_then_xreadgroup_us": floor}
+
+
+async def _floor(r) -> dict:
+    """One XADD then one XREADGROUP, one at a time: the bus hop any consumer pays."""
+    from common.latency import LatencyHistogram
+
+    stream, group = "bench:pe:floor", "bench"
+    await r.delete(stream)
+    await r.xgroup_create(stream, group, id="0", mkstream=True)
+    h = LatencyHistogram()
+    for _ in range(2000):
+        t0 = time.perf_counter_ns()
+        await r.xadd(stream, {b"d": b"x" * 100})
+        resp = await r.xreadgroup(group, "c", {stream: ">"}, count=1)
+        h.record_ns(time.perf_counter_ns() - t0)
+        await r.xack(stream, group, resp[0][1][0][0])
+    await r.delete(stream)
+    return h.summary()
 
 
 def _cpu_s(pid: int) -> float:
@@ -206,6 +227,9 @@ def main() -> int:
                   f"service CPU {res['service_cpu_s']} s = {res['service_cpu_us_per_tick']} µs/tick")
             print(f"# tick_to_signal (ts_signal - ts_ingest): n={lat['count']} p50={lat['p50']} µs "
                   f"p99={lat['p99']} µs p999={lat['p999']} µs max={lat['max']} µs")
+            fl = res["floor_xadd_then_xreadgroup_us"]
+            print(f"# floor, XADD then XREADGROUP one at a time: p50={fl['p50']} µs p99={fl['p99']} µs "
+                  f"p999={fl['p999']} µs")
     return 0
 
 

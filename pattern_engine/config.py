@@ -8,9 +8,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.config import ConfigError, SettingsBase, env_name
-from pattern_engine.pattern_config import DEFAULT_PATH
 
-__all__ = ["PatternEngineSettings"]
+__all__ = ["DEFAULT_PATTERN_PATH", "PatternEngineSettings"]
+
+# Kept here, not in pattern_config, so reading the settings never imports numba.
+DEFAULT_PATTERN_PATH = Path(__file__).resolve().parents[1] / "config" / "pattern.yml"
 
 
 class PatternEngineSettings(SettingsBase):
@@ -25,7 +27,7 @@ class PatternEngineSettings(SettingsBase):
         description="Tick shards to consume: 'all' (0..AITRADER_SHARDS-1) or a comma list such as '0,2'.",
     )
     config: Path = Field(
-        DEFAULT_PATH,
+        DEFAULT_PATTERN_PATH,
         description="Pattern file (features and detectors), default config/pattern.yml of the checkout.",
     )
     symbol_capacity: int = Field(

@@ -30,13 +30,20 @@ from pattern_engine.detectors import BatchContext, BatchDetector
 from pattern_engine.features import FeatureState
 from pattern_engine.pattern_config import PatternConfig
 
-__all__ = ["PatternEngine"]
+__all__ = ["PatternEngine", "UnprocessableTicks"]
 
 log = logging.getLogger(__name__)
 
 _FIELDS = operator.attrgetter("type", "side", "price", "size", "bid", "bid_size", "ask", "ask_size")
 _SIDES = {1: Side.BUY, -1: Side.SELL}
 _WARMUP_SYMBOL = "\x00warmup"
+
+
+class UnprocessableTicks(ValueError):
+    """Ticks the wire types accept but the engine cannot hold (e.g. ``ts_event`` beyond int64).
+
+    Raised while converting the input, before any state changes: dead-letter the entry.
+    """
 
 
 class PatternEngine:
@@ -72,8 +79,7 @@ class PatternEngine:
     def on_batches(self, batches: Sequence[TickBatch]) -> list[list[Signal]]:
         """Process several bus entries as one micro-batch; return each entry's signals.
 
-        Raises ``OverflowError``/``ValueError`` only while converting the input (before any
-        feature is touched), e.g. for a ``ts_event`` beyond int64.
+        Raises ``UnprocessableTicks`` while converting the input, before any state changes.
         """
         ticks = batches[0].ticks if len(batches) == 1 else list(chain.from_iterable(b.ticks for b in batches))
         out: list[list[Signal]] = [[] for _ in batches]
@@ -111,6 +117,11 @@ class PatternEngine:
                               price=100.2 + i, size=3.0, side=1 if i % 2 else 0))
         scratch.on_ticks(ticks)
 
+    @property
+    def model_errors(self) -> dict[str, int]:
+        """Failed ``evaluate`` calls per batch detector (they are skipped, rule detectors go on)."""
+        return {d.name: n for d, n in zip(self.models, self._model_errors) if n}
+
     def reset(self) -> None:
         """Forget all per-symbol state (used after an internal error; detectors warm up again)."""
         self.state.reset()
@@ -124,9 +135,12 @@ class PatternEngine:
     def _arrays(self, ticks: Sequence[Tick]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(ticks)
         reg = self.state.registry
-        sym = np.array([reg[t.symbol] for t in ticks], dtype=np.int64)
-        ts = np.array([t.ts_event for t in ticks], dtype=np.int64)
-        x = np.fromiter(chain.from_iterable(map(_FIELDS, ticks)), np.float64, 8 * n).reshape(n, 8)
+        try:
+            sym = np.array([reg[t.symbol] for t in ticks], dtype=np.int64)
+            ts = np.array([t.ts_event for t in ticks], dtype=np.int64)
+            x = np.fromiter(chain.from_iterable(map(_FIELDS, ticks)), np.float64, 8 * n).reshape(n, 8)
+        except (OverflowError, ValueError, TypeError) as e:
+            raise UnprocessableTicks(f"{type(e).__name__}: {e}") from e
         st = self.state
         if len(reg.symbols) > st.capacity:
             st.ensure_capacity()
@@ -183,17 +197,18 @@ class PatternEngine:
                 last=[ticks[k] for k in ks.tolist()],
             )
             try:
-                detections = det.evaluate(ctx)
-            except Exception:
+                detections = [(int(row), int(side), float(strength)) for row, side, strength in det.evaluate(ctx)]
+            except Exception:  # a failing model must not stop the rule detectors
                 self._model_errors[j] += 1
                 if self._model_errors[j] in (1, 10, 100) or self._model_errors[j] % 1000 == 0:
                     log.exception("batch detector %s failed (%d times)", det.name, self._model_errors[j])
                 continue
             for row, side, strength in detections:
+                if not 0 <= row < len(ids):
+                    continue  # a row the context does not have
                 sid, k = int(ids[row]), int(ks[row])
                 price = float(st.F[sid, kernel.REF])
                 vol = float(st.F[sid, kernel.VOL_PX])
-                strength = float(strength)
                 if side not in _SIDES or not (price > 0 and 0 <= strength <= 1e12 and 0 <= vol <= 1e12):
                     continue
                 self._model_last[sid, j] = counts[row]

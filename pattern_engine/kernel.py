@@ -132,7 +132,7 @@ T_TYPE, T_SIDE, T_PRICE, T_SIZE, T_BID, T_BID_SIZE, T_ASK, T_ASK_SIZE = range(8)
 def _window(s: int, t: int, ref: float, F, I, ring, dq) -> None:
     """Rolling high/low of the W events before event ``t``, then push ``t`` (monotonic deques)."""
     cap = ring.shape[1]
-    lo_idx = t - cap
+    lo_idx = t - (cap - 1)
     for j in range(2):
         head = I[s, QHEAD + 2 * j]
         ln = I[s, QLEN + 2 * j]

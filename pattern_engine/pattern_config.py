@@ -23,12 +23,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from common.config import ConfigError
+from pattern_engine.config import DEFAULT_PATTERN_PATH
 from pattern_engine.detectors import DETECTOR_TYPES, BatchDetector, Detector, RuleDetector
 from pattern_engine.features import FeatureParams
 
 __all__ = ["DEFAULT_PATH", "PatternConfig", "load_pattern_config", "parse_pattern_config"]
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "pattern.yml"
+DEFAULT_PATH = DEFAULT_PATTERN_PATH
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _SECTIONS = ("features", "detectors")

@@ -23,7 +23,7 @@ from common.config import CommonSettings, load
 from common.messages import Signal, TickBatch
 from common.service import Service
 from pattern_engine.config import PatternEngineSettings
-from pattern_engine.engine import PatternEngine
+from pattern_engine.engine import PatternEngine, UnprocessableTicks
 from pattern_engine.pattern_config import PatternConfig, load_pattern_config
 
 __all__ = ["PatternEngineService", "build"]
@@ -67,16 +67,16 @@ class PatternEngineService(Service):
         self._results = {}
         try:
             results: list[list[Signal] | str] = list(self.engine.on_batches([e.msg for e in batch]))
-        except (OverflowError, ValueError):
+        except UnprocessableTicks:
             # A value the wire types accept but the engine cannot hold (ts_event beyond int64).
             # Conversion fails before any state changes, so redo entry by entry.
             results = []
             for e in batch:
                 try:
                     results.append(self.engine.on_batches([e.msg])[0])
-                except (OverflowError, ValueError) as err:
-                    results.append(f"unprocessable tick batch: {type(err).__name__}: {err}")
-        except Exception:
+                except UnprocessableTicks as err:
+                    results.append(f"unprocessable tick batch: {err}")
+        except Exception:  # state may be half-updated: drop it and leave the entries to be retried
             log.exception("%s: engine failed on a batch of %d entries; state reset", self.name, len(batch))
             self.count("engine_errors")
             self.engine.reset()
@@ -105,7 +105,9 @@ class PatternEngineService(Service):
                 h.record_ns(sig.ts_signal - ingest)
 
     def heartbeat_detail(self) -> str:
-        return f"symbols={len(self.engine.state.symbols)} ticks={self.engine.ticks_seen}"
+        detail = f"symbols={len(self.engine.state.symbols)} ticks={self.engine.ticks_seen}"
+        errors = self.engine.model_errors
+        return f"{detail} model_errors={errors}" if errors else detail
 
     async def teardown(self) -> None:
         self.engine.close()

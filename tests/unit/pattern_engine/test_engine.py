@@ -17,7 +17,7 @@ from pattern_engine.detectors import (
     DetectorParams,
     register_detector,
 )
-from pattern_engine.engine import PatternEngine
+from pattern_engine.engine import PatternEngine, UnprocessableTicks
 from pattern_engine.features import COLUMN, FEATURES
 from pattern_engine.pattern_config import parse_pattern_config
 from tests.unit.pattern_engine.stubs import T0, TickMaker, random_walk, run, stable
@@ -73,7 +73,7 @@ def test_a_tick_time_beyond_int64_raises_before_any_state_changes():
     engine = PatternEngine(parse_pattern_config(BUSY))
     ok = Tick(symbol="A", type=TickType.TRADE, ts_event=T0, seq=1, price=10.0, size=1.0)
     bad = Tick(symbol="A", type=TickType.TRADE, ts_event=2**63, seq=2, price=11.0, size=1.0)
-    with pytest.raises(OverflowError):
+    with pytest.raises(UnprocessableTicks, match="OverflowError"):
         engine.on_batch(TickBatch(ticks=[ok, bad]))
     assert engine.state.ticks("A") == 0 and engine.ticks_seen == 0
 
@@ -144,3 +144,24 @@ def test_a_failing_batch_detector_does_not_stop_rule_signals(model_type):
     sigs = engine.on_batch(TickBatch(ticks=[mk.quote("A", 9.99, 10.01, 900.0, 100.0) for _ in range(3)]))
     assert [s.detector for s in sigs] == ["imbalance"]
     assert np.isfinite(engine.state.F).all()
+
+
+def test_batch_detector_output_outside_the_wire_contract_is_dropped(model_type):
+    cfg = parse_pattern_config({"detectors": {"mlp": {"type": model_type, "warmup": 0, "cooldown": 0}}})
+    engine = PatternEngine(cfg)
+    engine.models[0].evaluate = lambda ctx: [Detection(5, 1, 1.0), Detection(0, 0, 1.0),
+                                             Detection(0, 1, float("nan")), Detection(0, -1, 2.0)]
+    mk = TickMaker()
+    sigs = engine.on_batch(TickBatch(ticks=[mk.quote("A", 9.99, 10.01)]))
+    assert [(s.side, s.strength) for s in sigs] == [(Side.SELL, 2.0)]
+
+
+def test_warm_up_compiles_the_only_kernel_signature_the_hot_path_uses():
+    from pattern_engine import kernel
+
+    engine = PatternEngine(parse_pattern_config(BUSY))
+    engine.warm_up()
+    assert len(kernel.run_batch.signatures) == 1
+    run(engine, random_walk(500, symbols=3), batch=7)
+    engine.on_batches([TickBatch(ticks=random_walk(10, symbols=2)), TickBatch(ticks=[])])
+    assert len(kernel.run_batch.signatures) == 1  # no second compile on a real tick
