@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from common import streams
-from common.bus import connect
+from common.bus import connect, group_backlog
 from common.config import CommonSettings
 from common.latency import STAGES, LatencyHistogram, summarize
 
@@ -58,26 +58,7 @@ def positions_from_fills(fills: list[tuple[str, int, Decimal, Decimal]]) -> dict
 
 async def group_lag(r: aioredis.Redis) -> dict[str, dict[str, int]]:
     """Per stream and group: entries not yet delivered (lag) + delivered but not acked (pending)."""
-    out: dict[str, dict[str, int]] = {}
-    keys = [k.decode() async for k in r.scan_iter(match="*", _type="stream")]
-    for stream in keys:
-        if stream.startswith(("dlq:", "sys:", "ctl:acks")):
-            continue
-        try:
-            groups = await r.xinfo_groups(stream)
-        except aioredis.ResponseError:
-            continue
-        if not groups:
-            continue
-        info = await r.xinfo_stream(stream)
-        last = info.get("last-generated-id") or info.get("last_generated_id")
-        for g in groups:
-            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-            lag = g.get("lag")
-            if lag is None:  # Redis < 7: derive from the last delivered id
-                lag = 0 if g["last-delivered-id"] == last else 1
-            out[f"{stream}/{name}"] = {"lag": int(lag or 0), "pending": int(g["pending"])}
-    return out
+    return await group_backlog(r)
 
 
 async def wait_idle(r: aioredis.Redis, timeout_s: float, settle_s: float = 1.5) -> bool:

@@ -28,7 +28,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from common import streams
 from common.messages import check, decode_as, encode
 
-__all__ = ["Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD"]
+__all__ = [
+    "Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD",
+    "group_backlog", "pipeline_streams", "wait_drained",
+]
 
 log = logging.getLogger(__name__)
 
@@ -357,3 +360,55 @@ def _raw_fields(fields: dict | None) -> bytes:
     if not fields:
         return b""
     return msgspec.msgpack.encode({bytes(k): bytes(v) for k, v in fields.items()})
+
+
+async def group_backlog(redis: aioredis.Redis, stream_names: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """Per ``stream/group``: entries not yet delivered (``lag``) and delivered but unacked (``pending``).
+
+    With ``stream_names`` the snapshot is taken in one MULTI/EXEC, in the order given: list
+    streams upstream first so that work moving downstream between two reads is never missed.
+    Without, every stream (but dead-letter, heartbeat and ack streams) is scanned.
+    """
+    if stream_names is None:
+        stream_names = [
+            k.decode() async for k in redis.scan_iter(match="*", _type="stream")
+            if not k.startswith((b"dlq:", b"sys:", b"ctl:acks", b"bench:"))
+        ]
+    pipe = redis.pipeline(transaction=True)
+    for s in stream_names:
+        pipe.xinfo_groups(s)
+        pipe.xinfo_stream(s)
+    results = await pipe.execute(raise_on_error=False)
+    out: dict[str, dict[str, int]] = {}
+    for i, stream in enumerate(stream_names):
+        groups, info = results[2 * i], results[2 * i + 1]
+        if isinstance(groups, Exception) or isinstance(info, Exception) or not groups:
+            continue  # no such stream yet
+        last = info.get("last-generated-id")
+        for g in groups:
+            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+            lag = g.get("lag")
+            if lag is None:  # Redis < 7 (or unknown): derive from the last delivered id
+                lag = 0 if g["last-delivered-id"] == last else 1
+            out[f"{stream}/{name}"] = {"lag": int(lag), "pending": int(g["pending"])}
+    return out
+
+
+def pipeline_streams(shards: int) -> list[str]:
+    """The pipeline's streams, upstream first (for ``group_backlog``)."""
+    return [streams.ticks_stream(i) for i in range(shards)] + [
+        streams.SIGNALS, streams.INTENTS, streams.EXEC_EVENTS, streams.CONTROL,
+    ]
+
+
+async def wait_drained(redis: aioredis.Redis, stream_names: list[str] | None, timeout_s: float,
+                       poll_s: float = 0.002) -> bool:
+    """Wait until every consumer group on ``stream_names`` has nothing undelivered or pending."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        backlog = await group_backlog(redis, stream_names)
+        if not any(v["lag"] or v["pending"] for v in backlog.values()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)

@@ -262,7 +262,14 @@ class OrderManager:
             order.ts_done = now
             res.incr("rejects")
             res.incr(f"rejects.{code}")
-            self._emit(res, streams.EXEC_EVENTS, self._report(order, f"{cid}:R", now, reason=str(code)))
+            # What the check saw, so an operator can tell why without replaying the state.
+            text = (
+                f"qty={it.qty} ref={it.ref_price} mark={mark} position={pf.position(it.symbol)} "
+                f"open_same_side={pf.open_qty(it.symbol, int(it.side))} cash={pf.cash}"
+            )
+            self._emit(
+                res, streams.EXEC_EVENTS, self._report(order, f"{cid}:R", now, reason=str(code), text=text)
+            )
             return
         order.transition(OrdStatus.ACCEPTED)
         order.ts_accepted = now

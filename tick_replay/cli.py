@@ -72,6 +72,8 @@ def build_parser(common: CommonSettings, settings: ReplaySettings, prog: str = P
     p.add_argument("--batch-max", type=_positive, default=settings.batch_max, metavar="N",
                    help=f"most ticks per stream entry (default {settings.batch_max})")
     p.add_argument("--redis-url", default=common.redis_url, metavar="URL", help="Redis of the bus (default REDIS_URL)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="closed loop: publish a batch, wait until the pipeline drained, repeat (reproducible runs)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="read and normalise only; publish nothing (no Redis)")
@@ -181,9 +183,13 @@ def run(argv: list[str] | None = None, prog: str = PROG) -> int:
             summary = asyncio.run(_replay_until_signal(
                 args.redis_url, ticks, speed=args.speed, shards=args.shards, batch_max=args.batch_max,
                 maxlen=common.stream_maxlen, progress=settings.progress and not args.no_progress, total=total,
+                lockstep=args.lockstep,
             ))
         except (RedisConnectionError, RedisTimeoutError, ConnectionError) as e:
             print(f"{prog}: cannot reach Redis at {args.redis_url}: {e}", file=sys.stderr)
+            return 1
+        except TimeoutError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
             return 1
         except RedisError as e:
             print(f"{prog}: Redis at {args.redis_url} refused a command: {e}", file=sys.stderr)

@@ -12,6 +12,12 @@ Two modes:
   so at low rates an entry holds one tick and when the publisher falls behind batches
   grow (natural batching).
 
+- ``lockstep=True`` — closed loop, for reproducible runs: publish one batch of up to
+  ``batch_max`` ticks, then wait until every consumer group of the pipeline has drained
+  (nothing undelivered, nothing pending) before the next. Each stage then sees the same
+  inputs in the same grouping on every run, so the same files give the same orders, not
+  only the same signals. Slower than ``max``; latency figures from it are not meaningful.
+
 Each entry's ``TickBatch.ts_ingest`` is ``time.time_ns()`` taken right before its XADD is
 queued; consumers use it as the bus-entry stamp. Streams are capped with ``MAXLEN ~``.
 """
@@ -25,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from common.bus import DATA_FIELD, connect
+from common.bus import DATA_FIELD, connect, pipeline_streams, wait_drained
 from common.messages import Tick, TickBatch, encode
 from common.streams import shard_for, ticks_stream
 
@@ -122,6 +128,8 @@ async def replay(
     progress: bool = True,
     total: int | None = None,
     stop: asyncio.Event | None = None,
+    lockstep: bool = False,
+    drain_timeout_s: float = 120.0,
 ) -> ReplaySummary:
     """Publish ``ticks`` (in the order given) to ``md:ticks:{shard}`` and return a summary.
 
@@ -142,7 +150,9 @@ async def replay(
     t0 = time.perf_counter()
     try:
         out = _Out(redis, shards, batch_max, maxlen, summary)
-        if speed is None:
+        if lockstep:
+            await _lockstep(ticks, out, summary, bar, stop, drain_timeout_s)
+        elif speed is None:
             await _fast(ticks, out, summary, bar, stop)
         else:
             await _paced(ticks, out, summary, bar, speed, stop)
@@ -215,6 +225,52 @@ async def _fast(ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: A
         await out.send(out.take(PIPELINE_ENTRIES))
     if bar is not None and since:
         bar.update(since)
+    summary.ticks = n
+    summary.per_symbol = counts
+    if t is not None:
+        summary.last_ts_event = t.ts_event
+
+
+async def _lockstep(
+    ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: Any, stop: asyncio.Event | None,
+    drain_timeout_s: float,
+) -> None:
+    names = pipeline_streams(out.shards)
+    shard_of: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    n = since = 0
+    t = None
+
+    async def step() -> None:
+        out.seal_all()
+        await out.send(out.take())
+        if not await wait_drained(out.redis, names, drain_timeout_s):
+            raise TimeoutError(f"lockstep: the pipeline did not drain within {drain_timeout_s}s")
+
+    for t in ticks:
+        if not n:
+            summary.first_ts_event = t.ts_event
+        n += 1
+        sym = t.symbol
+        s = shard_of.get(sym)
+        if s is None:
+            s = shard_of[sym] = shard_for(sym, out.shards)
+            counts[sym] = 0
+        counts[sym] += 1
+        out.pending[s].append(t)
+        since += 1
+        if since >= out.batch_max:
+            await step()
+            if bar is not None:
+                bar.update(since)
+            since = 0
+            if stop is not None and stop.is_set():
+                summary.interrupted = True
+                break
+    if since:
+        await step()
+        if bar is not None:
+            bar.update(since)
     summary.ticks = n
     summary.per_symbol = counts
     if t is not None:

@@ -49,9 +49,10 @@ def _stream(r, name, typ):
 
 
 def _run_once(redis_url, database_url, home, files):
+    """One fresh pipeline replaying ``files`` in lockstep (reproducible grouping of every batch)."""
     with Pipeline(redis_url, database_url, home) as p:
         p.start()
-        summary = p.replay(*files, "--speed", "max")
+        summary = p.replay(*files, "--lockstep")
         rep = p.report(wait_idle=240)
         r = p.redis()
         signals = _stream(r, streams.SIGNALS, Signal)
