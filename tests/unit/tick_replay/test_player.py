@@ -123,3 +123,36 @@ async def test_file_replay_reports_reader_stats(redis_url, lean_tick):
 async def test_bad_speed_is_refused(redis_url, speed):
     with pytest.raises(ValueError):
         await replay(redis_url, [], speed=speed, progress=False)
+
+
+async def test_lockstep_waits_for_the_pipeline_to_drain_before_each_batch(redis_url):
+    from common.bus import connect
+
+    r = connect(redis_url)
+    stream = ticks_stream(0)
+    await r.xgroup_create(stream, "slow", id="0", mkstream=True)
+    outstanding_max = 0
+    seen = 0
+    done = asyncio.Event()
+
+    async def slow_consumer():
+        nonlocal outstanding_max, seen
+        while not done.is_set():
+            resp = await r.xreadgroup("slow", "c", {stream: ">"}, count=100, block=20)
+            for _s, items in resp or []:
+                outstanding_max = max(outstanding_max, len(items))
+                await asyncio.sleep(0.03)  # a slow stage
+                await r.xack(stream, "slow", *[i for i, _ in items])
+                seen += len(items)
+
+    task = asyncio.create_task(slow_consumer())
+    summary = await replay(redis_url, synthetic_ticks(50, symbols=2, seed=1), speed=None, batch_max=10,
+                           progress=False, lockstep=True)
+    done.set()
+    await task
+    assert summary.ticks == 50 and summary.entries == 5
+    # never more than one entry was waiting: each batch went out only after the last was acked
+    assert outstanding_max == 1 and seen == 5
+    info = await r.xinfo_groups(stream)
+    assert info[0]["pending"] == 0
+    await r.aclose()
