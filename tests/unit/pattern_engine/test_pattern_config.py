@@ -12,7 +12,7 @@ from pattern_engine.pattern_config import DEFAULT_PATH, load_pattern_config, par
 def test_shipped_pattern_file_is_valid_and_enables_the_four_rule_detectors():
     cfg = load_pattern_config(DEFAULT_PATH)
     assert [type(d) for d in cfg.rules] == [Momentum, MeanReversion, Breakout, Imbalance]
-    assert [d.name for d in cfg.rules] == ["momentum", "mean_reversion", "breakout", "imbalance"]
+    assert [d.name for d in cfg.rules] == ["momentum_burst", "mean_reversion", "breakout", "imbalance"]
     assert cfg.batch == []
 
 

@@ -1,0 +1,28 @@
+"""The shipped YAML files agree with each other (a renamed detector must not orphan a strategy)."""
+
+from __future__ import annotations
+
+from pattern_engine.pattern_config import load_pattern_config
+from strategy_engine.config import StrategySettings
+from strategy_engine.strategies import load_strategies as _load
+
+
+def load_strategies():
+    return _load(StrategySettings.model_fields["strategies_path"].default)
+
+
+def test_every_strategy_follows_a_detector_the_pattern_engine_runs():
+    detectors = {d.name for d in load_pattern_config().rules if d.enabled}
+    strategies = load_strategies()
+    assert strategies, "no strategies shipped"
+    for s in strategies:
+        if s.enabled:
+            missing = set(s.detectors) - detectors
+            assert not missing, f"strategy {s.name} follows unknown detectors {missing}"
+
+
+def test_every_enabled_detector_has_a_strategy():
+    followed = {d for s in load_strategies() if s.enabled for d in s.detectors}
+    for d in load_pattern_config().rules:
+        if d.enabled:
+            assert d.name in followed, f"detector {d.name} feeds no strategy"
