@@ -313,8 +313,14 @@ class Consumer:
                 good.append(e)
         return good
 
-    async def commit(self, out: Outputs) -> None:
-        """Publish outputs, count, dead-letter and ack in one MULTI/EXEC."""
+    async def commit(self, out: Outputs, prefetch: bool = False) -> None:
+        """Publish outputs, count, dead-letter and ack in one MULTI/EXEC.
+
+        With ``prefetch``, the same transaction also reads the next batch (a non-blocking
+        XREADGROUP): under load a stage then pays one round trip per batch instead of two.
+        The prefetched entries are delivered to this consumer atomically with the acks and
+        come out of the next ``read()``.
+        """
         if not out:
             return
         pipe = self.redis.pipeline(transaction=True)
@@ -345,8 +351,19 @@ class Consumer:
             op(pipe)
         for stream, ids in out.acks.items():
             pipe.xack(stream, self.group, *ids)
-        await pipe.execute()
+        prefetch = prefetch and bool(out.acks) and not self._backlog
+        if prefetch:
+            pipe.xreadgroup(self.group, self.consumer, self._read_streams, count=self.count)
+        results = await pipe.execute()
         self.dead_lettered += len(out.dead)
+        if prefetch and results[-1]:
+            for stream, items in results[-1]:
+                name = stream.decode() if isinstance(stream, bytes) else stream
+                self._backlog.extend(self._to_entries(name, items))
+
+    @property
+    def has_backlog(self) -> bool:
+        return bool(self._backlog)
 
 
 class _Undecodable:

@@ -168,14 +168,15 @@ class Service:
     async def loop(self) -> None:
         assert self.consumer is not None
         backoff = 0.05
-        while not self.stopping.is_set():
+        # On stop, entries already delivered to us (prefetched) are still handled and acked.
+        while not self.stopping.is_set() or self.consumer.has_backlog:
             try:
                 batch = await self.consumer.read()
                 if not batch:
                     await self.idle()
                     continue
                 out = await self.process(batch)
-                await self.consumer.commit(out)
+                await self.consumer.commit(out, prefetch=not self.stopping.is_set())
                 await self.after_commit(batch, out)
                 backoff = 0.05
             except BusUnavailable as e:

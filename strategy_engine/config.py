@@ -43,6 +43,12 @@ class StrategySettings(SettingsBase):
         le=60,
         description="A fill schedules a refresh this long after it (bursts coalesce into one).",
     )
+    min_refresh_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=600,
+        description="Fill-triggered refreshes come at most this often (fills apply optimistically between).",
+    )
     fill_settle_s: float = Field(
         1.0,
         ge=0,

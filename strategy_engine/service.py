@@ -92,7 +92,9 @@ class StrategyEngineService(Service):
         """Fetch a snapshot over MCP and apply it; False (context unchanged, error kept) on failure."""
         requested = time.time_ns()
         try:
-            snap = await self.broker.snapshot()
+            # The MCP round trips (session set-up, JSON, validation) cost tens of ms of CPU:
+            # run them on their own event loop in a thread so signals keep flowing here.
+            snap = await asyncio.to_thread(asyncio.run, self.broker.snapshot())
         except BrokerClientError as e:
             if not self.context.last_error:
                 log.warning("%s: account refresh failed: %s", self.name, e)
@@ -121,6 +123,11 @@ class StrategyEngineService(Service):
             if self.stopping.is_set():
                 return
             await self.refresh()
+            # Bursts of fills coalesce: at most one refresh per min_refresh_interval_s.
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=s.min_refresh_interval_s)
+            except TimeoutError:
+                pass
 
     def _update_status(self) -> None:
         # self.detail is the base loop's (Redis unavailable); the stale context is ours.
