@@ -159,11 +159,24 @@ SERVICE_PREFIXES = (
 )
 
 
+# Keys read only by the shell scripts and tests (see README), allowed in env and .env.
+SCRIPT_KEYS = frozenset({
+    "AITRADER_PYTHON",  # interpreter the scripts use (default .venv/bin/python)
+    "AITRADER_SKIP_INSTALL",  # 1 = scripts do not pip install
+    "AITRADER_REDIS_SERVER",  # redis-server binary for the private Redis
+    "AITRADER_START_TIMEOUT",  # seconds start_pipeline.sh waits for each service's health
+    "AITRADER_STOP_TIMEOUT",  # seconds stop_pipeline.sh waits before SIGKILL
+    "AITRADER_LOG_LINES",  # log lines stop_pipeline.sh prints per service
+    "AITRADER_REPORT_WAIT",  # seconds quick-start.sh waits for the pipeline to drain
+    "AITRADER_DATA_DIR_FOR_TESTS",  # where tests look for ../shared/data
+})
+
+
 def _check_unknown() -> None:
     known = known_env_names()
     registered = {(c.model_config.get("env_prefix", "") or "").upper() for c in _REGISTRY}
     # Keys only some tools read (scripts), allowed so a shared .env can set them.
-    allowed_extra = {"AITRADER_PYTHON", "AITRADER_TEST_ARGS", "AITRADER_SKIP_INSTALL", "AITRADER_REDIS_SERVER"}
+    allowed_extra = SCRIPT_KEYS
     candidates = [k for k in os.environ if k.startswith("AITRADER_")] + [
         k for k in _dotenv_keys(Path(".env")) if k.upper().startswith("AITRADER_")
     ]

