@@ -58,13 +58,23 @@ def _run_once(redis_url, database_url, home, files):
         signals = _stream(r, streams.SIGNALS, Signal)
         intents = _stream(r, streams.INTENTS, OrderIntent)
         events = _stream(r, streams.EXEC_EVENTS, ExecutionReport)
+        broker = _broker_snapshot(p)
         codes = p.stop()
     eng = make_engine(database_url)
     with eng.connect() as c:
         orders = {row.client_order_id: row for row in c.execute(sa.text("SELECT * FROM orders"))}
         fills = {row.exec_id: row for row in c.execute(sa.text("SELECT * FROM fills"))}
     eng.dispose()
-    return summary, rep, signals, intents, events, orders, fills, codes
+    return summary, rep, signals, intents, events, orders, fills, codes, broker
+
+
+def _broker_snapshot(p: Pipeline):
+    """The account as the mock broker reports it over MCP (the strategy engine's real client)."""
+    import asyncio
+
+    from strategy_engine.mcp_client import McpBrokerClient
+
+    return asyncio.run(McpBrokerClient(p.env["AITRADER_SE_MCP_URL"]).snapshot())
 
 
 def _reset(redis_url, database_url):
@@ -83,7 +93,7 @@ def _reset(redis_url, database_url):
 
 def test_real_files_flow_end_to_end_and_twice_gives_same_ids(redis_url, database_url, shared_data, tmp_path):
     files = [str(shared_data / f) for f in REAL_FILES]
-    summary, rep, signals, intents, events, orders, fills, codes = _run_once(
+    summary, rep, signals, intents, events, orders, fills, codes, broker = _run_once(
         redis_url, database_url, tmp_path / "run1", files
     )
 
@@ -130,6 +140,10 @@ def test_real_files_flow_end_to_end_and_twice_gives_same_ids(redis_url, database
     assert abs(Decimal(rep["cash"]) + pos_value - Decimal(rep["equity"])) <= Decimal("0.05")
     pnl = Decimal(rep["realized_pnl"]) + Decimal(rep["unrealized_pnl"])
     assert abs(Decimal(rep["initial_cash"]) + pnl - Decimal(rep["equity"])) <= Decimal("0.05")
+    # the broker's account (mock MCP, fed by ex:events) agrees with the database
+    assert abs(broker.cash - Decimal(rep["cash"])) <= Decimal("0.01"), (broker.cash, rep["cash"])
+    db_pos = {s: Decimal(p["qty"]) for s, p in rep["positions"].items() if Decimal(p["qty"])}
+    assert {s: q for s, q in broker.positions.items() if q} == db_pos
 
     # latency was measured on every stage
     for stage in ("tick_to_signal", "signal_to_intent", "intent_to_fill", "tick_to_fill"):
@@ -137,7 +151,7 @@ def test_real_files_flow_end_to_end_and_twice_gives_same_ids(redis_url, database
 
     # the same inputs through a fresh pipeline give the same signal and order ids
     _reset(redis_url, database_url)
-    _s2, rep2, signals2, intents2, _e2, orders2, _f2, _c2 = _run_once(redis_url, database_url, tmp_path / "run2", files)
+    _s2, rep2, signals2, intents2, _e2, orders2, _f2, _c2, _b2 = _run_once(redis_url, database_url, tmp_path / "run2", files)
     assert [s.signal_id for s in signals2] == [s.signal_id for s in signals] or (
         {s.signal_id for s in signals2} == signal_ids
     )
