@@ -28,7 +28,7 @@ from common.config import CommonSettings, ConfigError
 from common.latency import LatencyHistogram
 from common.messages import Heartbeat, encode
 
-__all__ = ["Service", "run_service", "check_health", "setup_logging", "install_uvloop", "main_entry"]
+__all__ = ["Service", "check_health", "setup_logging", "install_uvloop", "main_entry"]
 
 log = logging.getLogger(__name__)
 

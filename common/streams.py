@@ -22,7 +22,6 @@ __all__ = [
     "MARKS",
     "KILL_STATE",
     "OUTBOX_HWM",
-    "ALL_PIPELINE_STREAMS",
     "GROUP_PATTERN",
     "GROUP_STRATEGY",
     "GROUP_EXECUTION",
@@ -73,7 +72,3 @@ def health_key(service: str, instance: str) -> str:
 def latency_key(stage: str) -> str:
     """Encoded HDR histogram of one pipeline stage (written by the service that closes the stage)."""
     return f"lat:{stage}"
-
-
-def ALL_PIPELINE_STREAMS(shards: int) -> list[str]:  # noqa: N802 - reads as a constant
-    return [ticks_stream(i) for i in range(shards)] + [SIGNALS, INTENTS, EXEC_EVENTS, CONTROL]

@@ -81,6 +81,21 @@ class _Out:
         self.streams = [ticks_stream(i) for i in range(shards)]
         self.pending: list[list[Tick]] = [[] for _ in range(shards)]
         self.full: list[tuple[int, list[Tick]]] = []  # batches ready to go, in order
+        self.shard_of: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # ticks per symbol
+
+    def add(self, t: Tick) -> None:
+        """Queue one tick on its shard (sealing the shard's batch when full) and count it."""
+        sym = t.symbol
+        s = self.shard_of.get(sym)
+        if s is None:
+            s = self.shard_of[sym] = shard_for(sym, self.shards)
+            self.counts[sym] = 0
+        self.counts[sym] += 1
+        p = self.pending[s]
+        p.append(t)
+        if len(p) >= self.batch_max:
+            self.seal(s)
 
     def seal(self, shard: int) -> None:
         ticks = self.pending[shard]
@@ -179,30 +194,18 @@ def _progress_bar(progress: bool, total: int | None) -> Any:
 
 
 async def _fast(ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: Any, stop: asyncio.Event | None) -> None:
-    shards, batch_max = out.shards, out.batch_max
-    pending = out.pending
-    shard_of: dict[str, int] = {}
-    counts: dict[str, int] = {}
+    add = out.add
     n = 0
     t = None
     inflight: asyncio.Task | None = None
-    chunk = PIPELINE_ENTRIES * batch_max
+    chunk = PIPELINE_ENTRIES * out.batch_max
     since = 0
     try:
         for t in ticks:
             if not n:
                 summary.first_ts_event = t.ts_event
             n += 1
-            sym = t.symbol
-            s = shard_of.get(sym)
-            if s is None:
-                s = shard_of[sym] = shard_for(sym, shards)
-                counts[sym] = 0
-            counts[sym] += 1
-            p = pending[s]
-            p.append(t)
-            if len(p) >= batch_max:
-                out.seal(s)
+            add(t)
             since += 1
             if since >= chunk:
                 # Build the next round trip while the previous one is in flight; never two at
@@ -226,7 +229,7 @@ async def _fast(ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: A
     if bar is not None and since:
         bar.update(since)
     summary.ticks = n
-    summary.per_symbol = counts
+    summary.per_symbol = out.counts
     if t is not None:
         summary.last_ts_event = t.ts_event
 
@@ -236,8 +239,6 @@ async def _lockstep(
     drain_timeout_s: float,
 ) -> None:
     names = pipeline_streams(out.shards)
-    shard_of: dict[str, int] = {}
-    counts: dict[str, int] = {}
     n = since = 0
     t = None
 
@@ -251,13 +252,7 @@ async def _lockstep(
         if not n:
             summary.first_ts_event = t.ts_event
         n += 1
-        sym = t.symbol
-        s = shard_of.get(sym)
-        if s is None:
-            s = shard_of[sym] = shard_for(sym, out.shards)
-            counts[sym] = 0
-        counts[sym] += 1
-        out.pending[s].append(t)
+        out.add(t)
         since += 1
         if since >= out.batch_max:
             await step()
@@ -272,7 +267,7 @@ async def _lockstep(
         if bar is not None:
             bar.update(since)
     summary.ticks = n
-    summary.per_symbol = counts
+    summary.per_symbol = out.counts
     if t is not None:
         summary.last_ts_event = t.ts_event
 
@@ -280,10 +275,7 @@ async def _lockstep(
 async def _paced(
     ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: Any, speed: float, stop: asyncio.Event | None
 ) -> None:
-    shards, batch_max = out.shards, out.batch_max
-    pending = out.pending
-    shard_of: dict[str, int] = {}
-    counts: dict[str, int] = {}
+    add = out.add
     clock = time.perf_counter
     inv = 1.0 / (speed * 1e9)
     n = unsent = 0
@@ -329,16 +321,7 @@ async def _paced(
                     break
         if not unsent:
             due_first = due
-        sym = t.symbol
-        s = shard_of.get(sym)
-        if s is None:
-            s = shard_of[sym] = shard_for(sym, shards)
-            counts[sym] = 0
-        counts[sym] += 1
-        p = pending[s]
-        p.append(t)
-        if len(p) >= batch_max:
-            out.seal(s)
+        add(t)
         n += 1
         unsent += 1
         last = ts
@@ -347,7 +330,7 @@ async def _paced(
     if unsent:
         await flush()
     summary.ticks = n
-    summary.per_symbol = counts
+    summary.per_symbol = out.counts
     summary.first_ts_event = ts0
     summary.last_ts_event = last
     summary.max_lag_ms = max_lag * 1000.0

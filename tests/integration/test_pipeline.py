@@ -16,9 +16,6 @@ from common.messages import (
     ExecutionReport,
     OrderIntent,
     Signal,
-    Tick,
-    TickBatch,
-    TickType,
     decode_as,
     encode,
 )

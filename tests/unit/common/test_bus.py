@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from common import streams
 from common.bus import Consumer, Outputs, Publisher, connect
