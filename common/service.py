@@ -180,6 +180,11 @@ class Service:
                 await self.after_commit(batch, out)
                 backoff = 0.05
             except BusUnavailable as e:
+                if self.stopping.is_set():
+                    # Stopping and Redis is gone: what was prefetched stays pending and is
+                    # re-delivered to this consumer when it comes back; nothing is lost.
+                    log.warning("%s: redis unavailable while stopping (%s); exiting", self.name, e)
+                    return
                 self.status, self.detail = "degraded", f"redis unavailable: {e}"
                 log.warning("%s: %s; retrying in %.2fs", self.name, self.detail, backoff)
                 await asyncio.sleep(backoff)

@@ -26,3 +26,14 @@ def test_every_enabled_detector_has_a_strategy():
     for d in load_pattern_config().rules:
         if d.enabled:
             assert d.name in followed, f"detector {d.name} feeds no strategy"
+
+
+def test_configuration_reference_is_up_to_date():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, str(root / "scripts" / "gen_config_docs.py"), "--check"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
