@@ -32,10 +32,11 @@ def per(n: int, c0: float, w0: float) -> str:
     return f"cpu {(time.process_time() - c0) / n * 1e6:7.1f} µs   wall {(time.perf_counter() - w0) / n * 1e6:7.1f} µs"
 
 
-async def bus_cycle(url: str, n: int) -> str:
+async def bus_cycle(url: str, n: int, fast_path: bool) -> str:
     r = connect(url)
     await r.flushdb()
-    c = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="stats:bench", block_ms=5, count=1)
+    c = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="stats:bench", block_ms=5, count=1,
+                 fast_path=fast_path)
     await c.start()
     data = encode(TickBatch([Tick("AAA", TickType.TRADE, 1, 1, 10.0, 1.0)], ts_ingest=1))
     await Publisher(r, 1_000_000).publish([("in", data)] * n)
@@ -51,6 +52,7 @@ async def bus_cycle(url: str, n: int) -> str:
         await c.commit(out)
         done += len(batch)
     res = per(n, c0, w0)
+    c.close()
     await r.flushdb()
     await r.aclose()
     return res
@@ -79,7 +81,8 @@ def main() -> int:
     import uvloop
 
     uvloop.install()
-    print(f"bus read+commit (asyncio)   {asyncio.run(bus_cycle(a.redis_url, a.n))}")
+    print(f"bus read+commit, redis-py   {asyncio.run(bus_cycle(a.redis_url, a.n, False))}")
+    print(f"bus read+commit, lean RESP  {asyncio.run(bus_cycle(a.redis_url, a.n, True))}")
     return 0
 
 

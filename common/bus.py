@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import streams
 from common.messages import check, decode_as, encode
+from common.resp import RecordingPipe, RespConnection
 
 __all__ = [
     "Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD",
@@ -148,8 +149,11 @@ class Consumer:
         claim_idle_ms: int = 30_000,
         retry_idle_ms: int = 1_000,
         start_id: str = "0",
+        fast_path: bool = True,
     ) -> None:
         self.redis = redis
+        self.fast_path = fast_path
+        self._fast: RespConnection | None = None
         self.group = group
         self.consumer = consumer
         self.types = types
@@ -162,6 +166,7 @@ class Consumer:
         self.retry_idle_ms = retry_idle_ms
         self.start_id = start_id
         self._read_streams = {s: ">" for s in types}
+        self._stream_names = list(types)
         self._backlog: list[Entry] = []  # own pending entries to re-deliver first
         self._last_retry_scan = 0.0
         self.dead_lettered = 0
@@ -266,6 +271,14 @@ class Consumer:
             retried = await self._retry_failed()
             if retried:
                 return retried
+        if self.fast_path:
+            fast = await self._fast_conn()
+            names = self._stream_names
+            resp = await fast.call(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count, "BLOCK", self.block_ms,
+                "STREAMS", *names, *([">"] * len(names)),
+            )
+            return self._raw_entries(resp)
         resp = await self.redis.xreadgroup(
             self.group, self.consumer, self._read_streams, count=self.count, block=self.block_ms
         )
@@ -276,6 +289,26 @@ class Consumer:
             name = stream.decode() if isinstance(stream, bytes) else stream
             batch.extend(self._to_entries(name, items))
         return batch
+
+    def _raw_entries(self, resp: Any) -> list[Entry]:
+        """Entries from a raw (hiredis) XREADGROUP reply: [[stream, [[id, [f, v, ...]], ...]], ...]."""
+        if not resp:
+            return []
+        batch: list[Entry] = []
+        for stream, items in resp:
+            rows = [(eid, dict(zip(f[::2], f[1::2])) if f else None) for eid, f in items]
+            batch.extend(self._to_entries(stream.decode(), rows))
+        return batch
+
+    async def _fast_conn(self) -> RespConnection:
+        if self._fast is None or self._fast.closed:
+            self._fast = await RespConnection.open(self.redis.connection_pool.connection_kwargs)
+        return self._fast
+
+    def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
 
     async def _retry_failed(self) -> list[Entry]:
         """Re-deliver own entries left pending by a failed handler (idle ≥ retry_idle_ms)."""
@@ -323,6 +356,9 @@ class Consumer:
         """
         if not out:
             return
+        if self.fast_path:
+            await self._commit_fast(out, prefetch)
+            return
         pipe = self.redis.pipeline(transaction=True)
         for stream, data in out.messages:
             pipe.xadd(stream, {DATA_FIELD: data}, maxlen=self.maxlen, approximate=True)
@@ -360,6 +396,43 @@ class Consumer:
             for stream, items in results[-1]:
                 name = stream.decode() if isinstance(stream, bytes) else stream
                 self._backlog.extend(self._to_entries(name, items))
+
+    async def _commit_fast(self, out: Outputs, prefetch: bool) -> None:
+        maxlen = self.maxlen
+        cmds: list[tuple] = [
+            ("XADD", stream, "MAXLEN", "~", maxlen, "*", DATA_FIELD, data) for stream, data in out.messages
+        ]
+        if out.dead:
+            now = time.time_ns()
+            for d in out.dead:
+                cmds.append((
+                    "XADD", streams.dlq_stream(d.stream), "MAXLEN", "~", DLQ_MAXLEN, "*",
+                    b"stream", d.stream, b"id", d.id, b"group", self.group, b"reason", d.reason[:500],
+                    b"data", d.raw[:65536], b"deliveries", d.deliveries, b"ts", now,
+                ))
+                cmds.append(("HINCRBY", streams.DLQ_COUNTS, d.stream, 1))
+            out.counters["dead_letters"] = out.counters.get("dead_letters", 0) + len(out.dead)
+        for name, n in out.counters.items():
+            cmds.append(("HINCRBY", self.stats_key, name, n))
+        if out.extra:
+            rec = RecordingPipe()
+            for op in out.extra:
+                op(rec)
+            cmds.extend(rec.commands)
+        for stream, ids in out.acks.items():
+            cmds.append(("XACK", stream, self.group, *ids))
+        prefetch = prefetch and bool(out.acks) and not self._backlog
+        if prefetch:
+            names = self._stream_names
+            cmds.append((
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
+                "STREAMS", *names, *([">"] * len(names)),
+            ))
+        fast = await self._fast_conn()
+        results = await fast.transaction(cmds)
+        self.dead_lettered += len(out.dead)
+        if prefetch:
+            self._backlog.extend(self._raw_entries(results[-1]))
 
     @property
     def has_backlog(self) -> bool:

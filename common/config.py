@@ -67,6 +67,10 @@ class CommonSettings(SettingsBase):
     claim_idle_ms: int = Field(
         30_000, ge=0, description="Pending entries idle this long (other consumers) are claimed on start."
     )
+    fast_bus: bool = Field(
+        True,
+        description="Hot-path reads and commits on a lean hiredis connection (false = redis-py for everything).",
+    )
     heartbeat_s: float = Field(1.0, gt=0, le=60, description="Heartbeat / health-key period in seconds.")
     health_ttl_s: int = Field(10, ge=1, description="TTL of a service's health key.")
     initial_cash: str = Field(

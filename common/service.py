@@ -137,6 +137,7 @@ class Service:
                 maxlen=c.stream_maxlen,
                 max_deliveries=c.max_deliveries,
                 claim_idle_ms=c.claim_idle_ms,
+                fast_path=c.fast_bus,
             )
             await self.consumer.start()
         self.status = "ok"
@@ -272,6 +273,8 @@ class Service:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
             await self.teardown()
+            if self.consumer is not None:
+                self.consumer.close()
             if self.redis is not None:
                 await self.redis.aclose()
 

@@ -1,0 +1,95 @@
+"""The lean hot-path connection against a real Redis: replies, errors, transactions, loss."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ResponseError
+
+from common.bus import Consumer, Outputs, Publisher, connect
+from common.messages import Tick, TickBatch, TickType, encode
+from common.resp import RecordingPipe, RespConnection
+
+
+async def _open(redis_url):
+    r = connect(redis_url)
+    return r, await RespConnection.open(r.connection_pool.connection_kwargs)
+
+
+async def test_call_returns_raw_replies_and_selects_the_db(redis_url):
+    r, c = await _open(redis_url)
+    assert await c.call("PING") == b"PONG"
+    await c.call("SET", "k", b"\x00\xff")
+    assert await r.get("k") == b"\x00\xff"  # same database as the redis-py client
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await c.call("XADD", "k", "*", "d", "x")
+    c.close()
+    await r.aclose()
+
+
+async def test_transaction_is_atomic_and_reports_failed_commands(redis_url):
+    r, c = await _open(redis_url)
+    res = await c.transaction([("INCR", "n"), ("INCR", "n"), ("GET", "n")])
+    assert res == [1, 2, b"2"]
+    await r.set("s", "x")
+    with pytest.raises(ResponseError):
+        await c.transaction([("INCR", "n"), ("XADD", "s", "*", "d", "1")])
+    with pytest.raises(ResponseError):  # an unknown command aborts the whole EXEC
+        await c.transaction([("INCR", "n"), ("NOSUCHCOMMAND",)])
+    assert await r.get("n") == b"3"  # the first failed at run time (INCR applied), the second aborted
+    c.close()
+    await r.aclose()
+
+
+async def test_lost_connection_raises_connection_error_and_consumer_reconnects(redis_url):
+    r = connect(redis_url)
+    cons = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="st", block_ms=10)
+    await cons.start()
+    assert await cons.read() == []
+    fast = await cons._fast_conn()
+    await r.client_kill_filter(_id=await fast.call("CLIENT", "ID"))  # only this connection
+    await asyncio.sleep(0.05)
+    with pytest.raises(ConnectionError):
+        await fast.call("PING")
+    await Publisher(r, 1000).publish([("in", encode(TickBatch([Tick("A", TickType.TRADE, 1, 1, 1.0, 1.0)])))])
+    assert len(await cons.read()) == 1  # the consumer opened a fresh connection
+    cons.close()
+    await r.aclose()
+
+
+def test_recording_pipe_records_the_commands_services_queue():
+    p = RecordingPipe()
+    p.hset("h", mapping={"a": "1", "b": "2"})
+    p.hset("h", "k", "v")
+    p.set("s", 5)
+    p.set("t", 1, ex=10)
+    p.hincrby("h", "c", 3)
+    p.xadd("x", {"d": b"1"}, maxlen=100)
+    assert p.commands == [
+        ("HSET", "h", "a", "1", "b", "2"), ("HSET", "h", "k", "v"), ("SET", "s", 5), ("SET", "t", 1, "EX", 10),
+        ("HINCRBY", "h", "c", 3), ("XADD", "x", "MAXLEN", "~", 100, "*", "d", b"1"),
+    ]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_both_paths_commit_the_same(redis_url, fast_path):
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="st", block_ms=10, fast_path=fast_path)
+    await c.start()
+    good = encode(TickBatch([Tick("A", TickType.TRADE, 1, 1, 1.0, 1.0)]))
+    await Publisher(r, 1000).publish([("in", good), ("in", b"junk"), ("in", good)])
+    batch = await c.read()
+    out = Outputs()
+    for e in c.split(batch, out):
+        out.publish("out", e.msg)
+        out.incr("n")
+        out.ack(e)
+    out.redis_op(lambda pipe: pipe.hset("marks", mapping={"A": "1.0"}))
+    await c.commit(out, prefetch=True)
+    assert await r.xlen("out") == 2 and await r.hget("st", "n") == b"2"
+    assert await r.hget("marks", "A") == b"1.0"
+    assert await r.xlen("dlq:in") == 1 and await r.hget("st", "dead_letters") == b"1"
+    assert (await r.xpending("in", "g"))["pending"] == 0
+    c.close()
+    await r.aclose()
