@@ -111,13 +111,25 @@ class Outputs:
 
 
 class Publisher:
-    """Pipelined XADD of many messages in one round trip (no transaction needed)."""
+    """Pipelined XADD of many messages in one round trip (no transaction needed).
 
-    def __init__(self, redis: aioredis.Redis, maxlen: int) -> None:
+    Uses the lean hot-path connection (``common.resp``) unless ``fast_path`` is false.
+    """
+
+    def __init__(self, redis: aioredis.Redis, maxlen: int, fast_path: bool = True) -> None:
         self.redis = redis
         self.maxlen = maxlen
+        self.fast_path = fast_path
+        self._fast: RespConnection | None = None
 
     async def publish(self, items: Iterable[tuple[str, bytes]]) -> None:
+        if self.fast_path:
+            cmds = [("XADD", stream, "MAXLEN", "~", self.maxlen, "*", DATA_FIELD, data) for stream, data in items]
+            if cmds:
+                if self._fast is None or self._fast.closed:
+                    self._fast = await RespConnection.open(self.redis.connection_pool.connection_kwargs)
+                await self._fast.pipeline(cmds)
+            return
         pipe = self.redis.pipeline(transaction=False)
         n = 0
         for stream, data in items:
@@ -125,6 +137,11 @@ class Publisher:
             n += 1
         if n:
             await pipe.execute()
+
+    def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
 
 
 class Consumer:

@@ -97,6 +97,15 @@ class RespConnection:
             raise ResponseError(str(reply))
         return reply
 
+    async def pipeline(self, commands: list[tuple]) -> list[Any]:
+        """Several commands in one write (no transaction); their replies, or ``ResponseError``."""
+        futs = self._send(b"".join(map(hiredis.pack_command, commands)), len(commands))
+        replies = [await f for f in futs]
+        for r in replies:
+            if isinstance(r, hiredis.ReplyError):
+                raise ResponseError(str(r))
+        return replies
+
     async def transaction(self, commands: list[tuple]) -> list[Any]:
         """``MULTI``, the commands, ``EXEC`` in one write; returns the commands' replies."""
         payload = b"".join([b"*1\r\n$5\r\nMULTI\r\n", *map(hiredis.pack_command, commands), b"*1\r\n$4\r\nEXEC\r\n"])

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from common.bus import DATA_FIELD, connect, pipeline_streams, wait_drained
+from common.bus import Publisher, connect, pipeline_streams, wait_drained
 from common.messages import Tick, TickBatch, encode
 from common.streams import shard_for, ticks_stream
 
@@ -79,6 +79,7 @@ class _Out:
         self.maxlen = maxlen
         self.summary = summary
         self.streams = [ticks_stream(i) for i in range(shards)]
+        self.publisher = Publisher(redis, maxlen)
         self.pending: list[list[Tick]] = [[] for _ in range(shards)]
         self.full: list[tuple[int, list[Tick]]] = []  # batches ready to go, in order
         self.shard_of: dict[str, int] = {}
@@ -117,19 +118,18 @@ class _Out:
     async def send(self, batches: list[tuple[int, list[Tick]]]) -> None:
         if not batches:
             return
-        pipe = self.redis.pipeline(transaction=False)
         per_stream = self.summary.per_stream
         biggest = self.summary.max_batch
+        items = []
         for shard, ticks in batches:
             stream = self.streams[shard]
             # Stamped as late as possible: right before this entry's XADD is queued.
-            data = encode(TickBatch(ticks, time.time_ns()))
-            pipe.xadd(stream, {DATA_FIELD: data}, maxlen=self.maxlen, approximate=True)
+            items.append((stream, encode(TickBatch(ticks, time.time_ns()))))
             per_stream[stream] = per_stream.get(stream, 0) + 1
             biggest = max(biggest, len(ticks))
         self.summary.max_batch = biggest
         self.summary.entries += len(batches)
-        await pipe.execute()
+        await self.publisher.publish(items)
 
 
 async def replay(
@@ -163,8 +163,8 @@ async def replay(
     redis = connect(redis_url)
     bar = _progress_bar(progress, total)
     t0 = time.perf_counter()
+    out = _Out(redis, shards, batch_max, maxlen, summary)
     try:
-        out = _Out(redis, shards, batch_max, maxlen, summary)
         if lockstep:
             await _lockstep(ticks, out, summary, bar, stop, drain_timeout_s)
         elif speed is None:
@@ -174,6 +174,7 @@ async def replay(
     finally:
         if bar is not None:
             bar.close()
+        out.publisher.close()
         await redis.aclose()
     summary.duration_s = time.perf_counter() - t0
     if summary.duration_s > 0:
