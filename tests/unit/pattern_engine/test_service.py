@@ -198,9 +198,9 @@ async def test_restart_rebuilds_state_and_consumes_only_new_entries(r, redis_url
 async def test_stop_mid_stream_commits_the_current_batch_and_leaves_the_rest_unread(r, redis_url):
     mk = TickMaker()
     batches = [TickBatch(ticks=noise(mk, f"S{i % 7}", 10, quotes=False, seed=i), ts_ingest=time.time_ns())
-               for i in range(400)]  # 10 ticks each
+               for i in range(2000)]  # 10 ticks each
     await publish(r, [encode(b) for b in batches])
-    svc, task = await start(redis_url, read_count=16)
+    svc, task = await start(redis_url, read_count=1)  # many small cycles: the stop lands mid-stream
     await wait_for(lambda: _ticks_done(r, 1))
     svc.request_stop()
     assert await asyncio.wait_for(task, 10) == 0
