@@ -373,48 +373,25 @@ class Consumer:
         """
         if not out:
             return
-        if self.fast_path:
-            await self._commit_fast(out, prefetch)
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        for stream, data in out.messages:
-            pipe.xadd(stream, {DATA_FIELD: data}, maxlen=self.maxlen, approximate=True)
-        now = str(time.time_ns())
-        for d in out.dead:
-            pipe.xadd(
-                streams.dlq_stream(d.stream),
-                {
-                    b"stream": d.stream,
-                    b"id": d.id,
-                    b"group": self.group,
-                    b"reason": d.reason[:500],
-                    b"data": d.raw[:65536],
-                    b"deliveries": str(d.deliveries),
-                    b"ts": now,
-                },
-                maxlen=DLQ_MAXLEN,
-                approximate=True,
-            )
-            pipe.hincrby(streams.DLQ_COUNTS, d.stream, 1)
-        if out.dead:
-            out.counters["dead_letters"] = out.counters.get("dead_letters", 0) + len(out.dead)
-        for name, n in out.counters.items():
-            pipe.hincrby(self.stats_key, name, n)
-        for op in out.extra:
-            op(pipe)
-        for stream, ids in out.acks.items():
-            pipe.xack(stream, self.group, *ids)
         prefetch = prefetch and bool(out.acks) and not self._backlog
-        if prefetch:
-            pipe.xreadgroup(self.group, self.consumer, self._read_streams, count=self.count)
-        results = await pipe.execute()
-        self.dead_lettered += len(out.dead)
-        if prefetch and results[-1]:
-            for stream, items in results[-1]:
+        cmds = self._commands(out, prefetch)
+        if self.fast_path:
+            results = await (await self._fast_conn()).transaction(cmds)
+            fetched = self._raw_entries(results[-1]) if prefetch else []
+        else:
+            pipe = self.redis.pipeline(transaction=True)
+            for cmd in cmds:
+                pipe.execute_command(*cmd)
+            results = await pipe.execute()
+            fetched = []
+            for stream, items in (results[-1] or []) if prefetch else []:
                 name = stream.decode() if isinstance(stream, bytes) else stream
-                self._backlog.extend(self._to_entries(name, items))
+                fetched.extend(self._to_entries(name, items))
+        self.dead_lettered += len(out.dead)
+        self._backlog.extend(fetched)
 
-    async def _commit_fast(self, out: Outputs, prefetch: bool) -> None:
+    def _commands(self, out: Outputs, prefetch: bool) -> list[tuple]:
+        """The commit's commands, in order: outputs, dead letters, counters, extras, acks, read-ahead."""
         maxlen = self.maxlen
         cmds: list[tuple] = [
             ("XADD", stream, "MAXLEN", "~", maxlen, "*", DATA_FIELD, data) for stream, data in out.messages
@@ -438,18 +415,13 @@ class Consumer:
             cmds.extend(rec.commands)
         for stream, ids in out.acks.items():
             cmds.append(("XACK", stream, self.group, *ids))
-        prefetch = prefetch and bool(out.acks) and not self._backlog
         if prefetch:
             names = self._stream_names
             cmds.append((
                 "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
                 "STREAMS", *names, *([">"] * len(names)),
             ))
-        fast = await self._fast_conn()
-        results = await fast.transaction(cmds)
-        self.dead_lettered += len(out.dead)
-        if prefetch:
-            self._backlog.extend(self._raw_entries(results[-1]))
+        return cmds
 
     @property
     def has_backlog(self) -> bool:

@@ -93,3 +93,25 @@ async def test_both_paths_commit_the_same(redis_url, fast_path):
     assert (await r.xpending("in", "g"))["pending"] == 0
     c.close()
     await r.aclose()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_both_paths_prefetch_the_next_batch_in_the_commit(redis_url, fast_path):
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="st", block_ms=10, count=2, fast_path=fast_path)
+    await c.start()
+    good = encode(TickBatch([Tick("A", TickType.TRADE, 1, 1, 1.0, 1.0)]))
+    await Publisher(r, 1000).publish([("in", good)] * 5)
+    seen = []
+    while len(seen) < 5:
+        batch = await c.read()
+        out = Outputs()
+        for e in c.split(batch, out):
+            out.ack(e)
+            seen.append(e.id)
+        await c.commit(out, prefetch=True)
+        if len(seen) < 5:
+            assert c.has_backlog  # the next entries came back with the commit
+    assert len(set(seen)) == 5 and (await r.xpending("in", "g"))["pending"] == 0
+    c.close()
+    await r.aclose()
