@@ -17,7 +17,7 @@ change of (bid, bid size, ask, ask size), crossed/locked ones skipped and counte
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -124,11 +124,15 @@ def _data_rows(path: Path, stats: ReaderStats) -> Iterator[list[str]]:
         yield from rows
 
 
-def read_hftbacktest_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
-    """hftbacktest trade rows, stamped with ``local_ts_ns``; ``buyer_is_maker=1`` → side −1."""
+def _csv_trades(
+    path: Path, stats: ReaderStats, parse: Callable[[list[str]], tuple[int, float, float, int]]
+) -> Iterator[Rec]:
+    """Trade records from a CSV whose rows ``parse`` turns into (ts_ns, price, qty, side).
+
+    A row ``parse`` cannot read is skipped as ``bad_row``; a non-positive or absurd price or
+    size as ``bad_price`` / ``bad_size``.
+    """
     sym = crypto_symbol(path)
-    ix = _csv_index(path, HFT_TRADES_HEADER)
-    its, ipx, iqty, imaker = (ix[c] for c in HFT_TRADES_HEADER)
 
     def gen() -> Iterator[Rec]:
         skip = stats.skip
@@ -137,10 +141,7 @@ def read_hftbacktest_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
             for row in _data_rows(path, stats):
                 rows += 1
                 try:
-                    ts = int(row[its])
-                    px = float(row[ipx])
-                    qty = float(row[iqty])
-                    side = -1 if _flag(row[imaker]) else 1
+                    ts, px, qty, side = parse(row)
                 except (ValueError, IndexError):
                     skip("bad_row")
                     continue
@@ -155,6 +156,17 @@ def read_hftbacktest_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
             stats.rows += rows
 
     return gen()
+
+
+def read_hftbacktest_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
+    """hftbacktest trade rows, stamped with ``local_ts_ns``; ``buyer_is_maker=1`` → side −1."""
+    ix = _csv_index(path, HFT_TRADES_HEADER)
+    its, ipx, iqty, imaker = (ix[c] for c in HFT_TRADES_HEADER)
+
+    def parse(row: list[str]) -> tuple[int, float, float, int]:
+        return int(row[its]), float(row[ipx]), float(row[iqty]), (-1 if _flag(row[imaker]) else 1)
+
+    return _csv_trades(path, stats, parse)
 
 
 def _book(rows: Iterator[tuple[int, float, float, float, float]], sym: str, stats: ReaderStats) -> Iterator[Rec]:
@@ -216,36 +228,15 @@ def read_hftbacktest_bbo(path: Path, stats: ReaderStats) -> Iterator[Rec]:
 
 def read_freqtrade_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
     """freqtrade/ccxt public trades: ms epoch ``timestamp``, taker ``side``, ``price``, ``amount``."""
-    sym = crypto_symbol(path)
     ix = _csv_index(path, FREQTRADE_HEADER)
     its, iside, ipx, iqty = (ix[c] for c in FREQTRADE_HEADER)
     sides = {"buy": 1, "sell": -1}
 
-    def gen() -> Iterator[Rec]:
-        skip = stats.skip
-        rows = 0
-        try:
-            for row in _data_rows(path, stats):
-                rows += 1
-                try:
-                    ts = int(row[its]) * 1_000_000
-                    px = float(row[ipx])
-                    qty = float(row[iqty])
-                    side = sides.get(row[iside].strip().lower(), 0)
-                except (ValueError, IndexError):
-                    skip("bad_row")
-                    continue
-                if not (0.0 < px < MAX_PRICE) or ts < 0:
-                    skip("bad_price")
-                    continue
-                if not (0.0 < qty <= MAX_SIZE):
-                    skip("bad_size")
-                    continue
-                yield (ts, sym, TRADE, px, qty, 0.0, 0.0, 0.0, 0.0, side, False)
-        finally:
-            stats.rows += rows
+    def parse(row: list[str]) -> tuple[int, float, float, int]:
+        side = sides.get(row[iside].strip().lower(), 0)
+        return int(row[its]) * 1_000_000, float(row[ipx]), float(row[iqty]), side
 
-    return gen()
+    return _csv_trades(path, stats, parse)
 
 
 # -- parquet ----------------------------------------------------------------------------
