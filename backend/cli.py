@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from common import streams
-from common.bus import connect
+from common.bus import connect, group_backlog
 from common.config import CommonSettings, ConfigError, load
 from common.messages import Control, ControlAck, Heartbeat, decode_as, encode
 
@@ -140,8 +140,6 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
 
 # -- status ----------------------------------------------------------------------------
 async def _status(common: CommonSettings) -> dict[str, Any]:
-    from backend.report import group_lag
-
     r = connect(common.redis_url, socket_connect_timeout=3)
     try:
         now = time.time_ns()
@@ -155,7 +153,7 @@ async def _status(common: CommonSettings) -> dict[str, Any]:
             services[f"{hb.service}/{hb.instance}"] = {
                 "status": hb.status, "age_s": round(age, 2), "detail": hb.detail, "counters": hb.counters,
             }
-        return {"services": services, "consumer_groups": await group_lag(r)}
+        return {"services": services, "consumer_groups": await group_backlog(r)}
     finally:
         await r.aclose()
 

@@ -19,11 +19,11 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from common import streams
-from common.bus import connect, group_backlog
+from common.bus import connect, group_backlog, wait_drained
 from common.config import CommonSettings
 from common.latency import STAGES, LatencyHistogram, summarize
 
-__all__ = ["wait_idle", "build_report", "format_report", "Position", "positions_from_fills", "group_lag"]
+__all__ = ["wait_idle", "build_report", "format_report", "Position", "positions_from_fills"]
 
 
 @dataclass
@@ -56,27 +56,16 @@ def positions_from_fills(fills: list[tuple[str, int, Decimal, Decimal]]) -> dict
     return dict(pos)
 
 
-async def group_lag(r: aioredis.Redis) -> dict[str, dict[str, int]]:
-    """Per stream and group: entries not yet delivered (lag) + delivered but not acked (pending)."""
-    return await group_backlog(r)
-
-
 async def wait_idle(r: aioredis.Redis, timeout_s: float, settle_s: float = 1.5) -> bool:
-    """Wait until every consumer group has drained (lag 0, nothing pending) for ``settle_s``."""
+    """Wait until every consumer group has drained, and is still drained ``settle_s`` later."""
     deadline = time.monotonic() + timeout_s
-    quiet_since: float | None = None
-    while time.monotonic() < deadline:
-        lags = await group_lag(r)
-        busy = any(v["lag"] or v["pending"] for v in lags.values())
-        now = time.monotonic()
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since >= settle_s:
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not await wait_drained(r, None, left, poll_s=0.2):
+            return False
+        await asyncio.sleep(settle_s)
+        if await wait_drained(r, None, 0):
             return True
-        await asyncio.sleep(0.2)
-    return False
 
 
 def _int(v: Any) -> int:
@@ -147,7 +136,7 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
         dlq = {k.decode(): int(v) for k, v in (await r.hgetall(streams.DLQ_COUNTS)).items()}
         marks = {k.decode(): Decimal(v.decode()) for k, v in (await r.hgetall(streams.MARKS)).items()}
         latency = await _latency(r)
-        lags = await group_lag(r)
+        lags = await group_backlog(r)
     finally:
         await r.aclose()
     db = await asyncio.to_thread(_db_figures, common.db_url)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import redis.asyncio as aioredis  # noqa: E402
 
 from common import streams  # noqa: E402
-from common.bus import Publisher, connect  # noqa: E402
+from common.bus import Publisher, connect, wait_drained  # noqa: E402
 from common.latency import LatencyHistogram  # noqa: E402
 from common.messages import ExecutionReport, OrderIntent, Signal, TickBatch, decode_as, encode  # noqa: E402
 
@@ -89,22 +89,16 @@ async def publish_open_loop(r: aioredis.Redis, ticks: list, rate: float | None, 
     return time.perf_counter() - t0, entries
 
 
-async def wait_drained(r: aioredis.Redis, pe_target: int, timeout: float) -> float:
+async def drain_time(r: aioredis.Redis, pe_target: int, timeout: float) -> float:
     """Seconds until the pattern engine counted ``pe_target`` ticks and every group drained."""
-    from backend.report import group_lag
-
     t0 = time.perf_counter()
-    first_done = None
-    while time.perf_counter() - t0 < timeout:
-        pe = int(await r.hget(streams.stats_key(streams.GROUP_PATTERN), "ticks") or 0)
-        if pe >= pe_target and first_done is None:
-            first_done = time.perf_counter() - t0
-        if first_done is not None:
-            lags = await group_lag(r)
-            if not any(v["lag"] or v["pending"] for v in lags.values()):
-                return time.perf_counter() - t0
+    while int(await r.hget(streams.stats_key(streams.GROUP_PATTERN), "ticks") or 0) < pe_target:
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("pipeline did not drain")
         await asyncio.sleep(0.02)
-    raise TimeoutError("pipeline did not drain")
+    if not await wait_drained(r, None, timeout - (time.perf_counter() - t0), poll_s=0.02):
+        raise TimeoutError("pipeline did not drain")
+    return time.perf_counter() - t0
 
 
 async def stage_latencies(r: aioredis.Redis, since: dict[str, bytes]) -> dict[str, LatencyHistogram]:
@@ -141,7 +135,7 @@ async def run_rate(r: aioredis.Redis, rate: float | None, seconds: float, max_ti
     since = await _last_ids(r)
     pe0 = int(await r.hget(streams.stats_key(streams.GROUP_PATTERN), "ticks") or 0)
     t_pub, entries = await publish_open_loop(r, ticks, rate, shards)
-    t_drain = await wait_drained(r, pe0 + n, timeout=max(120.0, seconds * 10))
+    t_drain = await drain_time(r, pe0 + n, timeout=max(120.0, seconds * 10))
     h = await stage_latencies(r, since)
     return {
         "rate": "max" if rate is None else rate,

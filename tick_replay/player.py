@@ -84,9 +84,16 @@ class _Out:
         self.full: list[tuple[int, list[Tick]]] = []  # batches ready to go, in order
         self.shard_of: dict[str, int] = {}
         self.counts: dict[str, int] = {}  # ticks per symbol
+        self.n = 0  # ticks added
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
 
     def add(self, t: Tick) -> None:
         """Queue one tick on its shard (sealing the shard's batch when full) and count it."""
+        if self.first_ts is None:
+            self.first_ts = t.ts_event
+        self.last_ts = t.ts_event
+        self.n += 1
         sym = t.symbol
         s = self.shard_of.get(sym)
         if s is None:
@@ -176,6 +183,9 @@ async def replay(
             bar.close()
         out.publisher.close()
         await redis.aclose()
+    summary.ticks = out.n
+    summary.per_symbol = out.counts
+    summary.first_ts_event, summary.last_ts_event = out.first_ts, out.last_ts
     summary.duration_s = time.perf_counter() - t0
     if summary.duration_s > 0:
         summary.ticks_per_s = summary.ticks / summary.duration_s
@@ -196,16 +206,11 @@ def _progress_bar(progress: bool, total: int | None) -> Any:
 
 async def _fast(ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: Any, stop: asyncio.Event | None) -> None:
     add = out.add
-    n = 0
-    t = None
     inflight: asyncio.Task | None = None
     chunk = PIPELINE_ENTRIES * out.batch_max
     since = 0
     try:
         for t in ticks:
-            if not n:
-                summary.first_ts_event = t.ts_event
-            n += 1
             add(t)
             since += 1
             if since >= chunk:
@@ -229,10 +234,6 @@ async def _fast(ticks: Iterable[Tick], out: _Out, summary: ReplaySummary, bar: A
         await out.send(out.take(PIPELINE_ENTRIES))
     if bar is not None and since:
         bar.update(since)
-    summary.ticks = n
-    summary.per_symbol = out.counts
-    if t is not None:
-        summary.last_ts_event = t.ts_event
 
 
 async def _lockstep(
@@ -240,8 +241,7 @@ async def _lockstep(
     drain_timeout_s: float,
 ) -> None:
     names = pipeline_streams(out.shards)
-    n = since = 0
-    t = None
+    since = 0
 
     async def step() -> None:
         out.seal_all()
@@ -250,9 +250,6 @@ async def _lockstep(
             raise TimeoutError(f"lockstep: the pipeline did not drain within {drain_timeout_s}s")
 
     for t in ticks:
-        if not n:
-            summary.first_ts_event = t.ts_event
-        n += 1
         out.add(t)
         since += 1
         if since >= out.batch_max:
@@ -267,10 +264,6 @@ async def _lockstep(
         await step()
         if bar is not None:
             bar.update(since)
-    summary.ticks = n
-    summary.per_symbol = out.counts
-    if t is not None:
-        summary.last_ts_event = t.ts_event
 
 
 async def _paced(
@@ -279,8 +272,8 @@ async def _paced(
     add = out.add
     clock = time.perf_counter
     inv = 1.0 / (speed * 1e9)
-    n = unsent = 0
-    ts0 = last = None
+    unsent = 0
+    ts0 = None
     start = now = due_first = 0.0  # due_first: due time of the oldest unsent tick
     max_lag = 0.0
 
@@ -323,15 +316,9 @@ async def _paced(
         if not unsent:
             due_first = due
         add(t)
-        n += 1
         unsent += 1
-        last = ts
         if len(out.full) >= PIPELINE_ENTRIES:
             await flush()  # far behind schedule: do not let the backlog grow without bound
     if unsent:
         await flush()
-    summary.ticks = n
-    summary.per_symbol = out.counts
-    summary.first_ts_event = ts0
-    summary.last_ts_event = last
     summary.max_lag_ms = max_lag * 1000.0
