@@ -262,6 +262,13 @@ def _finite_decimals(msg: msgspec.Struct) -> str | None:
     return None
 
 
+def _tick_problem(t: Tick, _trade: TickType = TickType.TRADE) -> str | None:
+    # Hot path (every tick of every batch): enum members are singletons, so `is` suffices.
+    if t.type is _trade:
+        return "trade without price" if t.price <= 0.0 else None
+    return "quote without bid or ask" if t.bid <= 0.0 and t.ask <= 0.0 else None
+
+
 def check(msg: msgspec.Struct) -> str | None:
     """Semantic checks that typed decoding cannot express; returns a reason or None."""
     if isinstance(msg, OrderIntent):
@@ -276,21 +283,14 @@ def check(msg: msgspec.Struct) -> str | None:
     if isinstance(msg, ExecutionReport):
         return _finite_decimals(msg)
     if isinstance(msg, Tick):
-        if msg.type == TickType.TRADE and msg.price <= 0:
-            return "trade without price"
-        if msg.type == TickType.QUOTE and (msg.bid <= 0 and msg.ask <= 0):
-            return "quote without bid or ask"
-        return None
+        return _tick_problem(msg)
     if isinstance(msg, TickBatch):
         # One entry is one unit of delivery: a bad tick dead-letters its whole entry (kept
         # whole in the dead-letter stream, so nothing is lost) rather than half-processing it.
-        trade = TickType.TRADE
-        for t in msg.ticks:  # hot path: inlined per-tick checks
-            if t.type == trade:
-                if t.price <= 0:
-                    return f"tick seq {t.seq}: trade without price"
-            elif t.bid <= 0 and t.ask <= 0:
-                return f"tick seq {t.seq}: quote without bid or ask"
+        for t in msg.ticks:
+            bad = _tick_problem(t)
+            if bad:
+                return f"tick seq {t.seq}: {bad}"
     return None
 
 

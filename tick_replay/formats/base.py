@@ -127,6 +127,15 @@ class Format:
     sniff: Callable[[Path, bytes], bool] | None = None  # content check on the first bytes
 
 
+def trade_problem(ts: int, px: float, qty: float) -> str | None:
+    """Why a trade row cannot become a tick (a ReaderStats skip reason), or None."""
+    if not (0.0 < px < MAX_PRICE) or ts < 0:
+        return "bad_price"
+    if not (0.0 < qty <= MAX_SIZE):
+        return "bad_size"
+    return None
+
+
 def mostly_match(head: bytes, pattern: re.Pattern[bytes], n: int = 20, share: float = 0.6) -> bool:
     """True when most of the first ``n`` non-blank lines of ``head`` match ``pattern``.
 

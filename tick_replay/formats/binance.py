@@ -36,6 +36,7 @@ from tick_replay.formats.base import (
     crypto_symbol,
     csv_rows,
     open_text,
+    trade_problem,
     truncated,
 )
 
@@ -145,11 +146,9 @@ def _csv_trades(
                 except (ValueError, IndexError):
                     skip("bad_row")
                     continue
-                if not (0.0 < px < MAX_PRICE) or ts < 0:
-                    skip("bad_price")
-                    continue
-                if not (0.0 < qty <= MAX_SIZE):
-                    skip("bad_size")
+                bad = trade_problem(ts, px, qty)
+                if bad:
+                    skip(bad)
                     continue
                 yield (ts, sym, TRADE, px, qty, 0.0, 0.0, 0.0, 0.0, side, False)
         finally:
@@ -313,11 +312,9 @@ def read_nautilus_trades(path: Path, stats: ReaderStats) -> Iterator[Rec]:
                 if ts is None or mk is None:
                     skip("bad_row")
                     continue
-                if not (0.0 < px < MAX_PRICE) or ts < 0:
-                    skip("bad_price")
-                    continue
-                if not (0.0 < qty <= MAX_SIZE):
-                    skip("bad_size")
+                bad = trade_problem(ts, px, qty)
+                if bad:
+                    skip(bad)
                     continue
                 yield (ts, sym, TRADE, px, qty, 0.0, 0.0, 0.0, 0.0, -1 if mk else 1, False)
 

@@ -444,21 +444,29 @@ def _py_nbbo(path: Path, stats: ReaderStats, sym: str, to_ns: Callable[[int], in
     bp = bs = ap = az = 0
     last = (0, 0, 0, 0)
     prev_t = -1
+
+    def close_ms() -> Rec | None:
+        """The book as it stood at the end of millisecond ``prev_t``: a QUOTE if it changed."""
+        nonlocal last
+        if not bp or not ap:
+            counts.one_sided += 1
+        elif bp >= ap:
+            counts.crossed += 1
+        elif (bp, bs, ap, az) != last:
+            last = (bp, bs, ap, az)
+            return (to_ns(prev_t), sym, QUOTE, 0.0, 0.0,
+                    bp / _DECI_CENTS, float(bs), ap / _DECI_CENTS, float(az), 0, False)
+        else:
+            counts.unchanged += 1
+        return None
+
     try:
         for t, b, bsz, a, asz, _ in _py_quote_rows(path, stats, counts):
             if t != prev_t:
                 if prev_t >= 0:
-                    # The book as it stood at the end of the previous millisecond.
-                    if not bp or not ap:
-                        counts.one_sided += 1
-                    elif bp >= ap:
-                        counts.crossed += 1
-                    elif (bp, bs, ap, az) != last:
-                        last = (bp, bs, ap, az)
-                        yield (to_ns(prev_t), sym, QUOTE, 0.0, 0.0,
-                               bp / _DECI_CENTS, float(bs), ap / _DECI_CENTS, float(az), 0, False)
-                    else:
-                        counts.unchanged += 1
+                    rec = close_ms()
+                    if rec is not None:
+                        yield rec
                 prev_t = t
             if b:
                 bp = b
@@ -467,15 +475,9 @@ def _py_nbbo(path: Path, stats: ReaderStats, sym: str, to_ns: Callable[[int], in
                 ap = a
                 az = asz
         if prev_t >= 0:
-            if not bp or not ap:
-                counts.one_sided += 1
-            elif bp >= ap:
-                counts.crossed += 1
-            elif (bp, bs, ap, az) != last:
-                yield (to_ns(prev_t), sym, QUOTE, 0.0, 0.0,
-                       bp / _DECI_CENTS, float(bs), ap / _DECI_CENTS, float(az), 0, False)
-            else:
-                counts.unchanged += 1
+            rec = close_ms()
+            if rec is not None:
+                yield rec
     finally:
         counts.flush(stats)
 
