@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from common import streams
+from common.accounting import apply_fill
 from common.bus import connect, group_backlog, wait_drained
 from common.config import CommonSettings
 from common.latency import STAGES, LatencyHistogram, summarize
@@ -38,21 +39,8 @@ def positions_from_fills(fills: list[tuple[str, int, Decimal, Decimal]]) -> dict
     pos: dict[str, Position] = defaultdict(Position)
     for symbol, side, qty, px in fills:
         p = pos[symbol]
-        signed = qty if side > 0 else -qty
-        if p.qty == 0 or (p.qty > 0) == (signed > 0):
-            new_qty = p.qty + signed
-            p.avg_px = (p.avg_px * abs(p.qty) + px * qty) / abs(new_qty)
-            p.qty = new_qty
-            continue
-        closing = min(abs(signed), abs(p.qty))
-        direction = 1 if p.qty > 0 else -1
-        p.realized += (px - p.avg_px) * closing * direction
-        new_qty = p.qty + signed
-        if new_qty == 0:
-            p.avg_px = Decimal(0)
-        elif (new_qty > 0) != (p.qty > 0):  # flipped through zero: the rest opens at px
-            p.avg_px = px
-        p.qty = new_qty
+        p.qty, p.avg_px, realised = apply_fill(p.qty, p.avg_px, side, qty, px)
+        p.realized += realised
     return dict(pos)
 
 

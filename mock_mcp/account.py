@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.accounting import apply_fill
 from common.config import ConfigError
 from common.instruments import Instruments
 from common.messages import ExecutionReport, OrdStatus, Side
@@ -199,27 +200,14 @@ class Position:
     def apply(self, side: Side, qty: Decimal, px: Decimal) -> Decimal:
         """Apply one fill; return the P&L it realised (gross of fees)."""
         if side == Side.BUY:
-            signed = qty
             self.buy_quantity += qty
             self.buy_value += qty * px
         else:
-            signed = -qty
             self.sell_quantity += qty
             self.sell_value += qty * px
-        q = self.quantity
-        new = q + signed
-        realised = ZERO
-        if q == 0 or (q > 0) == (signed > 0):
-            # Opening or adding: volume-weighted average entry.
-            self.average_price = (abs(q) * self.average_price + qty * px) / abs(new)
-        else:
-            closed = min(abs(q), qty)
-            realised = closed * (px - self.average_price) * (1 if q > 0 else -1)
-            if new == 0:
-                self.average_price = ZERO
-            elif (new > 0) != (q > 0):
-                self.average_price = px  # flipped: the remainder opened at this fill's price
-        self.quantity = new
+        self.quantity, self.average_price, realised = apply_fill(
+            self.quantity, self.average_price, int(side), qty, px
+        )
         self.realised += realised
         return realised
 
