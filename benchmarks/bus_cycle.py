@@ -65,7 +65,11 @@ def main() -> int:
     a = ap.parse_args()
     u = urlparse(a.redis_url)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, CPython {platform.python_version()}")
-    s = socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379))
+    if u.scheme == "unix":
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(u.path)
+    else:
+        s = socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379))
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(a.n):
         s.sendall(b"PING\r\n")

@@ -180,8 +180,11 @@ def main() -> int:
     else:
         from tests.integration.harness import Pipeline
 
-        base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-        redis_url = f"{base}/{os.environ.get('BENCH_REDIS_DB', '12')}"
+        base, db = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), os.environ.get("BENCH_REDIS_DB", "12")
+        if base.startswith("unix:"):  # unix:///path/redis.sock[?db=N]
+            redis_url = f"{base.split('?', 1)[0]}?db={db}"
+        else:
+            redis_url = f"{base.rsplit('/', 1)[0]}/{db}"
         import redis as redis_sync
 
         redis_sync.Redis.from_url(redis_url).flushdb()

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,7 +48,8 @@ BusUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSEr
 def connect(url: str, **kw: Any) -> aioredis.Redis:
     """An asyncio Redis client returning bytes (no response decoding on the hot path)."""
     kw.setdefault("health_check_interval", 30)
-    kw.setdefault("socket_keepalive", True)
+    if not url.startswith("unix:"):  # a unix socket has no TCP keepalive
+        kw.setdefault("socket_keepalive", True)
     return aioredis.Redis.from_url(url, decode_responses=False, **kw)
 
 
@@ -144,6 +147,12 @@ class Publisher:
             self._fast = None
 
 
+def _forget(fut: asyncio.Future) -> None:
+    """Retrieve a dropped future's exception so asyncio does not log it as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Consumer:
     """A member of one consumer group over one or more streams.
 
@@ -182,9 +191,17 @@ class Consumer:
         self.claim_idle_ms = claim_idle_ms
         self.retry_idle_ms = retry_idle_ms
         self.start_id = start_id
-        self._read_streams = {s: ">" for s in types}
         self._stream_names = list(types)
+        # Lazy streams (see ``set_lazy``): read at most every ``_lazy_interval`` seconds.
+        self._lazy: list[str] = []
+        self._eager: list[str] = self._stream_names
+        self._lazy_interval = 0.0
+        self._lazy_due = 0.0
+        self.urgent = False  # set by the service: read the lazy streams on every cycle for now
         self._backlog: list[Entry] = []  # own pending entries to re-deliver first
+        self._catch_up = False  # the backlog came from the eager streams only: read the lazy ones first
+        # A blocking XREADGROUP written right after the last commit (fast path): (reply future, streams).
+        self._pending_read: tuple[asyncio.Future, list[str]] | None = None
         self._last_retry_scan = 0.0
         self.dead_lettered = 0
 
@@ -243,6 +260,55 @@ class Consumer:
         return {r["message_id"]: int(r["times_delivered"]) for r in rows}
 
     # -- reading ------------------------------------------------------------------------
+    def set_lazy(self, lazy: Iterable[str], interval_ms: float) -> None:
+        """Read the streams in ``lazy`` at most every ``interval_ms``; the others at once.
+
+        For a consumer that needs one input immediately and another only eventually (the
+        gateway: intents now, market data for marks within milliseconds): between lazy
+        reads it blocks on the eager streams alone, so a quiet eager stream costs no CPU and
+        a busy lazy one is read in a few large batches instead of many small ones. Whenever
+        an eager read returns entries, the lazy streams are read at once (non-blocking) and
+        their entries come first in the batch: everything published before an eager entry
+        is handled before it, as without laziness. ``urgent = True`` suspends the interval.
+        """
+        lazy = set(lazy)
+        self._lazy = [s for s in self._stream_names if s in lazy] if interval_ms > 0 else []
+        self._eager = [s for s in self._stream_names if s not in self._lazy]
+        self._lazy_interval = interval_ms / 1000
+
+    def _plan_read(self) -> tuple[list[str], int]:
+        """(streams to read now, block ms). Reading the lazy streams restarts their interval."""
+        if not self._lazy:
+            return self._stream_names, self.block_ms
+        now = time.monotonic()
+        if self.urgent or now >= self._lazy_due or not self._eager:
+            self._lazy_due = now + self._lazy_interval
+            return self._stream_names, self.block_ms
+        return self._eager, max(1, min(self.block_ms, math.ceil((self._lazy_due - now) * 1000)))
+
+    def _read_command(self, names: list[str], block: int | None) -> tuple:
+        blocking = ("BLOCK", block) if block is not None else ()
+        return ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count, *blocking,
+                "STREAMS", *names, *([">"] * len(names)))
+
+    async def _xreadgroup(self, names: list[str], block: int | None) -> list[Entry]:
+        if self.fast_path:
+            fast = await self._fast_conn()
+            return self._raw_entries(await fast.call(*self._read_command(names, block)))
+        resp = await self.redis.xreadgroup(
+            self.group, self.consumer, {s: ">" for s in names}, count=self.count, block=block
+        )
+        batch: list[Entry] = []
+        for stream, items in resp or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            batch.extend(self._to_entries(name, items))
+        return batch
+
+    async def _with_lazy(self, eager_batch: list[Entry]) -> list[Entry]:
+        """``eager_batch`` came from the eager streams alone: put the lazy streams' news first."""
+        self._lazy_due = time.monotonic() + self._lazy_interval
+        return await self._xreadgroup(self._lazy, None) + eager_batch
+
     def _to_entries(self, stream: str, items: list, counts: dict[bytes, int] | None = None) -> list[Entry]:
         typ = self.types[stream]
         out: list[Entry] = []
@@ -266,10 +332,14 @@ class Consumer:
 
     async def read(self) -> list[Entry]:
         """The next batch: backlog first, then new entries (blocks at most ``block_ms``)."""
-        if self._backlog:
-            batch, self._backlog = self._backlog[: self.count], self._backlog[self.count :]
-            return batch
         try:
+            if self._catch_up:
+                # The backlog was prefetched from the eager streams alone (see set_lazy).
+                self._catch_up = False
+                self._backlog = await self._with_lazy(self._backlog)
+            if self._backlog:
+                batch, self._backlog = self._backlog[: self.count], self._backlog[self.count :]
+                return batch
             return await self._read()
         except ResponseError as e:
             if "NOGROUP" not in str(e):
@@ -288,23 +358,18 @@ class Consumer:
             retried = await self._retry_failed()
             if retried:
                 return retried
-        if self.fast_path:
-            fast = await self._fast_conn()
-            names = self._stream_names
-            resp = await fast.call(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count, "BLOCK", self.block_ms,
-                "STREAMS", *names, *([">"] * len(names)),
-            )
-            return self._raw_entries(resp)
-        resp = await self.redis.xreadgroup(
-            self.group, self.consumer, self._read_streams, count=self.count, block=self.block_ms
-        )
-        if not resp:
-            return []
-        batch: list[Entry] = []
-        for stream, items in resp:
-            name = stream.decode() if isinstance(stream, bytes) else stream
-            batch.extend(self._to_entries(name, items))
+        if self._pending_read is not None:
+            fut, names = self._pending_read
+            self._pending_read = None
+            reply = await fut
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+            batch = self._raw_entries(reply)
+        else:
+            names, block = self._plan_read()
+            batch = await self._xreadgroup(names, block)
+        if batch and names is self._eager and self._lazy:
+            batch = await self._with_lazy(batch)
         return batch
 
     def _raw_entries(self, resp: Any) -> list[Entry]:
@@ -323,6 +388,9 @@ class Consumer:
         return self._fast
 
     def close(self) -> None:
+        if self._pending_read is not None:
+            self._pending_read[0].add_done_callback(_forget)
+            self._pending_read = None
         if self._fast is not None:
             self._fast.close()
             self._fast = None
@@ -366,31 +434,42 @@ class Consumer:
     async def commit(self, out: Outputs, prefetch: bool = False) -> None:
         """Publish outputs, count, dead-letter and ack in one MULTI/EXEC.
 
-        With ``prefetch``, the same transaction also reads the next batch (a non-blocking
-        XREADGROUP): under load a stage then pays one round trip per batch instead of two.
-        The prefetched entries are delivered to this consumer atomically with the acks and
-        come out of the next ``read()``.
+        With ``prefetch`` the next read is written in the same round trip: on the lean
+        connection, a blocking XREADGROUP right after the EXEC (one write, one Redis wake-up;
+        it returns at once under load and blocks like ``read()`` otherwise; the next
+        ``read()`` takes its reply); through redis-py, a non-blocking XREADGROUP inside the
+        transaction. Either way a stage under load pays one round trip per batch, not two.
         """
         if not out:
             return
-        prefetch = prefetch and bool(out.acks) and not self._backlog
-        cmds = self._commands(out, prefetch)
+        prefetch = prefetch and bool(out.acks) and not self._backlog and self._pending_read is None
         if self.fast_path:
-            results = await (await self._fast_conn()).transaction(cmds)
-            fetched = self._raw_entries(results[-1]) if prefetch else []
-        else:
-            pipe = self.redis.pipeline(transaction=True)
-            for cmd in cmds:
-                pipe.execute_command(*cmd)
-            results = await pipe.execute()
-            fetched = []
-            for stream, items in (results[-1] or []) if prefetch else []:
-                name = stream.decode() if isinstance(stream, bytes) else stream
-                fetched.extend(self._to_entries(name, items))
+            conn = await self._fast_conn()
+            then = None
+            if prefetch:
+                names, block = self._plan_read()
+                then = self._read_command(names, block)
+            futs, read_fut = conn.send_transaction(self._commands(out, None), then)
+            if read_fut is not None:
+                self._pending_read = (read_fut, names)
+            await conn.transaction_replies(futs)
+            self.dead_lettered += len(out.dead)
+            return
+        names = self._plan_read()[0] if prefetch else self._stream_names
+        cmds = self._commands(out, names if prefetch else None)
+        pipe = self.redis.pipeline(transaction=True)
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        results = await pipe.execute()
+        fetched = []
+        for stream, items in (results[-1] or []) if prefetch else []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            fetched.extend(self._to_entries(name, items))
         self.dead_lettered += len(out.dead)
         self._backlog.extend(fetched)
+        self._catch_up = bool(fetched) and names is self._eager and bool(self._lazy)
 
-    def _commands(self, out: Outputs, prefetch: bool) -> list[tuple]:
+    def _commands(self, out: Outputs, prefetch: list[str] | None) -> list[tuple]:
         """The commit's commands, in order: outputs, dead letters, counters, extras, acks, read-ahead."""
         maxlen = self.maxlen
         cmds: list[tuple] = [
@@ -416,16 +495,13 @@ class Consumer:
         for stream, ids in out.acks.items():
             cmds.append(("XACK", stream, self.group, *ids))
         if prefetch:
-            names = self._stream_names
-            cmds.append((
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
-                "STREAMS", *names, *([">"] * len(names)),
-            ))
+            cmds.append(self._read_command(prefetch, None))
         return cmds
 
     @property
     def has_backlog(self) -> bool:
-        return bool(self._backlog)
+        """Entries delivered to this consumer (or on their way) that ``read()`` has not returned."""
+        return bool(self._backlog) or self._pending_read is not None
 
 
 class _Undecodable:

@@ -108,8 +108,26 @@ class RespConnection:
 
     async def transaction(self, commands: list[tuple]) -> list[Any]:
         """``MULTI``, the commands, ``EXEC`` in one write; returns the commands' replies."""
-        payload = b"".join([b"*1\r\n$5\r\nMULTI\r\n", *map(hiredis.pack_command, commands), b"*1\r\n$4\r\nEXEC\r\n"])
-        futs = self._send(payload, len(commands) + 2)
+        futs, _ = self.send_transaction(commands)
+        return await self.transaction_replies(futs)
+
+    def send_transaction(
+        self, commands: list[tuple], then: tuple | None = None
+    ) -> tuple[list[asyncio.Future], asyncio.Future | None]:
+        """Write ``MULTI``, the commands, ``EXEC`` and optionally one more command ``then``,
+        all in one write. Returns the transaction's futures (for ``transaction_replies``)
+        and the future of ``then``'s reply, which may come much later (a blocking read)."""
+        parts = [b"*1\r\n$5\r\nMULTI\r\n", *map(hiredis.pack_command, commands), b"*1\r\n$4\r\nEXEC\r\n"]
+        if then is not None:
+            parts.append(hiredis.pack_command(then))
+        futs = self._send(b"".join(parts), len(commands) + 2 + (then is not None))
+        if then is None:
+            return futs, None
+        return futs[:-1], futs[-1]
+
+    @staticmethod
+    async def transaction_replies(futs: list[asyncio.Future]) -> list[Any]:
+        """The replies of a transaction sent by ``send_transaction``; ``ResponseError`` on any error."""
         replies = [await f for f in futs]
         for r in replies[:-1]:  # MULTI's OK and each QUEUED: an error here aborts the EXEC
             if isinstance(r, hiredis.ReplyError):

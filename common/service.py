@@ -92,6 +92,9 @@ class Service:
     async def teardown(self) -> None:
         """Close resources. Called once on stop."""
 
+    def configure_consumer(self, consumer: Consumer) -> None:
+        """Adjust the consumer before it starts (e.g. ``Consumer.set_lazy``)."""
+
     def heartbeat_detail(self) -> str:
         return self.detail
 
@@ -139,6 +142,7 @@ class Service:
                 claim_idle_ms=c.claim_idle_ms,
                 fast_path=c.fast_bus,
             )
+            self.configure_consumer(self.consumer)
             await self.consumer.start()
         self.status = "ok"
 

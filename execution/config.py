@@ -36,6 +36,13 @@ class ExecutionSettings(SettingsBase):
         256, ge=1, le=1_000_000,
         description="Simulator: recent ticks kept per symbol to fill intents that arrive after their next tick.",
     )
+    md_interval_ms: float = Field(
+        5.0, ge=0, le=1000,
+        description=(
+            "Market data is read at most this often (ms) while no simulated order waits for a tick; "
+            "intents and control commands are read at once, after the ticks published before them. 0 = every cycle."
+        ),
+    )
     known_ids_cache: int = Field(
         200_000, ge=1000, description="Client order ids remembered in memory (older ones are checked in the DB)."
     )

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from common import streams
-from common.bus import DATA_FIELD, Entry, Outputs
+from common.bus import DATA_FIELD, Consumer, Entry, Outputs
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
 from common.instruments import Instruments
@@ -86,6 +86,12 @@ class ExecutionGateway(Service):
         types[streams.INTENTS] = OrderIntent
         types[streams.CONTROL] = Control
         return types
+
+    def configure_consumer(self, consumer: Consumer) -> None:
+        # Ticks only update marks between orders: read them in a few large batches instead
+        # of one cycle per entry (CPU the hot path's stages need), but every cycle while an
+        # order waits for its next tick.
+        consumer.set_lazy([streams.ticks_stream(i) for i in range(self.common.shards)], self.settings.md_interval_ms)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def setup(self) -> None:
@@ -246,6 +252,8 @@ class ExecutionGateway(Service):
             out.redis_op(lambda pipe, v=res.hwm: pipe.set(OUTBOX_HWM, v))
 
     async def after_commit(self, batch: list[Entry], out: Outputs) -> None:
+        if self.consumer is not None:
+            self.consumer.urgent = self.venue.awaits_ticks
         for name, n in out.counters.items():
             self.count(name, n)
         if self._batch_hwm:

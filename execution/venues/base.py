@@ -59,3 +59,8 @@ class Venue(abc.ABC):
     def working(self) -> list[str]:
         """Client order ids currently working at the venue."""
         return []
+
+    @property
+    def awaits_ticks(self) -> bool:
+        """True while a working order can only progress on market data (the gateway then reads every tick at once)."""
+        return False

@@ -167,3 +167,7 @@ class SimulatedVenue(Venue):
 
     def working(self) -> list[str]:
         return list(self._ids)
+
+    @property
+    def awaits_ticks(self) -> bool:
+        return bool(self._ids)

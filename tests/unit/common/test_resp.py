@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from common.bus import Consumer, Outputs, Publisher, connect
+from common.bus import Consumer, Entry, Outputs, Publisher, connect
 from common.messages import Tick, TickBatch, TickType, encode
 from common.resp import RecordingPipe, RespConnection
 
@@ -113,5 +113,69 @@ async def test_both_paths_prefetch_the_next_batch_in_the_commit(redis_url, fast_
         if len(seen) < 5:
             assert c.has_backlog  # the next entries came back with the commit
     assert len(set(seen)) == 5 and (await r.xpending("in", "g"))["pending"] == 0
+    c.close()
+    await r.aclose()
+
+
+async def test_read_written_after_the_commit_blocks_then_delivers(redis_url):
+    """Fast path: the commit writes a blocking read after EXEC; an entry published later comes out of it."""
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="st", block_ms=2000)
+    await c.start()
+    good = encode(TickBatch([Tick("A", TickType.TRADE, 1, 1, 1.0, 1.0)]))
+    pub = Publisher(r, 1000)
+    await pub.publish([("in", good)])
+    out = Outputs()
+    for e in c.split(await c.read(), out):
+        out.ack(e)
+    await c.commit(out, prefetch=True)  # returns once EXEC answered, the read still blocked
+    assert c.has_backlog and (await r.xpending("in", "g"))["pending"] == 0
+    later = await r.xadd("in", {b"d": good})
+    assert [e.id for e in await c.read()] == [later]
+    assert not c.has_backlog
+    # A consumer closed while its read is blocked: nothing is logged as lost; the entry stays
+    # pending for this consumer and is re-delivered to it on restart.
+    out = Outputs()
+    out.incr("n")
+    out.ack(Entry("in", later, None, b""))
+    await c.commit(out, prefetch=True)
+    c.close()
+    pending_id = await r.xadd("in", {b"d": good})
+    c2 = Consumer(r, "g", "c", {"in": TickBatch}, stats_key="st", block_ms=10)
+    await c2.start()
+    # Delivered to the closed read (then pending and re-read first) or still new: either way next.
+    assert [e.id for e in await c2.read()] == [pending_id]
+    c2.close()
+    await r.aclose()
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_lazy_streams_are_read_with_eager_news_and_first(redis_url, fast_path):
+    """Between lazy reads only eager streams are read; an eager entry brings the lazy backlog, first."""
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c", {"ticks": TickBatch, "cmd": TickBatch}, stats_key="st", block_ms=20,
+                 fast_path=fast_path)
+    c.set_lazy(["ticks"], interval_ms=60_000)
+    await c.start()
+    good = encode(TickBatch([Tick("A", TickType.TRADE, 1, 1, 1.0, 1.0)]))
+    assert await c.read() == []  # the first read includes the lazy stream and starts its interval
+    t1 = await r.xadd("ticks", {b"d": good})
+    assert await c.read() == []  # inside the interval: the tick waits
+    t2 = await r.xadd("ticks", {b"d": good})
+    k1 = await r.xadd("cmd", {b"d": good})
+    batch = await c.read()
+    assert [(e.stream, e.id) for e in batch] == [("ticks", t1), ("ticks", t2), ("cmd", k1)]
+    out = Outputs()
+    for e in c.split(batch, out):
+        out.ack(e)
+    k2 = await r.xadd("cmd", {b"d": good})
+    await c.commit(out, prefetch=True)  # the read-ahead is eager-only too...
+    t3 = await r.xadd("ticks", {b"d": good})
+    # ...so the lazy news is fetched before the read-ahead eager entry is handed out.
+    assert [(e.stream, e.id) for e in await c.read()] == [("ticks", t3), ("cmd", k2)]
+    c.urgent = True  # e.g. an order waits for its next tick: every read includes the lazy streams
+    t4 = await r.xadd("ticks", {b"d": good})
+    rest = [e.id for e in await c.read()]
+    assert t4 in rest
     c.close()
     await r.aclose()
