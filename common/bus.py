@@ -203,6 +203,7 @@ class Consumer:
         # A blocking XREADGROUP written right after the last commit (fast path): (reply future, streams).
         self._pending_read: tuple[asyncio.Future, list[str]] | None = None
         self._last_retry_scan = 0.0
+        self._last_claim_scan = 0.0
         self.dead_lettered = 0
 
     # -- set-up -------------------------------------------------------------------------
@@ -236,20 +237,28 @@ class Consumer:
                 start = items[-1][0]
                 if len(items) < self.count:
                     break
-            # Entries abandoned by consumers that died (idle longer than claim_idle_ms).
-            if self.claim_idle_ms > 0:
-                cursor = "0-0"
-                while True:
-                    res = await self.redis.xautoclaim(
-                        stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
-                    )
-                    cursor, items = res[0], [it for it in res[1] if it and it[1] is not None]
-                    if items:
-                        ids = [i for i, _ in items]
-                        counts = await self._delivery_counts(stream, ids)
-                        self._backlog.extend(self._to_entries(stream, items, counts))
-                    if cursor in (b"0-0", "0-0"):
-                        break
+        self._backlog.extend(await self._claim_abandoned())
+        self._last_claim_scan = time.monotonic()
+
+    async def _claim_abandoned(self) -> list[Entry]:
+        """Entries other consumers left pending longer than ``claim_idle_ms`` (they died)."""
+        out: list[Entry] = []
+        if self.claim_idle_ms <= 0:
+            return out
+        for stream in self.types:
+            cursor = "0-0"
+            while True:
+                res = await self.redis.xautoclaim(
+                    stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
+                )
+                cursor, items = res[0], [it for it in res[1] if it and it[1] is not None]
+                if items:
+                    ids = [i for i, _ in items]
+                    counts = await self._delivery_counts(stream, ids)
+                    out.extend(self._to_entries(stream, items, counts))
+                if cursor in (b"0-0", "0-0"):
+                    break
+        return out
 
     async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
         if not ids:
@@ -358,6 +367,13 @@ class Consumer:
             retried = await self._retry_failed()
             if retried:
                 return retried
+        if self.claim_idle_ms > 0 and now - self._last_claim_scan >= self.claim_idle_ms / 2000:
+            # While running, too: a consumer that died (another instance, or this service's
+            # previous run under another name) must not leave its entries pending forever.
+            self._last_claim_scan = now
+            claimed = await self._claim_abandoned()
+            if claimed:
+                return claimed
         if self._pending_read is not None:
             fut, names = self._pending_read
             self._pending_read = None

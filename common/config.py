@@ -77,7 +77,14 @@ class CommonSettings(SettingsBase):
         "1000000", description="Starting cash of the simulated account (decimal string, account currency)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
-    instance: str = Field("", description="Consumer name inside groups; default <host>-<pid>.")
+    instance: str = Field(
+        "",
+        description=(
+            "Consumer name inside groups; default the host name, stable across restarts so a restarted "
+            "service re-reads its own pending entries at once. Give each instance its own name when one "
+            "host runs several instances of a service."
+        ),
+    )
 
     @field_validator("log_level")
     @classmethod

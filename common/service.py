@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import sys
@@ -57,7 +56,9 @@ class Service:
 
     def __init__(self, common: CommonSettings) -> None:
         self.common = common
-        self.instance = common.instance or f"{socket.gethostname()}-{os.getpid()}"
+        # Stable across restarts: a restarted service is the same consumer and re-reads the
+        # entries its previous run left pending before anything new (see common.bus).
+        self.instance = common.instance or socket.gethostname()
         self.redis: aioredis.Redis | None = None
         self.consumer: Consumer | None = None
         self.stopping = asyncio.Event()
