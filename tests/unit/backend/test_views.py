@@ -147,7 +147,7 @@ def test_cli_orders_json_and_table(traded, env, capsys):
     rc, out, _ = run_cli(capsys, "orders", "--json")
     assert rc == 0
     orders = json.loads(out)["orders"]
-    assert [o["client_order_id"] for o in orders][0] == "o5-short"
+    assert orders[0]["client_order_id"] == "o5-short"
     o3 = next(o for o in orders if o["client_order_id"] == "o3-rest")
     assert (o3["qty"], o3["limit_price"], o3["cum_qty"], o3["status"]) == ("10", "10.45", "0", "ACCEPTED")
     rc, out, _ = run_cli(capsys, "orders", "--open", "--json")
