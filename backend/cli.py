@@ -22,6 +22,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from common import streams
 from common.bus import connect, group_backlog
 from common.config import CommonSettings, ConfigError, load
@@ -121,7 +123,7 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
     command = f"kill.{args.action}"
     try:
         ack = asyncio.run(_send_control(common, command, args.reason or "", args.scope, args.timeout))
-    except OSError as e:
+    except (OSError, RedisError) as e:  # Redis down: status falls back to the database below
         ack, err = None, str(e)
     else:
         err = "no answer from the execution gateway"

@@ -106,11 +106,11 @@ def publish_intents(r: redis.Redis, intents: list[OrderIntent]) -> None:
     pipe.execute()
 
 
-def rest_orders(r: redis.Redis, reports: Reports, n: int, prefix: str = "rest") -> list[str]:
+def rest_orders(r: redis.Redis, reports: Reports, n: int, prefix: str = "rest", tick_seq: int = 1) -> list[str]:
     """Publish ``n`` resting limit buys and wait until the gateway has accepted every one."""
     cids = [f"{prefix}-{i}" for i in range(n)]
     for i in range(0, n, 100):
-        publish_intents(r, [limit_intent(c) for c in cids[i : i + 100]])
+        publish_intents(r, [limit_intent(c, tick_seq=tick_seq) for c in cids[i : i + 100]])
     reports.wait(cids, lambda rep: rep.status != "PENDING_NEW")
     bad = [(c, reports.last(c).status, reports.last(c).reason) for c in cids if reports.last(c).status != "ACCEPTED"]
     assert not bad, bad[:5]
@@ -122,7 +122,9 @@ class Probe:
     """Intents published one every ``every_s`` while the switch is engaged; (cid, wall ns) each."""
 
     r: redis.Redis
+    prefix: str = "probe"
     every_s: float = 0.002
+    tick_seq: int = 1
     sent: list[tuple[str, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -134,9 +136,9 @@ class Probe:
     def _run(self) -> None:
         i = 0
         while not self._stop.is_set():
-            cid = f"probe-{i}"
+            cid = f"{self.prefix}-{i}"
             t = time.time_ns()
-            self.r.xadd(streams.INTENTS, {b"d": encode(limit_intent(cid))})
+            self.r.xadd(streams.INTENTS, {b"d": encode(limit_intent(cid, tick_seq=self.tick_seq))})
             self.sent.append((cid, t))
             i += 1
             time.sleep(self.every_s)
@@ -182,9 +184,9 @@ class EngageResult:
 
 
 def engage_under_probe(p: Pipeline, r: redis.Redis, reports: Reports, rested: list[str], reason: str,
-                       probe_after_s: float = 0.3) -> EngageResult:
+                       probe_after_s: float = 0.3, probe: Probe | None = None) -> EngageResult:
     """Engage through ``aitrader kill engage`` while new intents keep arriving; wait for every report."""
-    probe = Probe(r)
+    probe = probe if probe is not None else Probe(r)
     probe.start()
     try:
         time.sleep(0.05)  # a few probes before the command: accepted, then cancelled by it

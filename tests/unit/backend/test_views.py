@@ -259,3 +259,18 @@ def test_cli_risk_show_names_the_bad_key_in_one_line(clean_env, capsys, tmp_path
     clean_env.setenv("AITRADER_EX_RISK_FILE", str(f))
     rc, out, err = run_cli(capsys, "risk", "show")
     assert (rc, out) == (1, "") and err.count("\n") == 1 and "defaults.max_order_qty" in err
+
+
+def test_cli_kill_with_redis_down_reads_the_state_from_the_database_or_fails_in_one_line(env, capsys, db_url):
+    from execution.store import Store
+
+    eng = make_engine(db_url)
+    Store(eng).ensure_trading_state({"scope": "global", "state": "HALTED", "reason": "drill", "actor": "cli:ops",
+                                     "changed_at": 1})
+    eng.dispose()
+    env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    rc, out, _ = run_cli(capsys, "kill", "status", "--json", "--timeout", "1")
+    doc = json.loads(out)
+    assert rc == 0 and (doc["state"], doc["reason"]) == ("HALTED", "drill") and "database" in doc["source"]
+    rc, out, err = run_cli(capsys, "kill", "engage", "--reason", "x", "--timeout", "1")
+    assert (rc, out) == (1, "") and err.count("\n") == 1 and "is the pipeline running?" in err
