@@ -4,6 +4,10 @@
     aitrader report [--json] [--wait-idle SECONDS]             what the run did (after draining)
     aitrader kill engage|release|status [--reason TEXT] [--json]
     aitrader status [--json]                                   services' health and stream lag
+    aitrader orders [--open] [--symbol S] [--strategy S] [--limit N] [--json]
+    aitrader fills [--symbol S] [--limit N] [--json]
+    aitrader positions [--json]                                net qty, average cost, P&L per symbol
+    aitrader risk show [--json]                                the gateway's effective pre-trade limits
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import time
 import uuid
 from decimal import Decimal
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from common import streams
 from common.bus import connect, group_backlog
@@ -117,7 +123,7 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
     command = f"kill.{args.action}"
     try:
         ack = asyncio.run(_send_control(common, command, args.reason or "", args.scope, args.timeout))
-    except OSError as e:
+    except (OSError, RedisError) as e:  # Redis down: status falls back to the database below
         ack, err = None, str(e)
     else:
         err = "no answer from the execution gateway"
@@ -172,6 +178,155 @@ def cmd_status(args: argparse.Namespace, common: CommonSettings) -> int:
     return EXIT_OK
 
 
+# -- views of the database (orders, fills, positions) and the risk limits -----------------
+def _table(headers: list[str], rows: list[list[str]], right: set[int] | frozenset[int] = frozenset()) -> str:
+    """Aligned columns; the columns in ``right`` (numbers) are right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in rows])
+
+
+def _exact(obj: Any) -> Any:
+    """``obj`` with every Decimal as its exact string without trailing zeros (for --json)."""
+    from backend.views import fmt_decimal
+
+    if isinstance(obj, Decimal):
+        return fmt_decimal(obj)
+    if isinstance(obj, dict):
+        return {k: _exact(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_exact(v) for v in obj]
+    return obj
+
+
+def _view(common: CommonSettings, what: str, fn: Any) -> int:
+    import sqlalchemy as sa
+
+    from backend.views import ViewError, open_database
+
+    try:
+        engine = open_database(common.db_url)
+    except ViewError as e:
+        print(f"aitrader {what}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        fn(engine)
+    except sa.exc.SQLAlchemyError as e:  # the database went away mid-read: one line, not a trace
+        print(f"aitrader {what}: database error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        engine.dispose()
+    return EXIT_OK
+
+
+def cmd_orders(args: argparse.Namespace, common: CommonSettings) -> int:
+    from backend.views import fmt_decimal as d
+    from backend.views import fmt_ts, list_orders
+
+    def show(engine: Any) -> None:
+        orders = list_orders(engine, open_only=args.open, symbol=args.symbol, strategy=args.strategy,
+                             limit=args.limit)
+        if args.json:
+            _print_json(_exact({"orders": orders}))
+            return
+        if not orders:
+            print("no orders" + (" open" if args.open else ""))
+            return
+        rows = [
+            [fmt_ts(o["ts_intent"]), o["client_order_id"], o["strategy"], o["symbol"], o["side"], o["order_type"],
+             o["tif"], d(o["qty"]), d(o["limit_price"]), d(o["cum_qty"]), d(o["avg_px"]) if o["cum_qty"] else "-",
+             o["status"], o["reason"] or "-"]
+            for o in orders
+        ]
+        print(_table(["TIME (UTC)", "CLIENT ORDER ID", "STRATEGY", "SYMBOL", "SIDE", "TYPE", "TIF", "QTY",
+                      "LIMIT", "FILLED", "AVG PX", "STATUS", "REASON"], rows, right={7, 8, 9, 10}))
+
+    return _view(common, "orders", show)
+
+
+def cmd_fills(args: argparse.Namespace, common: CommonSettings) -> int:
+    from backend.views import fmt_decimal as d
+    from backend.views import fmt_ts, list_fills
+
+    def show(engine: Any) -> None:
+        fills = list_fills(engine, symbol=args.symbol, limit=args.limit)
+        if args.json:
+            _print_json(_exact({"fills": fills}))
+            return
+        if not fills:
+            print("no fills")
+            return
+        rows = [
+            [fmt_ts(f["ts_exec"]), f["exec_id"], f["strategy"], f["symbol"], f["side"], d(f["qty"]), d(f["price"]),
+             d(f["fee"]), f["liquidity"]]
+            for f in fills
+        ]
+        print(_table(["TIME (UTC)", "EXEC ID", "STRATEGY", "SYMBOL", "SIDE", "QTY", "PRICE", "FEE", "LIQUIDITY"],
+                     rows, right={5, 6, 7}))
+
+    return _view(common, "fills", show)
+
+
+def cmd_positions(args: argparse.Namespace, common: CommonSettings) -> int:
+    from backend.views import fmt_decimal as d
+    from backend.views import positions, read_marks
+
+    def show(engine: Any) -> None:
+        marks = read_marks(common.redis_url)
+        pos = positions(engine, marks)
+        if args.json:
+            _print_json(_exact({"marks_available": marks is not None, "positions": pos}))
+            return
+        if not pos:
+            print("no positions (no fills yet)")
+            return
+        rows = [[p["symbol"], d(p["qty"]), d(p["avg_px"]), d(p["realized_pnl"]), d(p["fees"]), d(p["mark"]),
+                 d(p["unrealized_pnl"])] for p in pos]
+        print(_table(["SYMBOL", "QTY", "AVG COST", "REALIZED", "FEES", "MARK", "UNREALIZED"], rows,
+                     right={1, 2, 3, 4, 5, 6}))
+        if marks is None:
+            print("(marks unavailable: Redis did not answer; unrealized P&L not shown)")
+
+    return _view(common, "positions", show)
+
+
+def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
+    from execution.config import ExecutionSettings
+    from execution.risk import LIMIT_KEYS, RiskConfig
+
+    try:
+        settings = load(ExecutionSettings)
+        cfg = RiskConfig.load(settings.risk_file)
+    except ConfigError as e:
+        print(f"aitrader risk show: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAIL
+    limits = cfg.as_dict()
+    defaults = limits["defaults"]
+    overrides = {s: [k for k in LIMIT_KEYS if v[k] != defaults[k]] for s, v in limits["symbols"].items()}
+    if args.json:
+        _print_json({"risk_file": str(settings.risk_file), **limits, "overrides": overrides})
+        return EXIT_OK
+    print(f"risk file {settings.risk_file} (read by the gateway at start; restart it after an edit)")
+    rows = [["(defaults)", *(defaults[k] for k in LIMIT_KEYS)]]
+    for sym, v in sorted(limits["symbols"].items()):
+        rows.append([sym, *(v[k] + ("*" if k in overrides[sym] else " ") for k in LIMIT_KEYS)])
+    rows[0] = [rows[0][0], *(c + " " for c in rows[0][1:])]
+    print(_table(["SYMBOL", *(k.upper() for k in LIMIT_KEYS)], rows, right=set(range(1, len(LIMIT_KEYS) + 1))))
+    print("* overrides the default for that symbol; symbols not listed use the defaults")
+    return EXIT_OK
+
+
+def _count(v: str) -> int:
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aitrader", description="AITrader command line")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -188,6 +343,21 @@ def _parser() -> argparse.ArgumentParser:
     kp.add_argument("--json", action="store_true")
     sp = sub.add_parser("status", help="services' health and stream lag")
     sp.add_argument("--json", action="store_true")
+    op = sub.add_parser("orders", help="orders in the database, newest first")
+    op.add_argument("--open", action="store_true", help="only orders still working")
+    op.add_argument("--symbol")
+    op.add_argument("--strategy")
+    op.add_argument("--limit", type=_count, default=50, help="at most N rows (0 = all; default 50)")
+    op.add_argument("--json", action="store_true")
+    fp = sub.add_parser("fills", help="fills in the database, newest first")
+    fp.add_argument("--symbol")
+    fp.add_argument("--limit", type=_count, default=50, help="at most N rows (0 = all; default 50)")
+    fp.add_argument("--json", action="store_true")
+    pp = sub.add_parser("positions", help="net position, average cost and P&L per symbol (from the fills)")
+    pp.add_argument("--json", action="store_true")
+    rk = sub.add_parser("risk", help="the gateway's pre-trade limits")
+    rk.add_argument("action", choices=["show"])
+    rk.add_argument("--json", action="store_true")
     return p
 
 
@@ -201,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"aitrader: configuration error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    handlers = {"report": cmd_report, "kill": cmd_kill, "status": cmd_status}
+    handlers = {"report": cmd_report, "kill": cmd_kill, "status": cmd_status, "orders": cmd_orders,
+                "fills": cmd_fills, "positions": cmd_positions, "risk": cmd_risk}
     return handlers[args.cmd](args, common)
 
 
