@@ -121,10 +121,11 @@ class OrderMachine(RuleBasedStateMachine):
         for ev in events:
             if ev.kind != EventKind.FILL:
                 continue
-            if ev.exec_id not in self.applied and before[ev.order.client_order_id] in OPEN:
-                if ev.qty <= ev.order.qty - sum(
-                        f.qty for f in self.applied.values() if f.order is ev.order):
-                    self.applied[ev.exec_id] = ev
+            # the model: a new exec id, for an order open before, within what it has left
+            booked = sum((f.qty for f in self.applied.values() if f.order is ev.order), D(0))
+            if (ev.exec_id not in self.applied and before[ev.order.client_order_id] in OPEN
+                    and ev.qty <= ev.order.qty - booked):
+                self.applied[ev.exec_id] = ev
         return counters
 
     def _fill(self, o: Order, qty: Decimal) -> VenueEvent:

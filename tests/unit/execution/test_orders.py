@@ -6,6 +6,7 @@ reported, acknowledged and written.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -16,7 +17,7 @@ from execution.order import Order
 from execution.venues.base import EventKind, VenueEvent
 from execution.venues.simulator import NS_PER_DAY, SimulatedVenue, day_end
 
-from .conftest import intent, quote, trade
+from .conftest import batch, intent, quote, trade
 from .test_oms import Harness, entry, intent_entry, rows, tick_entry
 
 D = Decimal
@@ -128,7 +129,7 @@ def test_gtc_limit_rests_across_days_and_day_limit_expires_at_utc_midnight(venue
 def test_day_expiry_through_the_oms_is_an_expired_report_and_row(h, engine):
     t0 = 1_700_000_000 * 10**9
     h.run(tick_entry(trade("BAC", 1, 10.0, ts=t0)))
-    [acc], _, _ = h.run(intent_entry(intent(tick_seq=1, order_type=OrdType.LIMIT, limit="9.95", ts_event=t0)))
+    h.run(intent_entry(intent(tick_seq=1, order_type=OrdType.LIMIT, limit="9.95", ts_event=t0)))
     [exp], counters, _ = h.run(tick_entry(trade("BAC", 2, 10.0, ts=day_end(t0) + 1)))
     assert exp.status == OrdStatus.EXPIRED and exp.leaves_qty == 0 and counters["expired"] == 1
     [row] = rows(engine, db.Order.__table__)
@@ -266,3 +267,36 @@ def test_illegal_venue_event_is_refused_and_audited_without_crashing(h, engine):
     assert o.cum_qty == 0 and o.status == OrdStatus.ACCEPTED and h.oms.portfolio.position("BAC") == 0
     [audit] = rows(engine, db.AuditLog.__table__)
     assert audit["action"] == "order.illegal_transition" and "beyond order qty" in audit["detail"]["error"]
+
+
+# -- the CLI against a running gateway ----------------------------------------------------------
+async def test_aitrader_cancel_and_cancel_all_get_the_gateways_ack(common, ex_settings, redis_url, capsys):
+    from backend import cli
+    from common.bus import connect
+
+    from .conftest import start_gateway
+    from .test_service import db_rows, drained, reports, xadd
+
+    def cli_run(*argv: str) -> int:  # the parsed command line, run with the test's settings
+        return cli.cmd_cancel(cli._parser().parse_args(list(argv)), common)
+
+    r = connect(redis_url)
+    gw = await start_gateway(common, ex_settings)
+    a = intent("BAC", 1, "10", "10", tick_seq=1, order_type=OrdType.LIMIT, limit="9.90", strategy="s1")
+    b = intent("BAC", 1, "10", "10", tick_seq=1, order_type=OrdType.LIMIT, limit="9.90", strategy="s2")
+    try:
+        await xadd(r, streams.ticks_stream(0), batch(trade("BAC", 1, 10.0)))
+        await xadd(r, streams.INTENTS, a)
+        await xadd(r, streams.INTENTS, b)
+        await reports(r, 2)
+        await drained(r)
+        assert await asyncio.to_thread(cli_run, "cancel", a.client_order_id) == 0
+        assert await asyncio.to_thread(cli_run, "cancel", a.client_order_id, "--json") == 1  # now terminal
+        assert await asyncio.to_thread(cli_run, "cancel-all", "--strategy", "s2") == 0
+        await drained(r)
+    finally:
+        assert await gw.stop() == 0
+    out = capsys.readouterr().out
+    assert f"{a.client_order_id} cancelled" in out and "cancelled 1 order(s)" in out and '"ok": false' in out
+    assert {x["status"] for x in db_rows(common.db_url, db.Order.__table__)} == {"CANCELLED"}
+    await r.aclose()
