@@ -3,6 +3,8 @@
     aitrader replay PATH... [--speed X|max] [--format NAME]   publish ticks into the running pipeline
     aitrader report [--json] [--wait-idle SECONDS]             what the run did (after draining)
     aitrader kill engage|release|status [--reason TEXT] [--json]
+    aitrader cancel CLIENT_ORDER_ID [--json]                   cancel one open order
+    aitrader cancel-all [--symbol S] [--strategy S] [--json]   cancel every open order (in scope)
     aitrader status [--json]                                   services' health and stream lag
     aitrader orders [--open] [--symbol S] [--strategy S] [--limit N] [--json]
     aitrader fills [--symbol S] [--limit N] [--json]
@@ -65,7 +67,7 @@ def cmd_report(args: argparse.Namespace, common: CommonSettings) -> int:
 
 # -- kill switch -----------------------------------------------------------------------
 async def _send_control(common: CommonSettings, command: str, reason: str, scope: str,
-                        timeout_s: float) -> ControlAck | None:
+                        timeout_s: float, args: dict[str, str] | None = None) -> ControlAck | None:
     r = connect(common.redis_url, socket_connect_timeout=3)
     try:
         last = await r.xrevrange(streams.CONTROL_ACKS, count=1)
@@ -76,6 +78,7 @@ async def _send_control(common: CommonSettings, command: str, reason: str, scope
             scope=scope,
             reason=reason,
             actor=f"cli:{getpass.getuser()}",
+            args=args or {},
             ts=time.time_ns(),
         )
         await r.xadd(streams.CONTROL, {b"d": encode(req)}, maxlen=100_000, approximate=True)
@@ -141,6 +144,31 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
         _print_json(result)
     else:
         print(f"trading state {ack.state}" + (f" — {ack.detail}" if ack.detail else ""))
+    return EXIT_OK if ack.ok else EXIT_FAIL
+
+
+# -- cancels ---------------------------------------------------------------------------
+def cmd_cancel(args: argparse.Namespace, common: CommonSettings) -> int:
+    if args.cmd == "cancel":
+        command, cargs, what = "order.cancel", {"client_order_id": args.client_order_id}, args.client_order_id
+    else:
+        command = "order.cancel_all"
+        cargs = {k: v for k, v in (("symbol", args.symbol), ("strategy", args.strategy)) if v}
+        what = "all open orders" + "".join(f" {k}={v}" for k, v in cargs.items())
+    try:
+        ack = asyncio.run(_send_control(common, command, args.reason, "global", args.timeout, cargs))
+    except OSError as e:
+        ack, err = None, str(e)
+    else:
+        err = "no answer from the execution gateway"
+    if ack is None:
+        print(f"{args.cmd} {what}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
+        return EXIT_FAIL
+    result = {"ok": ack.ok, "state": ack.state, "detail": ack.detail, "service": ack.service}
+    if args.json:
+        _print_json(result)
+    else:
+        print(("" if ack.ok else "refused: ") + ack.detail)
     return EXIT_OK if ack.ok else EXIT_FAIL
 
 
@@ -341,6 +369,15 @@ def _parser() -> argparse.ArgumentParser:
     kp.add_argument("--scope", default="global")
     kp.add_argument("--timeout", type=float, default=5.0)
     kp.add_argument("--json", action="store_true")
+    cp = sub.add_parser("cancel", help="cancel one open order (PENDING_CANCEL, then CANCELLED)")
+    cp.add_argument("client_order_id")
+    cap = sub.add_parser("cancel-all", help="cancel every open order, optionally of one symbol / strategy")
+    cap.add_argument("--symbol", default="")
+    cap.add_argument("--strategy", default="")
+    for q in (cp, cap):
+        q.add_argument("--reason", default="")
+        q.add_argument("--timeout", type=float, default=5.0)
+        q.add_argument("--json", action="store_true")
     sp = sub.add_parser("status", help="services' health and stream lag")
     sp.add_argument("--json", action="store_true")
     op = sub.add_parser("orders", help="orders in the database, newest first")
@@ -372,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aitrader: configuration error: {e}", file=sys.stderr)
         return EXIT_USAGE
     handlers = {"report": cmd_report, "kill": cmd_kill, "status": cmd_status, "orders": cmd_orders,
-                "fills": cmd_fills, "positions": cmd_positions, "risk": cmd_risk}
+                "fills": cmd_fills, "positions": cmd_positions, "risk": cmd_risk, "cancel": cmd_cancel,
+                "cancel-all": cmd_cancel}
     return handlers[args.cmd](args, common)
 
 

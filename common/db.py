@@ -181,6 +181,7 @@ class Order(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_utcnow, onupdate=_utcnow, server_default=func.now()
     )
+    stop_price: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)  # STOP trigger (0002)
 
     __table_args__ = (
         CheckConstraint("side IN (1, -1)", name="side"),

@@ -14,6 +14,7 @@ __all__ = [
     "CONTROL",
     "CONTROL_ACKS",
     "HEARTBEATS",
+    "ALERTS",
     "dlq_stream",
     "DLQ_COUNTS",
     "stats_key",
@@ -35,6 +36,7 @@ EXEC_EVENTS = "ex:events"
 CONTROL = "ctl:commands"
 CONTROL_ACKS = "ctl:acks"
 HEARTBEATS = "sys:heartbeats"
+ALERTS = "sys:alerts"  # anomalies for operators (e.g. a late fill: an ExecutionReport never applied)
 DLQ_COUNTS = "dlq:counts"  # hash: source stream -> number of dead-lettered entries
 MARKS = "ex:marks"  # hash: symbol -> last reference price seen by the gateway (str)
 KILL_STATE = "ex:trading_state"  # hash mirror of the gateway's persisted trading state

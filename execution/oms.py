@@ -41,13 +41,15 @@ from common.messages import (
     encode,
 )
 from execution.kill_switch import KillSwitch, TradingStateName
-from execution.order import Order
+from execution.order import IllegalTransition, Order
 from execution.portfolio import Portfolio
 from execution.risk import RejectCode, RiskEngine
 from execution.store import Changes, Snapshot
 from execution.venues.base import EventKind, Venue, VenueEvent
 
-__all__ = ["OUTBOX_HWM", "SERVICE", "BatchPlan", "EntryResult", "OrderManager", "intent_problem"]
+__all__ = [
+    "LATE_FILL", "ORDER_COMMANDS", "OUTBOX_HWM", "SERVICE", "BatchPlan", "EntryResult", "OrderManager", "intent_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ OUTBOX_HWM = streams.OUTBOX_HWM
 _ZERO = Decimal(0)
 _INT64 = 1 << 63
 _MAX_ID = 64
+# Control commands on orders (never throttled): args {"client_order_id"} / optional {"symbol", "strategy"}.
+ORDER_COMMANDS = ("order.cancel", "order.cancel_all")
+LATE_FILL = "LATE_FILL"  # reason of the alert report of a fill for an order that is no longer open
 
 Key = tuple[str, bytes]
 
@@ -133,6 +138,8 @@ class OrderManager:
         self._known: OrderedDict[str, None] = OrderedDict()
         self._known_cap = known_ids
         self._deferred: list[VenueEvent] = []  # venue events raised while reloading
+        self._unrouted: set[str] = set()  # accepted in the batch being staged, not at the venue yet
+        self._exec_seen: OrderedDict[str, None] = OrderedDict()  # venue exec ids applied (dedupe)
         self._ch = Changes()
         self.outbox_seq = 0  # last outbox seq handed out
         self.confirmed_hwm = 0  # highest seq known to be on the bus
@@ -151,6 +158,7 @@ class OrderManager:
         for cid in self.venue.working():
             self.venue.cancel(cid)
         self.orders = {}
+        self._unrouted.clear()
         self._known.clear()
         for cid in snap.recent_ids:
             self._remember(cid)
@@ -159,7 +167,7 @@ class OrderManager:
             self._remember(o.client_order_id)
             leaves = o.qty - o.cum_qty
             self.portfolio.reserve(o, leaves * (o.limit_price or o.ref_price))
-            self._deferred.extend(self.venue.submit(o))
+            self._deferred.extend(self.venue.resume(o))
         self.outbox_seq = max(self.outbox_seq, snap.outbox_max_seq)
 
     def _remember(self, cid: str) -> None:
@@ -279,8 +287,12 @@ class OrderManager:
         res.incr("accepted")
         self._emit(res, streams.EXEC_EVENTS, self._report(order, f"{cid}:A", now))
         plan.route.append((order, key))
+        self._unrouted.add(cid)
 
     def _on_control(self, ctl: Control, res: EntryResult) -> None:
+        if ctl.command in ORDER_COMMANDS:
+            self._on_order_control(ctl, res)
+            return
         now = self.clock()
         d = self.kill.apply(ctl, now)
         if d is None:
@@ -330,6 +342,77 @@ class OrderManager:
             n += 1
         return n
 
+    def _on_order_control(self, ctl: Control, res: EntryResult) -> None:
+        """``order.cancel`` / ``order.cancel_all``: PENDING_CANCEL, then CANCELLED or a cancel reject."""
+        now = self.clock()
+        res.incr(f"control.{ctl.command}")
+        actor = _text(ctl.actor or "unknown")[:64]
+        request_id = _text(ctl.request_id)[:64]
+        args = ctl.args
+        refused: list[str] = []
+        cancelled: list[str] = []
+        if ctl.command == "order.cancel":
+            cid = args.get("client_order_id", "")
+            entity_id = _text(cid)[:128]
+            o = self.orders.get(cid)
+            if o is None:
+                if not cid:
+                    detail = "order.cancel needs args.client_order_id"
+                elif cid in self._known:
+                    detail = f"order {cid} is not open (already filled, cancelled, rejected or expired)"
+                else:
+                    detail = f"unknown order {cid} (no open order has this id)"
+                ok, state = False, ""
+                res.incr("cancel_rejects")
+            else:
+                ok = self._cancel(o, res, now, request_id, f"cancelled by {actor}")
+                (cancelled if ok else refused).append(cid)
+                state = str(o.status)
+                detail = (f"{cid} cancelled" if ok else
+                          f"{cid} not cancelled: the venue no longer works it (a fill may be on its way)")
+        else:
+            sym, strat = args.get("symbol", ""), args.get("strategy", "")
+            entity_id = _text(f"symbol={sym or '*'} strategy={strat or '*'}")[:128]
+            for o in [o for o in self.orders.values() if (not sym or o.symbol == sym)
+                      and (not strat or o.strategy == strat)]:
+                ok_one = self._cancel(o, res, now, request_id, f"cancel-all by {actor}")
+                (cancelled if ok_one else refused).append(o.client_order_id)
+            ok, state = not refused, ""
+            detail = f"cancelled {len(cancelled)} order(s)" + (f", {len(refused)} refused by the venue" if refused else "")
+        self._ch.audit.append({
+            "ts": now, "actor": actor, "action": ctl.command + ("" if ok else ".refused"),
+            "entity": "order", "entity_id": entity_id,
+            "detail": {"request_id": request_id, "reason": _text(ctl.reason), "detail": detail,
+                       "cancelled": cancelled[:1000], "refused": refused[:1000], "n_cancelled": len(cancelled)},
+        })
+        ack = ControlAck(request_id=ctl.request_id, service=SERVICE, ok=ok, state=state, detail=detail, ts=now)
+        self._emit(res, streams.CONTROL_ACKS, ack)
+
+    def _cancel(self, o: Order, res: EntryResult, now: int, request_id: str, text: str) -> bool:
+        """Cancel one open order (PENDING_CANCEL, then CANCELLED or back to working); True if cancelled."""
+        cid = o.client_order_id
+        o.request_cancel()
+        self._ch.order_changed(o)
+        rid = request_id[:32]
+        self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{cid}:PC:{rid}", now, text=text))
+        # An order accepted in this batch is not at the venue yet: route() skips it once cancelled.
+        if self.venue.cancel(cid) or cid in self._unrouted:
+            leaves = o.leaves_qty
+            o.transition(OrdStatus.CANCELLED)
+            o.reject_reason = "CANCEL_REQUEST"
+            o.ts_done = now
+            self.portfolio.release(o, leaves)
+            del self.orders[cid]
+            res.incr("cancels")
+            self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{cid}:C", now, reason="CANCEL_REQUEST", text=text))
+            return True
+        o.cancel_rejected()
+        res.incr("cancel_rejects")
+        self._emit(res, streams.EXEC_EVENTS, self._report(
+            o, f"{cid}:CR:{rid}", now, reason="CANCEL_REJECTED", text="the venue no longer works the order",
+        ))
+        return False
+
     # -- step 3: routing, after tx1 is durable -----------------------------------------------
     def route(self, plan: BatchPlan) -> Changes:
         """Send the batch's accepted orders to the venue; returns the writes of what happened."""
@@ -339,21 +422,34 @@ class OrderManager:
                 continue  # cancelled (kill switch) before it was routed
             for ev in self.venue.submit(order):
                 self._apply(ev, plan.results[key])
+        self._unrouted.clear()
         return plan.tx2
 
     # -- venue events ----------------------------------------------------------------------
     def _apply(self, ev: VenueEvent, res: EntryResult) -> None:
         o = ev.order
         cid = o.client_order_id
+        if ev.kind == EventKind.FILL and ev.exec_id in self._exec_seen:
+            res.incr("duplicate_fills")  # the venue said it twice: applied once
+            return
         if self.orders.get(cid) is not o:
             # Not open here any more (e.g. cancelled): record the anomaly, never apply it silently.
             res.incr("late_events")
             log.warning("venue event %s for %s which is not open (%s); ignored", ev.kind, cid, o.status)
+            if ev.kind == EventKind.FILL:
+                self._late_fill(ev, res)
             return
         now = self.clock()
         if ev.kind == EventKind.FILL:
             leaves_before = o.qty - o.cum_qty
-            o.apply_fill(ev.qty, ev.price, ev.fee, now)
+            try:
+                o.apply_fill(ev.qty, ev.price, ev.fee, now)
+            except IllegalTransition as e:
+                self._illegal(ev, res, str(e))
+                return
+            self._exec_seen[ev.exec_id] = None
+            if len(self._exec_seen) > self._known_cap:
+                self._exec_seen.popitem(last=False)
             self.portfolio.on_fill(o, ev.qty, ev.price, ev.fee, leaves_before)
             self._ch.fills.append({
                 "exec_id": ev.exec_id, "venue_trade_id": ev.venue_trade_id, "client_order_id": cid,
@@ -369,7 +465,11 @@ class OrderManager:
                 self.hist("tick_to_fill").record_ns(now - o.ts_ingest)
         else:
             leaves = o.leaves_qty
-            o.transition(OrdStatus.EXPIRED)
+            try:
+                o.transition(OrdStatus.EXPIRED)
+            except IllegalTransition as e:
+                self._illegal(ev, res, str(e))
+                return
             o.ts_done = now
             self.portfolio.release(o, leaves)
             res.incr("expired")
@@ -377,6 +477,35 @@ class OrderManager:
         self._ch.order_changed(o)
         if not o.is_open:
             del self.orders[cid]
+
+    def _event_detail(self, ev: VenueEvent) -> dict[str, Any]:
+        o = ev.order
+        return {"kind": ev.kind.value, "exec_id": ev.exec_id, "venue_trade_id": ev.venue_trade_id, "qty": str(ev.qty),
+                "price": str(ev.price), "fee": str(ev.fee), "tick_seq": ev.tick_seq, "status": str(o.status),
+                "order_qty": str(o.qty), "cum_qty": str(o.cum_qty), "venue": self.venue.name}
+
+    def _late_fill(self, ev: VenueEvent, res: EntryResult) -> None:
+        """A fill for an order that is no longer open: audited and alerted, never applied."""
+        o = ev.order
+        now = self.clock()
+        res.incr("late_fills")
+        self._exec_seen[ev.exec_id] = None
+        self._ch.audit.append({"ts": now, "actor": SERVICE, "action": "order.late_fill", "entity": "order",
+                               "entity_id": o.client_order_id, "detail": self._event_detail(ev)})
+        # On sys:alerts, not ex:events: consumers of ex:events book every report with last_qty > 0.
+        self._emit(res, streams.ALERTS, self._report(
+            o, f"{ev.exec_id}:LATE", now, last_qty=ev.qty, last_px=ev.price, fee=ev.fee, reason=LATE_FILL,
+            venue_trade_id=ev.venue_trade_id, text=f"fill for an order that is {o.status}: not applied",
+        ))
+
+    def _illegal(self, ev: VenueEvent, res: EntryResult, error: str) -> None:
+        """A venue event the state machine refuses (e.g. a fill beyond the order quantity): audited, not applied."""
+        res.incr("illegal_transitions")
+        log.error("venue event refused by the order state machine: %s", error)
+        detail = self._event_detail(ev)
+        detail["error"] = error
+        self._ch.audit.append({"ts": self.clock(), "actor": SERVICE, "action": "order.illegal_transition",
+                               "entity": "order", "entity_id": ev.order.client_order_id, "detail": detail})
 
     # -- output ------------------------------------------------------------------------------
     def _emit(self, res: EntryResult, stream: str, msg: Any, durable: bool = True) -> None:

@@ -16,8 +16,8 @@ TRANSITIONS: dict[OrdStatus, frozenset[OrdStatus]] = {
     S.PENDING_NEW: frozenset({S.ACCEPTED, S.REJECTED, S.CANCELLED}),
     S.ACCEPTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.PENDING_CANCEL, S.CANCELLED, S.EXPIRED}),
     S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.PENDING_CANCEL, S.CANCELLED, S.EXPIRED}),
-    # A cancel can be rejected (back to working) or overtaken by fills.
-    S.PENDING_CANCEL: frozenset({S.CANCELLED, S.PARTIALLY_FILLED, S.FILLED, S.ACCEPTED}),
+    # A cancel can be rejected (back to working), overtaken by fills or by the end of the day.
+    S.PENDING_CANCEL: frozenset({S.CANCELLED, S.PARTIALLY_FILLED, S.FILLED, S.ACCEPTED, S.EXPIRED}),
     S.FILLED: frozenset(),
     S.CANCELLED: frozenset(),
     S.REJECTED: frozenset(),
@@ -61,6 +61,7 @@ class Order:
     ts_done: int | None = None
     fills: int = 0  # number of fills so far (fill ids are derived from it)
     reserved_notional: Decimal = _ZERO  # buy notional held against cash while open
+    stop_price: Decimal | None = None  # STOP orders: the trigger price
 
     @classmethod
     def from_intent(cls, intent: OrderIntent, venue: str) -> Order:
@@ -74,6 +75,7 @@ class Order:
             tif=intent.tif.value,
             qty=intent.qty,
             limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
             ref_price=intent.ref_price,
             tick_seq=intent.tick_seq,
             ts_event=intent.ts_event,
@@ -96,13 +98,28 @@ class Order:
             raise IllegalTransition(f"{self.client_order_id}: {self.status} -> {to}")
         self.status = to
 
+    def request_cancel(self) -> None:
+        """A cancel was asked for: PENDING_CANCEL until the venue confirms or refuses it."""
+        self.transition(OrdStatus.PENDING_CANCEL)
+
+    def cancel_rejected(self) -> None:
+        """The venue refused the cancel: back to working (ACCEPTED, or PARTIALLY_FILLED once filled)."""
+        if self.status != OrdStatus.PENDING_CANCEL:
+            raise IllegalTransition(f"{self.client_order_id}: cancel reject while {self.status}")
+        self.status = OrdStatus.PARTIALLY_FILLED if self.cum_qty > _ZERO else OrdStatus.ACCEPTED
+
     def apply_fill(self, qty: Decimal, price: Decimal, fee: Decimal, ts: int) -> None:
-        """Add one fill: cumulative quantity, average price, fees, status."""
+        """Add one fill: cumulative quantity, average price, fees, status.
+
+        A partial fill of an order whose cancel is pending keeps it PENDING_CANCEL (the
+        cancel still stands; ``cancel_rejected`` gives PARTIALLY_FILLED if it is refused).
+        """
         if qty <= _ZERO or self.cum_qty + qty > self.qty:
             raise IllegalTransition(f"{self.client_order_id}: fill of {qty} beyond order qty {self.qty}")
         new_cum = self.cum_qty + qty
         to = OrdStatus.FILLED if new_cum == self.qty else OrdStatus.PARTIALLY_FILLED
-        self.transition(to)
+        if not (to == OrdStatus.PARTIALLY_FILLED and self.status == OrdStatus.PENDING_CANCEL):
+            self.transition(to)
         self.avg_px = ((self.avg_px * self.cum_qty + price * qty) / new_cum).quantize(AMOUNT_SCALE)
         self.cum_qty = new_cum
         self.fees += fee
@@ -123,6 +140,7 @@ class Order:
             "tif": self.tif,
             "qty": self.qty,
             "limit_price": self.limit_price,
+            "stop_price": self.stop_price,
             "ref_price": self.ref_price,
             "status": str(self.status),
             "reject_reason": self.reject_reason,
@@ -153,6 +171,7 @@ class Order:
             tif=g("tif"),
             qty=g("qty"),
             limit_price=g("limit_price"),
+            stop_price=g("stop_price"),
             ref_price=g("ref_price"),
             tick_seq=int(g("tick_seq")),
             ts_event=int(g("ts_event")),

@@ -33,8 +33,8 @@ class RejectCode(enum.StrEnum):
     KILL_SWITCH = "KILL_SWITCH"  # trading halted
     DUPLICATE_CLORDID = "DUPLICATE_CLORDID"  # client order id seen before
     INVALID_QTY = "INVALID_QTY"  # <= 0, not finite or not a whole number of lots
-    INVALID_PRICE = "INVALID_PRICE"  # limit / reference price missing, <= 0 or off the tick grid
-    UNSUPPORTED_ORDER_TYPE = "UNSUPPORTED_ORDER_TYPE"  # e.g. STOP (not implemented by the gateway yet)
+    INVALID_PRICE = "INVALID_PRICE"  # limit / stop / reference price missing, <= 0 or off the tick grid
+    UNSUPPORTED_ORDER_TYPE = "UNSUPPORTED_ORDER_TYPE"  # an order type the gateway does not implement
     MAX_QTY = "MAX_QTY"
     MAX_NOTIONAL = "MAX_NOTIONAL"  # qty x reference price
     NO_REFERENCE_PRICE = "NO_REFERENCE_PRICE"  # no mark for the symbol yet: fail closed
@@ -173,6 +173,11 @@ class RiskEngine:
             limit_px = intent.limit_price
             if limit_px is None or not _sane(limit_px) or not inst.is_tick_multiple(limit_px):
                 return RejectCode.INVALID_PRICE
+        elif intent.order_type == OrdType.STOP:
+            # A stop fills as a market order once triggered; a buy stop is valued at its stop if above the mark.
+            limit_px = intent.stop_price
+            if limit_px is None or not _sane(limit_px) or not inst.is_tick_multiple(limit_px):
+                return RejectCode.INVALID_PRICE
         elif intent.order_type != OrdType.MARKET:
             return RejectCode.UNSUPPORTED_ORDER_TYPE
         if not _sane(intent.ref_price):
@@ -186,7 +191,7 @@ class RiskEngine:
         band = lim.price_collar_bps * mark
         if abs(ref - mark) * _BPS > band:
             return RejectCode.PRICE_COLLAR
-        if limit_px is not None and abs(limit_px - mark) * _BPS > band:
+        if limit_px is not None and intent.order_type == OrdType.LIMIT and abs(limit_px - mark) * _BPS > band:
             return RejectCode.PRICE_COLLAR
         # A buy limit above the mark may fill up to its limit: value it at the worse price.
         px = mark if limit_px is None or intent.side < 0 else max(mark, limit_px)
@@ -202,6 +207,6 @@ class RiskEngine:
 
     def notional(self, intent: OrderIntent, mark: Decimal) -> Decimal:
         """The notional the checks valued the order at (reserved while it is open)."""
-        limit_px = intent.limit_price if intent.order_type == OrdType.LIMIT else None
+        limit_px = {OrdType.LIMIT: intent.limit_price, OrdType.STOP: intent.stop_price}.get(intent.order_type)
         px = mark if limit_px is None or intent.side < 0 else max(mark, limit_px)
         return intent.qty * px

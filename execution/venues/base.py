@@ -44,6 +44,10 @@ class Venue(abc.ABC):
     def submit(self, order: Order) -> list[VenueEvent]:
         """Route an accepted (already durable) order; returns what happened at once, if anything."""
 
+    def resume(self, order: Order) -> list[VenueEvent]:
+        """Route an open order again after a restart (it may have worked before); default: ``submit``."""
+        return self.submit(order)
+
     @abc.abstractmethod
     def cancel(self, client_order_id: str) -> bool:
         """Pull a working order; True when it was working and is now gone."""

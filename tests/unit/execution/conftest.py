@@ -45,6 +45,8 @@ def intent(
     tif: TimeInForce = TimeInForce.DAY,
     limit: str | None = None,
     strategy: str = "s1",
+    stop: str | None = None,
+    ts_event: int | None = None,
 ) -> OrderIntent:
     n = next(_ids)
     now = time.time_ns()
@@ -59,21 +61,23 @@ def intent(
         tif=tif,
         ref_price=Decimal(ref),
         tick_seq=tick_seq,
-        ts_event=now - 3000,
+        ts_event=now - 3000 if ts_event is None else ts_event,
         ts_ingest=now - 2000,
         ts_signal=now - 1000,
         ts_intent=now,
         limit_price=Decimal(limit) if limit is not None else None,
+        stop_price=Decimal(stop) if stop is not None else None,
     )
 
 
-def trade(symbol: str, seq: int, price: float, size: float = 100.0) -> Tick:
-    return Tick(symbol, TickType.TRADE, time.time_ns(), seq, price=price, size=size, ts_ingest=time.time_ns())
+def trade(symbol: str, seq: int, price: float, size: float = 100.0, ts: int | None = None) -> Tick:
+    return Tick(symbol, TickType.TRADE, ts or time.time_ns(), seq, price=price, size=size, ts_ingest=time.time_ns())
 
 
-def quote(symbol: str, seq: int, bid: float, ask: float) -> Tick:
-    return Tick(symbol, TickType.QUOTE, time.time_ns(), seq, bid=bid, bid_size=100.0, ask=ask, ask_size=100.0,
-                ts_ingest=time.time_ns())
+def quote(symbol: str, seq: int, bid: float, ask: float, bid_size: float = 100.0, ask_size: float = 100.0,
+          ts: int | None = None) -> Tick:
+    return Tick(symbol, TickType.QUOTE, ts or time.time_ns(), seq, bid=bid, bid_size=bid_size, ask=ask,
+                ask_size=ask_size, ts_ingest=time.time_ns())
 
 
 def batch(*ticks: Tick) -> TickBatch:

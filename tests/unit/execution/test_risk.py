@@ -67,8 +67,16 @@ def test_absurd_prices_are_invalid_not_errors(risk):
     assert run(risk, intent(order_type=OrdType.LIMIT, limit="1E+999999")) == RejectCode.INVALID_PRICE
 
 
-def test_stop_orders_are_not_supported_yet(risk):
-    assert run(risk, intent(order_type=OrdType.STOP)) == RejectCode.UNSUPPORTED_ORDER_TYPE
+def test_stop_orders_need_a_sane_stop_price_and_a_buy_stop_is_valued_at_its_stop(risk):
+    assert run(risk, intent(order_type=OrdType.STOP, stop="10.20")) is None
+    assert run(risk, intent(side=-1, order_type=OrdType.STOP, stop="9.50")) is None
+    for bad in (None, "0", "-1", "10.001"):
+        assert run(risk, intent(order_type=OrdType.STOP, stop=bad)) == RejectCode.INVALID_PRICE
+    # 100 x 10 + fee fits 1030 of cash at the mark, not at a buy stop of 10.30 (it fills at or above it)
+    assert run(risk, intent(qty="100"), cash=D("1030")) is None
+    assert run(risk, intent(qty="100", order_type=OrdType.STOP, stop="10.30"), cash=D("1030")) == RejectCode.CASH
+    it = intent(qty="100", order_type=OrdType.STOP, stop="10.30")
+    assert risk.notional(it, D("10")) == D("1030.00")
 
 
 def test_max_qty_boundary(risk):

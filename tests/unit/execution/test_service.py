@@ -236,7 +236,7 @@ async def test_open_order_is_reloaded_after_restart_and_a_replayed_intent_adds_n
         await drained(r)
     finally:
         assert await gw.stop() == 0
-    assert [(x.status, x.last_px) for x in reps] == [(OrdStatus.ACCEPTED, 0), (OrdStatus.FILLED, D("9.9"))]  # better than its limit
+    assert [(x.status, x.last_px) for x in reps] == [(OrdStatus.ACCEPTED, 0), (OrdStatus.FILLED, D("9.95"))]  # traded through: at its limit
     assert int((await r.hgetall(streams.stats_key("execution")))[b"duplicates"]) == 1
     assert len(db_rows(common.db_url, db.Order.__table__)) == 1
     await r.aclose()

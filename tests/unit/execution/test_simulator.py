@@ -79,7 +79,7 @@ def test_slippage_rounds_away_from_the_trader(instruments):
     v.submit(order("BAC", -1))
     v.submit(order("EURUSD", 1, "10000", ref="1.08755"))
     v.submit(order("EURUSD", -1, "10000", ref="1.08755"))
-    evs = v.on_ticks([trade("BAC", 6, 13.96), trade("EURUSD", 6, 1.08755)])
+    evs = v.on_ticks([trade("BAC", 6, 13.96), trade("EURUSD", 6, 1.08755, size=1e6)])
     px = {(e.order.symbol, e.order.side): e.price for e in evs}
     assert px[("BAC", 1)] == D("13.97")  # 13.961396 up
     assert px[("BAC", -1)] == D("13.95")  # 13.958604 down
@@ -108,13 +108,23 @@ def test_fill_ids_are_deterministic_and_per_fill():
     assert fill_ids("simulator", "co-1", 1)[0] == "co-1:F1"
 
 
-def test_limit_order_rests_until_the_market_crosses_and_never_fills_beyond_its_limit(venue):
+def test_marketable_limit_fills_on_arrival_never_beyond_its_limit(venue):
+    o = order(order_type=OrdType.LIMIT, limit="10.00")
+    venue.submit(o)
+    [ev] = venue.on_ticks([trade("BAC", 6, 10.00)])
+    assert ev.kind == EventKind.FILL and ev.price == D("10.00")  # 10.001 slipped, capped at the limit
+    assert ev.liquidity == "taker" and venue.working() == []
+
+
+def test_resting_limit_fills_only_when_the_market_trades_through_at_its_limit(venue):
     o = order(order_type=OrdType.LIMIT, limit="10.00")
     assert venue.submit(o) == []
-    assert venue.on_ticks([trade("BAC", 6, 10.05)]) == []
+    assert venue.on_ticks([trade("BAC", 6, 10.05)]) == []  # arrival: not marketable, it rests
     assert venue.working() == [o.client_order_id]
-    [ev] = venue.on_ticks([trade("BAC", 7, 10.00)])
-    assert ev.kind == EventKind.FILL and ev.price == D("10.00")  # 10.001 slipped, capped at the limit
+    assert venue.on_ticks([trade("BAC", 7, 10.00)]) == []  # at the limit: the queue is not modelled
+    assert venue.on_ticks([quote("BAC", 8, 9.99, 10.00)]) == []  # ask at the limit: not through
+    [ev] = venue.on_ticks([trade("BAC", 9, 9.98)])
+    assert (ev.kind, ev.price, ev.liquidity, ev.tick_seq) == (EventKind.FILL, D("10.00"), "maker", 9)
     assert venue.working() == []
 
 
