@@ -78,18 +78,19 @@ def test_b1_engage_blocks_new_orders_and_cancels_500_resting_orders(redis_url, d
         assert cancel_ms < 5000, cancel_ms
 
 
-def _gateway_pid_healthy(r, pid: int, timeout: float = 60) -> Heartbeat:
-    """Wait for the health key of the gateway process ``pid`` (a killed one leaves its key until the TTL)."""
-    key = streams.health_key("execution", f"{socket.gethostname()}-{pid}")
+def _gateway_healthy_since(r, since_ns: int, timeout: float = 60) -> Heartbeat:
+    """Wait for a healthy heartbeat of a gateway started after ``since_ns`` (a killed one leaves
+    its health key, under the same stable instance name, until the TTL)."""
+    key = streams.health_key("execution", socket.gethostname())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         data = r.get(key)
         if data:
             hb = decode_as(data, Heartbeat)
-            if hb.status == "ok":
+            if hb.status == "ok" and hb.started_at >= since_ns:
                 return hb
         time.sleep(0.05)
-    raise AssertionError(f"gateway {pid} not healthy in {timeout}s")
+    raise AssertionError(f"no gateway started after {since_ns} healthy in {timeout}s")
 
 
 def _control(r, command: str, reason: str, timeout: float = 10) -> ControlAck:
@@ -124,8 +125,9 @@ def test_b2_gateway_killed_right_after_engage_comes_back_halted_until_released_w
         publish_intents(r, [limit_intent(f"down-{i}") for i in range(20)])
 
         del p.procs["execution"]
+        restarted_at = time.time_ns()
         p.start(("execution",))
-        hb = _gateway_pid_healthy(r, p.procs["execution"].pid)
+        hb = _gateway_healthy_since(r, restarted_at)
         assert hb.detail.startswith("HALTED"), hb.detail
         st = json.loads(p.run("-m", "backend.cli", "kill", "status", "--json").stdout)
         assert st["state"] == "HALTED" and "B2 drill" in st["detail"]
