@@ -232,11 +232,15 @@ async def test_open_order_is_reloaded_after_restart_and_a_replayed_intent_adds_n
         assert list(gw.gw.oms.orders) == [it.client_order_id]
         await xadd(r, streams.INTENTS, it)  # replayed
         await xadd(r, TICKS, batch(trade("BAC", 2, 9.9)))
-        reps = await reports(r, 2)
+        reps = await reports(r, 3)
         await drained(r)
     finally:
         assert await gw.stop() == 0
-    assert [(x.status, x.last_px) for x in reps] == [(OrdStatus.ACCEPTED, 0), (OrdStatus.FILLED, D("9.9"))]  # better than its limit
+    # the replay is answered with the order's state (not durable, no new order), then the order fills
+    assert [(x.exec_id, x.status, x.last_px) for x in reps] == [
+        (f"{it.client_order_id}:A", OrdStatus.ACCEPTED, 0), (f"{it.client_order_id}:D", OrdStatus.ACCEPTED, 0),
+        (f"{it.client_order_id}:F1", OrdStatus.FILLED, D("9.9")),  # better than its limit
+    ]
     assert int((await r.hgetall(streams.stats_key("execution")))[b"duplicates"]) == 1
     assert len(db_rows(common.db_url, db.Order.__table__)) == 1
     await r.aclose()
