@@ -216,7 +216,7 @@ class Throttle:
     let through plus what is denied is what was asked.
     """
 
-    __slots__ = ("limit", "window_ns", "_times")
+    __slots__ = ("_times", "limit", "window_ns")
 
     def __init__(self, limit: int, window_ns: int = 1_000_000_000) -> None:
         self.limit = limit

@@ -165,7 +165,8 @@ def _gen(rng: random.Random, n: int, sym: str, mark: D, seq: int, kind: str) -> 
         lo = int(max_notional / (mark - band) / lot) + 1  # beyond the cap at any price the collar allows
         qty, expect = lot * rng.randint(lo, int(max_qty / lot)), RejectCode.MAX_NOTIONAL
     elif kind == "collar_ref":
-        ref, expect = (mark + rng.choice((1, -1)) * band * D(rng.uniform(1.01, 3))).quantize(tick), RejectCode.PRICE_COLLAR
+        ref = (mark + rng.choice((1, -1)) * band * D(rng.uniform(1.01, 3))).quantize(tick)
+        expect = RejectCode.PRICE_COLLAR
     elif kind == "collar_limit":
         otype, limit = OrdType.LIMIT, (mark + rng.choice((1, -1)) * band * D(rng.uniform(1.01, 3))).quantize(tick)
         expect = RejectCode.PRICE_COLLAR
@@ -248,7 +249,7 @@ def test_a1_generated_orders_no_invalid_order_reaches_the_venue_and_every_reject
             if kind != "valid":
                 invalid_ids.add(it.client_order_id)
             msgs.append(it)
-        reports, counters, dead_letters = gw.run(*msgs)
+        reports, _, dead_letters = gw.run(*msgs)
         dead += len(dead_letters)
         answered = {}
         for r in reports:

@@ -103,7 +103,9 @@ def test_duplicate_client_order_id_gives_exactly_one_order(h, engine, risk_confi
     h.run(tick_entry(trade("BAC", 1, 10.0)))
     it = intent(cid="co-dup")
     reports, counters, _ = h.run(intent_entry(it), intent_entry(it))
-    assert [(r.exec_id, r.status) for r in reports] == [("co-dup:A", OrdStatus.ACCEPTED), ("co-dup:D", OrdStatus.ACCEPTED)]
+    assert [(r.exec_id, r.status) for r in reports] == [
+        ("co-dup:A", OrdStatus.ACCEPTED), ("co-dup:D", OrdStatus.ACCEPTED),
+    ]
     assert counters["duplicates"] == 1 and counters["rejects.DUPLICATE_CLORDID"] == 1
     reports, counters, _ = h.run(tick_entry(trade("BAC", 2, 10.0)), intent_entry(it))  # later batch, after its fill
     assert [(r.exec_id, r.status) for r in reports] == [("co-dup:F1", OrdStatus.FILLED), ("co-dup:D", OrdStatus.FILLED)]
