@@ -339,6 +339,10 @@ def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
         _print_json({"risk_file": str(settings.risk_file), **limits, "overrides": overrides})
         return EXIT_OK
     print(f"risk file {settings.risk_file} (read by the gateway at start; restart it after an edit)")
+    g = limits["global"]
+    print("global: " + "  ".join(
+        f"{k}={','.join(v) or '-' if isinstance(v, list) else v}" for k, v in g.items()
+    ))
     rows = [["(defaults)", *(defaults[k] for k in LIMIT_KEYS)]]
     for sym, v in sorted(limits["symbols"].items()):
         rows.append([sym, *(v[k] + ("*" if k in overrides[sym] else " ") for k in LIMIT_KEYS)])

@@ -2,7 +2,9 @@
 
 Counts of ticks, signals and intents come from the stages' exactly-once counters
 (incremented in the same MULTI/EXEC as their acks); orders, fills, rejects, positions
-and cash come from the database (the authority); marks from the gateway's ``ex:marks``;
+and cash come from the database (the authority), except the rejects that never get an
+order row (a duplicate client order id), which come from the gateway's ``rejects.<CODE>``
+counters; marks from the gateway's ``ex:marks``;
 latency from the HDR histograms every service saves to Redis.
 """
 
@@ -24,7 +26,10 @@ from common.bus import connect, group_backlog, wait_drained
 from common.config import CommonSettings
 from common.latency import STAGES, LatencyHistogram, summarize
 
-__all__ = ["wait_idle", "build_report", "format_report", "Position", "positions_from_fills"]
+__all__ = ["Position", "build_report", "format_report", "positions_from_fills", "rejects_by_reason", "wait_idle"]
+
+# Reject codes the gateway answers without an order row (the id already has one): counted only.
+ROWLESS_REJECTS = ("DUPLICATE_CLORDID", "DUPLICATE_CLORDID_MISMATCH")
 
 
 @dataclass
@@ -42,6 +47,16 @@ def positions_from_fills(fills: list[tuple[str, int, Decimal, Decimal]]) -> dict
         p.qty, p.avg_px, realised = apply_fill(p.qty, p.avg_px, side, qty, px)
         p.realized += realised
     return dict(pos)
+
+
+def rejects_by_reason(db_rejects: dict[str, int], counters: dict[str, int]) -> dict[str, int]:
+    """Rejects by reason code: the database's rejected orders plus the row-less codes' counters."""
+    out = dict(db_rejects)
+    for code in ROWLESS_REJECTS:
+        n = counters.get(f"rejects.{code}", 0)
+        if n:
+            out[code] = out.get(code, 0) + n
+    return out
 
 
 async def wait_idle(r: aioredis.Redis, timeout_s: float, settle_s: float = 1.5) -> bool:
@@ -150,6 +165,8 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
             "unrealized_pnl": _q(upnl),
         }
     equity = cash + pos_value
+    ex_counters = {k.decode(): int(v) for k, v in ex.items()}
+    rejects = rejects_by_reason(db["rejects"], ex_counters)
     return {
         "idle": idle,
         "ticks": _int(pe.get(b"ticks")),
@@ -158,8 +175,8 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
         "orders": db["orders"],
         "orders_by_status": db["orders_by_status"],
         "fills": db["fills"],
-        "rejects": db["rejects"],
-        "rejected": sum(db["rejects"].values()),
+        "rejects": rejects,
+        "rejected": sum(rejects.values()),
         "dead_letters": sum(dlq.values()),
         "dead_letters_by_stream": dlq,
         "positions": positions,
@@ -175,7 +192,7 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
         "stage_counters": {
             "pattern_engine": {k.decode(): int(v) for k, v in pe.items()},
             "strategy_engine": {k.decode(): int(v) for k, v in se.items()},
-            "execution": {k.decode(): int(v) for k, v in ex.items()},
+            "execution": ex_counters,
         },
         "consumer_groups": lags,
     }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -63,6 +63,7 @@ _MAX_ID = 64
 # Control commands on orders (never throttled): args {"client_order_id"} / optional {"symbol", "strategy"}.
 ORDER_COMMANDS = ("order.cancel", "order.cancel_all")
 LATE_FILL = "LATE_FILL"  # reason of the alert report of a fill for an order that is no longer open
+_KEPT = 20_000  # most recent orders kept whole, to answer a duplicate id without the database
 
 Key = tuple[str, bytes]
 
@@ -85,6 +86,15 @@ def intent_problem(it: OrderIntent) -> str | None:
         if v is not None and (not v.is_finite() or v.adjusted() >= 18):
             return "qty / ref_price / limit_price out of range"
     return None
+
+
+def _same_order(o: Order, it: OrderIntent) -> bool:
+    """Whether ``it`` asks for the same order as ``o`` (ids, timestamps and sizing notes aside)."""
+    return (
+        o.symbol == it.symbol and o.side == it.side and o.qty == it.qty and o.order_type == it.order_type
+        and o.tif == it.tif and o.limit_price == it.limit_price and o.ref_price == it.ref_price
+        and o.strategy == it.strategy
+    )
 
 
 def _text(s: str) -> str:
@@ -135,8 +145,11 @@ class OrderManager:
         self.portfolio = Portfolio(initial_cash)
         self.orders: dict[str, Order] = {}  # open orders only
         self.marks: dict[str, float] = {}
+        self.mark_ts: dict[str, int] = {}  # wall time (ns) each mark arrived at the gateway
         self._known: OrderedDict[str, None] = OrderedDict()
         self._known_cap = known_ids
+        self._kept: OrderedDict[str, Order] = OrderedDict()
+        self._kept_cap = min(known_ids, _KEPT)
         self._deferred: list[VenueEvent] = []  # venue events raised while reloading
         self._unrouted: set[str] = set()  # accepted in the batch being staged, not at the venue yet
         self._exec_seen: OrderedDict[str, None] = OrderedDict()  # venue exec ids applied (dedupe)
@@ -160,35 +173,46 @@ class OrderManager:
         self.orders = {}
         self._unrouted.clear()
         self._known.clear()
+        self._kept.clear()
         for cid in snap.recent_ids:
             self._remember(cid)
         for o in snap.open_orders:
             self.orders[o.client_order_id] = o
-            self._remember(o.client_order_id)
+            self._remember(o.client_order_id, o)
             leaves = o.qty - o.cum_qty
             self.portfolio.reserve(o, leaves * (o.limit_price or o.ref_price))
             self._deferred.extend(self.venue.resume(o))
         self.outbox_seq = max(self.outbox_seq, snap.outbox_max_seq)
 
-    def _remember(self, cid: str) -> None:
+    def _remember(self, cid: str, order: Order | None = None) -> None:
         self._known[cid] = None
         if len(self._known) > self._known_cap:
             self._known.popitem(last=False)
+        if order is not None:
+            self._kept[cid] = order
+            if len(self._kept) > self._kept_cap:
+                self._kept.popitem(last=False)
 
     def mark(self, symbol: str) -> Decimal | None:
         px = self.marks.get(symbol)
         return Decimal(repr(px)) if px is not None and px > 0.0 else None
 
     def unknown_ids(self, entries: list[Entry]) -> list[str]:
-        """Client order ids of the batch's intents that memory cannot vouch for (look them up)."""
+        """Client order ids of the batch's intents whose order memory does not hold (look them up).
+
+        ``Store.existing`` answers with the orders of those that have one: a duplicate id is
+        answered with its first order's state and compared with its parameters.
+        """
+        kept, open_ = self._kept, self.orders
         return [
             e.msg.client_order_id
             for e in entries
-            if isinstance(e.msg, OrderIntent) and e.msg.client_order_id not in self._known
+            if isinstance(e.msg, OrderIntent) and e.msg.client_order_id not in kept
+            and e.msg.client_order_id not in open_
         ]
 
     # -- step 1: in order, in memory -------------------------------------------------------
-    def stage(self, entries: list[Entry], existing: set[str] | frozenset[str] = frozenset()) -> BatchPlan:
+    def stage(self, entries: list[Entry], existing: Mapping[str, Order] | None = None) -> BatchPlan:
         plan = BatchPlan(results={}, tx1=Changes())
         self._ch = plan.tx1
         for entry in entries:
@@ -202,7 +226,7 @@ class OrderManager:
             if isinstance(msg, TickBatch):
                 self._on_ticks(msg, res)
             elif isinstance(msg, OrderIntent):
-                self._on_intent(msg, key, res, plan, existing)
+                self._on_intent(msg, key, res, plan, existing or {})
             elif isinstance(msg, Control):
                 self._on_control(msg, res)
             else:
@@ -228,13 +252,16 @@ class OrderManager:
                 last[t.symbol] = round((t.bid + t.ask) * 0.5, 10)
         if last:
             self.marks.update(last)
+            ts = batch.ts_ingest or self.clock()  # when it reached the bus, not the ticks' (historical) ts_event
+            self.mark_ts.update(dict.fromkeys(last, ts))
+            self.portfolio.remark(last)
             mapping = {s: repr(p) for s, p in last.items()}
             res.ops.append(lambda pipe, m=mapping: pipe.hset(streams.MARKS, mapping=m))
         for ev in self.venue.on_ticks(ticks):
             self._apply(ev, res)
 
     def _on_intent(
-        self, it: OrderIntent, key: Key, res: EntryResult, plan: BatchPlan, existing: set[str] | frozenset[str]
+        self, it: OrderIntent, key: Key, res: EntryResult, plan: BatchPlan, existing: Mapping[str, Order]
     ) -> None:
         bad = intent_problem(it)
         if bad is not None:
@@ -242,27 +269,30 @@ class OrderManager:
             return
         res.incr("intents")
         cid = it.client_order_id
+        first = self.orders.get(cid) or self._kept.get(cid) or existing.get(cid)
+        if first is not None or cid in self._known:
+            self._on_duplicate(it, first, res)
+            return
         mark = self.mark(it.symbol)
         pf = self.portfolio
+        symbol, side = it.symbol, int(it.side)
+        now = self.clock()
         code = self.risk.check(
             it,
             halted=self.kill.halted,
-            known=cid in self._known or cid in existing,
             mark=mark,
-            position=pf.position(it.symbol),
-            open_same_side=pf.open_qty(it.symbol, int(it.side)),
+            mark_age_ns=now - self.mark_ts.get(symbol, now),
+            position=pf.position(symbol),
+            open_same_side=pf.open_qty(symbol, side),
+            open_other_side=pf.open_qty(symbol, -side),
             cash=pf.cash,
             open_buy_notional=pf.open_buy_notional,
+            open_orders=len(self.orders),
+            gross_others=pf.gross_without(symbol),
         )
-        if code == RejectCode.DUPLICATE_CLORDID:
-            # Its id already has an order (being worked if still open): nothing new to say.
-            res.incr("duplicates")
-            res.incr(f"rejects.{code}")
-            return
         order = Order.from_intent(it, self.venue.name)
-        self._remember(cid)
+        self._remember(cid, order)
         res.incr("orders")
-        now = self.clock()
         self._ch.new_orders[cid] = order
         if code is not None:
             order.transition(OrdStatus.REJECTED)
@@ -273,7 +303,9 @@ class OrderManager:
             # What the check saw, so an operator can tell why without replaying the state.
             text = (
                 f"qty={it.qty} ref={it.ref_price} mark={mark} position={pf.position(it.symbol)} "
-                f"open_same_side={pf.open_qty(it.symbol, int(it.side))} cash={pf.cash}"
+                f"open_same_side={pf.open_qty(it.symbol, int(it.side))} cash={pf.cash} "
+                f"mark_age_ms={(now - self.mark_ts.get(symbol, now)) // 1_000_000} open_orders={len(self.orders)} "
+                f"gross={pf.gross}"
             )
             self._emit(
                 res, streams.EXEC_EVENTS, self._report(order, f"{cid}:R", now, reason=str(code), text=text)
@@ -283,11 +315,45 @@ class OrderManager:
         order.ts_accepted = now
         self.orders[cid] = order
         assert mark is not None  # the checks passed, so there is a reference price
-        pf.reserve(order, self.risk.notional(it, mark))
+        pf.reserve(order, self.risk.notional(it, mark), mark)
         res.incr("accepted")
         self._emit(res, streams.EXEC_EVENTS, self._report(order, f"{cid}:A", now))
         plan.route.append((order, key))
         self._unrouted.add(cid)
+
+    def _on_duplicate(self, it: OrderIntent, first: Order | None, res: EntryResult) -> None:
+        """A client order id that already has an order: never a second one, never a change to it.
+
+        Same parameters (a redelivery, a retry): answered with the first order's current state.
+        Other parameters: refused with DUPLICATE_CLORDID_MISMATCH. Either answer keeps the first
+        order's status and quantities, so a consumer that tracks orders by id is not misled, and
+        is not durable (it changes nothing); its exec id is deterministic.
+        """
+        cid = it.client_order_id
+        res.incr("duplicates")
+        if first is None:
+            # Known id whose order the caller did not look up (stage() without the database).
+            res.incr(f"rejects.{RejectCode.DUPLICATE_CLORDID}")
+            return
+        now = self.clock()
+        if _same_order(first, it):
+            res.incr(f"rejects.{RejectCode.DUPLICATE_CLORDID}")
+            self._emit(res, streams.EXEC_EVENTS, self._report(
+                first, f"{cid}:D", now, reason=first.reject_reason or "",
+                text=f"duplicate client order id: state of the first order ({first.status})",
+            ), durable=False)
+            return
+        code = RejectCode.DUPLICATE_CLORDID_MISMATCH
+        res.incr(f"rejects.{code}")
+        log.warning("client order id %s reused with other parameters; refused", cid)
+        self._emit(res, streams.EXEC_EVENTS, self._report(
+            first, f"{cid}:DM", now, reason=str(code),
+            text=(
+                f"refused: id already used by an order with other parameters "
+                f"(this one: {it.symbol} side={int(it.side)} qty={it.qty} {it.order_type} limit={it.limit_price} "
+                f"ref={it.ref_price}); the first order is unchanged"
+            ),
+        ), durable=False)
 
     def _on_control(self, ctl: Control, res: EntryResult) -> None:
         if ctl.command in ORDER_COMMANDS:

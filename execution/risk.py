@@ -1,14 +1,22 @@
-"""Pre-trade risk checks: pure, fast, one reason code per rejection.
+"""Pre-trade risk checks: fast, one reason code per rejection.
 
-Every order intent passes ``RiskEngine.check`` before it can reach a venue. A rejection is
-a ``RejectCode`` (an event the OMS records and reports), never an exception. Limits come
-from ``config/risk.yml`` (defaults plus per-symbol overrides), validated at start: a bad or
-missing key raises ``ConfigError`` naming it.
+Every new order intent passes ``RiskEngine.check`` before it can reach a venue. A rejection
+is a ``RejectCode`` (an event the OMS records and reports), never an exception. Limits come
+from ``config/risk.yml`` (global limits, defaults plus per-symbol overrides), validated at
+start: a bad or missing key raises ``ConfigError`` naming it.
+
+The checks are pure except for the two throttles (``Throttle``, sliding one-second windows
+on the engine's injectable clock): ``check`` takes a message slot for every order message it
+sees and an order slot for every order it lets through. Only new orders go through
+``check``: a cancel (the kill switch's, or any later cancel command) must never call it, so
+cancels are never throttled and never use up a slot.
 """
 
 from __future__ import annotations
 
 import enum
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal, InvalidOperation
@@ -21,7 +29,8 @@ from common.config import ConfigError
 from common.instruments import Instruments
 from common.messages import OrderIntent, OrdType
 
-__all__ = ["LIMIT_KEYS", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits"]
+__all__ = ["GLOBAL_KEYS", "LIMIT_KEYS", "GlobalLimits", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits",
+           "Throttle"]
 
 _BPS = Decimal(10_000)
 _ZERO = Decimal(0)
@@ -31,19 +40,33 @@ class RejectCode(enum.StrEnum):
     """Why an order was refused (``ExecutionReport.reason``, counter ``rejects.<CODE>``)."""
 
     KILL_SWITCH = "KILL_SWITCH"  # trading halted
-    DUPLICATE_CLORDID = "DUPLICATE_CLORDID"  # client order id seen before
+    DUPLICATE_CLORDID = "DUPLICATE_CLORDID"  # client order id seen before, same parameters: answered with its state
+    DUPLICATE_CLORDID_MISMATCH = "DUPLICATE_CLORDID_MISMATCH"  # id seen before with other parameters: refused
+    MESSAGE_RATE = "MESSAGE_RATE"  # more than max_messages_per_sec order messages in the last second
+    RESTRICTED_SYMBOL = "RESTRICTED_SYMBOL"  # symbol listed in global.restricted_symbols
     INVALID_QTY = "INVALID_QTY"  # <= 0, not finite or not a whole number of lots
     INVALID_PRICE = "INVALID_PRICE"  # limit / stop / reference price missing, <= 0 or off the tick grid
     UNSUPPORTED_ORDER_TYPE = "UNSUPPORTED_ORDER_TYPE"  # an order type the gateway does not implement
-    MAX_QTY = "MAX_QTY"
-    MAX_NOTIONAL = "MAX_NOTIONAL"  # qty x reference price
+    MAX_QTY = "MAX_QTY"  # order quantity beyond max_order_qty
+    MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"  # the gateway already has global.max_open_orders open orders
     NO_REFERENCE_PRICE = "NO_REFERENCE_PRICE"  # no mark for the symbol yet: fail closed
+    STALE_REFERENCE_PRICE = "STALE_REFERENCE_PRICE"  # the mark arrived more than max_mark_age_ms ago: fail closed
+    MAX_NOTIONAL = "MAX_NOTIONAL"  # qty x reference price beyond max_order_notional
     PRICE_COLLAR = "PRICE_COLLAR"  # intent / limit price too far from the gateway's reference price
     POSITION_LIMIT = "POSITION_LIMIT"  # |position + open same-side orders + order| beyond the limit
+    GROSS_EXPOSURE = "GROSS_EXPOSURE"  # sum over symbols of |position + open orders| x mark beyond the global cap
     CASH = "CASH"  # buy notional + fee beyond cash minus open buy orders
+    ORDER_RATE = "ORDER_RATE"  # more than max_orders_per_sec new orders forwarded in the last second
 
 
-LIMIT_KEYS = ("max_order_qty", "max_order_notional", "price_collar_bps", "max_position_qty", "max_position_notional")
+LIMIT_KEYS = (
+    "max_order_qty", "max_order_notional", "price_collar_bps", "max_position_qty", "max_position_notional",
+    "max_mark_age_ms",
+)
+GLOBAL_KEYS = (
+    "max_gross_notional", "max_open_orders", "max_orders_per_sec", "max_messages_per_sec", "restricted_symbols",
+)
+_COUNT_KEYS = ("max_open_orders", "max_orders_per_sec", "max_messages_per_sec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +78,18 @@ class RiskLimits:
     price_collar_bps: Decimal
     max_position_qty: Decimal
     max_position_notional: Decimal
+    max_mark_age_ms: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalLimits:
+    """Limits over the whole gateway (counts are whole numbers > 0)."""
+
+    max_gross_notional: Decimal
+    max_open_orders: int
+    max_orders_per_sec: int
+    max_messages_per_sec: int
+    restricted_symbols: frozenset[str]
 
 
 def _decimal(value: Any, where: str, path: Path) -> Decimal:
@@ -69,15 +104,47 @@ def _decimal(value: Any, where: str, path: Path) -> Decimal:
     return d
 
 
+def _count(value: Any, where: str, path: Path) -> int:
+    d = _decimal(value, where, path)
+    if d != d.to_integral_value() or d > 10**9:
+        raise ConfigError(f"risk file {path}: {where} must be a whole number in 1..1e9, got {value!r}")
+    return int(d)
+
+
+def _global(g: Any, p: Path) -> GlobalLimits:
+    if not isinstance(g, dict):
+        raise ConfigError(f"risk file {p}: missing key 'global'")
+    for k in g:
+        if k not in GLOBAL_KEYS:
+            raise ConfigError(f"risk file {p}: unknown key 'global.{k}'")
+    for k in GLOBAL_KEYS:
+        if k not in g:
+            raise ConfigError(f"risk file {p}: missing key 'global.{k}'")
+    restricted = g["restricted_symbols"]
+    if restricted is None:
+        restricted = []
+    if not isinstance(restricted, list) or not all(isinstance(x, str) and x for x in restricted):
+        raise ConfigError(f"risk file {p}: global.restricted_symbols must be a list of symbols, got {restricted!r}")
+    counts = {k: _count(g[k], f"global.{k}", p) for k in _COUNT_KEYS}
+    return GlobalLimits(
+        max_gross_notional=_decimal(g["max_gross_notional"], "global.max_gross_notional", p),
+        restricted_symbols=frozenset(restricted),
+        **counts,
+    )
+
+
 def _sane(x: Decimal) -> bool:
     # Finite, > 0 and below 1e18 (beyond that, lot/tick arithmetic raises and storage overflows).
     return x.is_finite() and x > _ZERO and x.adjusted() < 18
 
 
 class RiskConfig:
-    """Validated limits: ``defaults`` for every symbol, overridden per symbol under ``symbols``."""
+    """Validated limits: ``global`` ones, ``defaults`` for every symbol, overridden under ``symbols``."""
 
-    def __init__(self, defaults: RiskLimits, symbols: dict[str, RiskLimits] | None = None) -> None:
+    def __init__(
+        self, glob: GlobalLimits, defaults: RiskLimits, symbols: dict[str, RiskLimits] | None = None
+    ) -> None:
+        self.glob = glob
         self.defaults = defaults
         self.symbols = dict(symbols or {})
 
@@ -100,8 +167,8 @@ class RiskConfig:
     def from_dict(cls, doc: Any, path: Path | str = "<dict>") -> RiskConfig:
         p = Path(path)
         if not isinstance(doc, dict):
-            raise ConfigError(f"risk file {p}: expected a mapping with 'defaults' and 'symbols'")
-        unknown = set(doc) - {"defaults", "symbols"}
+            raise ConfigError(f"risk file {p}: expected a mapping with 'global', 'defaults' and 'symbols'")
+        unknown = set(doc) - {"global", "defaults", "symbols"}
         if unknown:
             raise ConfigError(f"risk file {p}: unknown top-level key {min(unknown)!r}")
         d = doc.get("defaults")
@@ -124,46 +191,113 @@ class RiskConfig:
             symbols[str(sym)] = replace(
                 defaults, **{k: _decimal(v, f"symbols.{sym}.{k}", p) for k, v in over.items()}
             )
-        return cls(defaults, symbols)
+        return cls(_global(doc.get("global"), p), defaults, symbols)
 
     def as_dict(self) -> dict[str, Any]:
         def row(lim: RiskLimits) -> dict[str, str]:
             return {f.name: str(getattr(lim, f.name)) for f in fields(lim)}
 
-        return {"defaults": row(self.defaults), "symbols": {s: row(v) for s, v in self.symbols.items()}}
+        g = self.glob
+        return {
+            "global": {
+                "max_gross_notional": str(g.max_gross_notional), "max_open_orders": g.max_open_orders,
+                "max_orders_per_sec": g.max_orders_per_sec, "max_messages_per_sec": g.max_messages_per_sec,
+                "restricted_symbols": sorted(g.restricted_symbols),
+            },
+            "defaults": row(self.defaults),
+            "symbols": {s: row(v) for s, v in self.symbols.items()},
+        }
+
+
+class Throttle:
+    """At most ``limit`` events in any sliding window of ``window_ns`` (times from one monotonic clock).
+
+    ``allow(now)`` takes a slot and answers True, or answers False and takes none: what is
+    let through plus what is denied is what was asked.
+    """
+
+    __slots__ = ("_times", "limit", "window_ns")
+
+    def __init__(self, limit: int, window_ns: int = 1_000_000_000) -> None:
+        self.limit = limit
+        self.window_ns = window_ns
+        self._times: deque[int] = deque()
+
+    def allow(self, now: int) -> bool:
+        times = self._times
+        edge = now - self.window_ns
+        while times and times[0] <= edge:
+            times.popleft()
+        if len(times) >= self.limit:
+            return False
+        times.append(now)
+        return True
 
 
 class RiskEngine:
     """Runs the pre-trade checks in a fixed order; the first failing check gives the code."""
 
-    def __init__(self, config: RiskConfig, instruments: Instruments, fee_of: Callable[[Decimal], Decimal]) -> None:
+    def __init__(
+        self,
+        config: RiskConfig,
+        instruments: Instruments,
+        fee_of: Callable[[Decimal], Decimal],
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.config = config
         self.instruments = instruments
         self.fee_of = fee_of  # estimated fee of a fill of a given notional (the venue's fee model)
+        self.clock = clock  # the throttles' clock (ns, monotonic)
+        g = config.glob
+        self.messages = Throttle(g.max_messages_per_sec)  # every order message checked
+        self.orders = Throttle(g.max_orders_per_sec)  # every new order let through
+        self._max_age_ns: dict[str, int] = {}
+
+    def max_mark_age_ns(self, symbol: str) -> int:
+        age = self._max_age_ns.get(symbol)
+        if age is None:
+            age = self._max_age_ns[symbol] = int(self.config.limits(symbol).max_mark_age_ms * 1_000_000)
+        return age
 
     def check(
         self,
         intent: OrderIntent,
         *,
         halted: bool,
-        known: bool,
         mark: Decimal | None,
         position: Decimal,
         open_same_side: Decimal,
         cash: Decimal,
         open_buy_notional: Decimal,
+        known: bool = False,
+        mark_age_ns: int = 0,
+        open_orders: int = 0,
+        open_other_side: Decimal = _ZERO,
+        gross_others: Decimal = _ZERO,
     ) -> RejectCode | None:
-        """The reject code for ``intent``, or None when it may be routed.
+        """The reject code for the new order ``intent``, or None when it may be routed.
 
-        ``mark`` is the gateway's own last reference price of the symbol; ``position`` the
-        signed net position; ``open_same_side`` the unfilled quantity of open and in-flight
-        orders on the intent's side; ``open_buy_notional`` the reserved notional of open buys.
+        ``mark`` is the gateway's own last reference price of the symbol and ``mark_age_ns``
+        how long ago it arrived; ``position`` the signed net position; ``open_same_side`` /
+        ``open_other_side`` the unfilled quantity of open and in-flight orders on the intent's
+        side / the other side; ``open_buy_notional`` the reserved notional of open buys;
+        ``open_orders`` the gateway's open orders; ``gross_others`` the gross exposure of every
+        other symbol (``Portfolio.gross_without``). Takes a message-throttle slot (unless
+        halted) and, when it returns None, an order-throttle slot: call it once per new order,
+        never for a cancel.
         """
         # A duplicate is answered first: its id already has a row, so it cannot get another.
         if known:
             return RejectCode.DUPLICATE_CLORDID
         if halted:
             return RejectCode.KILL_SWITCH
+        now = self.clock()
+        if not self.messages.allow(now):
+            return RejectCode.MESSAGE_RATE
+        glob = self.config.glob
+        if intent.symbol in glob.restricted_symbols:
+            return RejectCode.RESTRICTED_SYMBOL
         qty = intent.qty
         inst = self.instruments.get(intent.symbol)
         if not _sane(qty) or not inst.is_lot_multiple(qty):
@@ -186,8 +320,12 @@ class RiskEngine:
         lim = self.config.limits(intent.symbol)
         if qty > lim.max_order_qty:
             return RejectCode.MAX_QTY
+        if open_orders >= glob.max_open_orders:
+            return RejectCode.MAX_OPEN_ORDERS
         if mark is None or mark <= _ZERO:
             return RejectCode.NO_REFERENCE_PRICE
+        if mark_age_ns > self.max_mark_age_ns(intent.symbol):
+            return RejectCode.STALE_REFERENCE_PRICE
         band = lim.price_collar_bps * mark
         if abs(ref - mark) * _BPS > band:
             return RejectCode.PRICE_COLLAR
@@ -198,11 +336,19 @@ class RiskEngine:
         notional = qty * px
         if notional > lim.max_order_notional:
             return RejectCode.MAX_NOTIONAL
-        projected = abs(position + intent.side * (open_same_side + qty))
+        side = intent.side
+        projected = abs(position + side * (open_same_side + qty))
         if projected > lim.max_position_qty or projected * mark > lim.max_position_notional:
             return RejectCode.POSITION_LIMIT
-        if intent.side > 0 and notional + self.fee_of(notional) > cash - open_buy_notional:
+        # The symbol's worst case: every open order on one side fills (the order's side or the other).
+        worst = max(projected, abs(position - side * open_other_side))
+        if gross_others + worst * mark > glob.max_gross_notional:
+            return RejectCode.GROSS_EXPOSURE
+        if side > 0 and notional + self.fee_of(notional) > cash - open_buy_notional:
             return RejectCode.CASH
+        # Last, so that only an order that is let through takes an order slot.
+        if not self.orders.allow(now):
+            return RejectCode.ORDER_RATE
         return None
 
     def notional(self, intent: OrderIntent, mark: Decimal) -> Decimal:

@@ -176,7 +176,7 @@ class ExecutionGateway(Service):
         assert self.store is not None
         oms = self.oms
         cids = oms.unknown_ids(entries)
-        existing = await self._db(self.store.existing, cids) if cids else set()
+        existing = await self._db(self.store.existing, cids) if cids else {}
         plan = oms.stage(entries, existing)
         await self._db(self.store.write, plan.tx1)
         oms.tx1_done(plan)

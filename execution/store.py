@@ -132,15 +132,16 @@ class Store:
             recent_ids=recent[::-1],
         )
 
-    def existing(self, cids: list[str]) -> set[str]:
-        """Which of ``cids`` already have an order row."""
-        found: set[str] = set()
+    def existing(self, cids: list[str]) -> dict[str, Order]:
+        """The orders of those of ``cids`` that already have an order row (as they are now)."""
+        found: dict[str, Order] = {}
         if not cids:
             return found
         with self.engine.connect() as c:
             for i in range(0, len(cids), 500):
-                q = sa.select(_orders.c.client_order_id).where(_orders.c.client_order_id.in_(cids[i : i + 500]))
-                found.update(c.execute(q).scalars())
+                q = sa.select(_orders).where(_orders.c.client_order_id.in_(cids[i : i + 500]))
+                for r in c.execute(q).mappings():
+                    found[r["client_order_id"]] = Order.from_row(dict(r))
         return found
 
     def outbox_after(self, seq: int) -> list[tuple[int, str, bytes]]:

@@ -48,3 +48,17 @@ def test_cash_flow_plus_position_value_equals_realised_plus_unrealised(fs, mark)
     value = sum((p.qty * mark for p in pos.values()), D(0))
     pnl = sum((p.realized + (mark - p.avg_px) * p.qty for p in pos.values()), D(0))
     assert abs((flow + value) - pnl) < D("1e-12") * (1 + abs(pnl))
+
+
+def test_rejects_by_reason_adds_the_rejects_without_an_order_row():
+    from backend.report import rejects_by_reason
+    from execution.risk import RejectCode
+
+    db_rejects = {"GROSS_EXPOSURE": 2, "STALE_REFERENCE_PRICE": 1}
+    counters = {"rejects.GROSS_EXPOSURE": 2, "rejects.DUPLICATE_CLORDID": 5, "rejects.DUPLICATE_CLORDID_MISMATCH": 1,
+                "duplicates": 6, "rejects": 3}
+    assert rejects_by_reason(db_rejects, counters) == {
+        "GROSS_EXPOSURE": 2, "STALE_REFERENCE_PRICE": 1, "DUPLICATE_CLORDID": 5, "DUPLICATE_CLORDID_MISMATCH": 1,
+    }
+    assert rejects_by_reason({}, {}) == {}
+    assert {"DUPLICATE_CLORDID", "DUPLICATE_CLORDID_MISMATCH"} <= {str(c) for c in RejectCode}

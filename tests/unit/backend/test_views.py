@@ -21,6 +21,7 @@ from execution.oms import OrderManager
 from execution.risk import RiskConfig, RiskEngine
 from execution.store import Store
 from execution.venues.simulator import SimulatedVenue
+from execution.risk import LIMIT_KEYS
 from tests.unit.execution.conftest import LIMITS, ROOT, batch, intent, trade
 
 D = Decimal
@@ -243,8 +244,13 @@ def test_cli_risk_show_prints_the_file_the_gateway_loads(clean_env, capsys, tmp_
     rc, out, _ = run_cli(capsys, "risk", "show")
     lines = out.splitlines()
     assert str(f) in lines[0]
-    assert lines[2].split() == ["(defaults)", "1000", "50000", "100", "2000", "100000"]
-    assert lines[3].split() == ["BTCUSDT", "2*", "50000", "100", "3*", "100000"]
+    g = LIMITS["global"]
+    assert lines[1].startswith("global: ") and f"max_open_orders={g['max_open_orders']}" in lines[1]
+    d = LIMITS["defaults"]
+    assert lines[3].split() == ["(defaults)", *(str(d[k]) for k in LIMIT_KEYS)]
+    assert lines[4].split() == ["BTCUSDT", *(str(d[k]) + ("*" if k in ("max_order_qty", "max_position_qty") else "")
+                                            if k not in ("max_order_qty", "max_position_qty") else
+                                            {"max_order_qty": "2*", "max_position_qty": "3*"}[k] for k in LIMIT_KEYS)]
 
 
 def test_cli_risk_show_defaults_to_config_risk_yml(clean_env, capsys):

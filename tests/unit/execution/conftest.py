@@ -22,12 +22,20 @@ ROOT = Path(__file__).resolve().parents[3]
 _ids = itertools.count(1)
 
 LIMITS = {
+    "global": {
+        "max_gross_notional": "1000000",
+        "max_open_orders": 500,
+        "max_orders_per_sec": 100000,
+        "max_messages_per_sec": 100000,
+        "restricted_symbols": ["HALTED"],
+    },
     "defaults": {
         "max_order_qty": "1000",
         "max_order_notional": "50000",
         "price_collar_bps": "100",
         "max_position_qty": "2000",
         "max_position_notional": "100000",
+        "max_mark_age_ms": "5000",
     },
     "symbols": {"BTCUSDT": {"max_order_qty": "2", "max_position_qty": "3"}},
 }

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from common import db, streams
 from common.bus import Entry
-from common.messages import Control, ExecutionReport, OrdStatus, OrdType, decode
+from common.messages import Control, ExecutionReport, OrdStatus, OrdType, decode, encode
 from execution.oms import OrderManager, intent_problem
 from execution.order import IllegalTransition, Order
 from execution.risk import RiskEngine
@@ -103,14 +103,21 @@ def test_duplicate_client_order_id_gives_exactly_one_order(h, engine, risk_confi
     h.run(tick_entry(trade("BAC", 1, 10.0)))
     it = intent(cid="co-dup")
     reports, counters, _ = h.run(intent_entry(it), intent_entry(it))
-    assert len(reports) == 1 and counters["duplicates"] == 1 and counters["rejects.DUPLICATE_CLORDID"] == 1
-    reports, counters, _ = h.run(intent_entry(it))  # later batch
-    assert reports == [] and counters["duplicates"] == 1
-    # a new gateway (memory empty) finds it in the database
+    assert [(r.exec_id, r.status) for r in reports] == [
+        ("co-dup:A", OrdStatus.ACCEPTED), ("co-dup:D", OrdStatus.ACCEPTED),
+    ]
+    assert counters["duplicates"] == 1 and counters["rejects.DUPLICATE_CLORDID"] == 1
+    reports, counters, _ = h.run(tick_entry(trade("BAC", 2, 10.0)), intent_entry(it))  # later batch, after its fill
+    assert [(r.exec_id, r.status) for r in reports] == [("co-dup:F1", OrdStatus.FILLED), ("co-dup:D", OrdStatus.FILLED)]
+    assert counters["duplicates"] == 1
+    assert h.store.outbox_after(0)[-1][2] != encode(reports[-1])  # the answer is not durable
+    # a new gateway (memory empty) finds it in the database and answers with its state there
     h2 = Harness(engine, risk_config, instruments)
     h2.oms._known.clear()
     reports, counters, _ = h2.run(intent_entry(it))
-    assert reports == [] and counters["duplicates"] == 1
+    [r] = reports
+    assert (r.exec_id, r.status, r.cum_qty) == ("co-dup:D", OrdStatus.FILLED, D(100))
+    assert counters["duplicates"] == 1
     assert len(rows(engine, db.Order.__table__)) == 1
 
 
@@ -130,9 +137,11 @@ def test_open_order_survives_a_restart_and_is_worked(engine, risk_config, instru
     b = Harness(engine, risk_config, instruments)  # restart
     assert list(b.oms.orders) == [acc.client_order_id]
     assert b.oms.portfolio.open_qty("BAC", 1) == D(100)
-    # the replayed intent is a duplicate but the order keeps being worked
-    reports, counters, _ = b.run(intent_entry(intent(cid=acc.client_order_id, tick_seq=1)))
-    assert reports == [] and counters["duplicates"] == 1
+    # the replayed intent is a duplicate, answered with the order's state, and the order keeps being worked
+    replay = intent(cid=acc.client_order_id, tick_seq=1, order_type=OrdType.LIMIT, limit="9.95")
+    reports, counters, _ = b.run(intent_entry(replay))
+    assert [(r.exec_id, r.status) for r in reports] == [(f"{acc.client_order_id}:D", OrdStatus.ACCEPTED)]
+    assert counters["duplicates"] == 1
     [fill], _, _ = b.run(tick_entry(trade("BAC", 2, 9.94)))
     # a reloaded limit rests: the market trading through it fills it at its limit
     assert fill.status == OrdStatus.FILLED and fill.last_px == D("9.95")

@@ -36,7 +36,9 @@ from .test_oms import Harness, entry, intent_entry, tick_entry
 
 D = Decimal
 BIG = {"max_order_qty": "1e9", "max_order_notional": "1e12", "price_collar_bps": "1000",
-       "max_position_qty": "1e12", "max_position_notional": "1e15"}
+       "max_position_qty": "1e12", "max_position_notional": "1e15", "max_mark_age_ms": "1e12"}
+BIG_GLOBAL = {"max_gross_notional": "1e18", "max_open_orders": 1_000_000, "max_orders_per_sec": 1_000_000,
+              "max_messages_per_sec": 1_000_000, "restricted_symbols": []}
 _eid = itertools.count(1)
 
 
@@ -78,7 +80,7 @@ class OrderMachine(RuleBasedStateMachine):
     def start(self) -> None:
         inst = Instruments.load(ROOT / "config" / "instruments.yml")
         self.venue = ScriptedVenue()
-        risk = RiskEngine(RiskConfig.from_dict({"defaults": BIG}), inst, self.venue.fee)
+        risk = RiskEngine(RiskConfig.from_dict({"global": BIG_GLOBAL, "defaults": BIG}), inst, self.venue.fee)
         self.oms = OrderManager(risk, self.venue, D("1e9"))
         self.seq = 0
         self.all: dict[str, Order] = {}  # every order ever accepted (the OMS keeps open ones only)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from common.config import ConfigError
 from common.messages import OrdType
-from execution.risk import LIMIT_KEYS, RejectCode, RiskConfig, RiskEngine
+from execution.risk import GLOBAL_KEYS, LIMIT_KEYS, RejectCode, RiskConfig, RiskEngine, Throttle
 from execution.venues.simulator import SimulatedVenue
 
 from .conftest import LIMITS, ROOT, intent
@@ -133,6 +133,60 @@ def test_cash_boundary_includes_fee_and_open_buys(risk):
     assert run(risk, intent(side=-1, qty="99"), cash=D("0")) is None  # sells do not need cash
 
 
+def test_restricted_symbol(risk):
+    assert run(risk, intent("HALTED")) == RejectCode.RESTRICTED_SYMBOL
+
+
+def test_max_open_orders_boundary(risk):
+    assert run(risk, intent(), open_orders=499) is None
+    assert run(risk, intent(), open_orders=500) == RejectCode.MAX_OPEN_ORDERS
+
+
+def test_stale_reference_price_fails_closed(risk):
+    # max_mark_age_ms 5000
+    assert run(risk, intent(), mark_age_ns=5_000_000_000) is None
+    assert run(risk, intent(), mark_age_ns=5_000_000_001) == RejectCode.STALE_REFERENCE_PRICE
+
+
+def test_gross_exposure_boundary_counts_the_worst_side(risk):
+    # cap 1,000,000; the order adds 100 x 10 = 1,000
+    assert run(risk, intent(qty="100"), gross_others=D(999_000)) is None
+    assert run(risk, intent(qty="100"), gross_others=D("999000.01")) == RejectCode.GROSS_EXPOSURE
+    # open sells of 300 on the symbol are a bigger worst case than the buy: 300 x 10
+    assert run(risk, intent(qty="100"), open_other_side=D(300), gross_others=D(997_000)) is None
+    assert run(risk, intent(qty="100"), open_other_side=D(300), gross_others=D(997_001)) == RejectCode.GROSS_EXPOSURE
+    # a sell against a long position of 1,000: the worst case stays the position
+    assert run(risk, intent(side=-1, qty="100"), position=D(1000), gross_others=D(990_000)) is None
+    assert run(risk, intent(side=-1, qty="100"), position=D(1000), gross_others=D(990_001)) == (
+        RejectCode.GROSS_EXPOSURE
+    )
+
+
+def test_throttle_sliding_window():
+    t = Throttle(3, window_ns=1000)
+    assert [t.allow(x) for x in (0, 100, 200, 300, 999)] == [True, True, True, False, False]
+    assert t.allow(1000)  # the slot taken at 0 is a full window old
+    assert not t.allow(1050)
+    assert t.allow(1100) and t.allow(1200) and not t.allow(1201)
+
+
+def test_throttles_take_slots_on_the_engine_clock(risk_config, instruments):
+    now = [0]
+    cfg = RiskConfig.from_dict({**LIMITS, "global": {**LIMITS["global"], "max_orders_per_sec": 2,
+                                                     "max_messages_per_sec": 3}})
+    risk = RiskEngine(cfg, instruments, lambda n: D(0), clock=lambda: now[0])
+    # an invalid order uses a message slot, not an order slot
+    assert [run(risk, intent(qty=q)) for q in ("0", "1", "1", "1")] == [
+        RejectCode.INVALID_QTY, None, None, RejectCode.MESSAGE_RATE,
+    ]
+    now[0] += 1_000_000_000
+    assert [run(risk, intent()) for _ in range(3)] == [None, None, RejectCode.ORDER_RATE]
+    # the kill switch answers before the throttles and takes no slot
+    now[0] += 1_000_000_000
+    assert run(risk, intent(), halted=True) == RejectCode.KILL_SWITCH
+    assert [run(risk, intent()) for _ in range(3)] == [None, None, RejectCode.ORDER_RATE]
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     qty=st.decimals(min_value=-10, max_value=5000, places=2) | st.sampled_from([D("NaN"), D("Infinity")]),
@@ -176,6 +230,37 @@ def test_bad_value_is_named(bad):
         RiskConfig.from_dict(doc)
 
 
+@pytest.mark.parametrize("key", GLOBAL_KEYS)
+def test_missing_global_key_is_named(key):
+    doc = {**LIMITS, "global": {k: v for k, v in LIMITS["global"].items() if k != key}}
+    with pytest.raises(ConfigError, match=f"missing key 'global.{key}'"):
+        RiskConfig.from_dict(doc)
+
+
+def test_missing_global_section_is_named():
+    with pytest.raises(ConfigError, match="missing key 'global'"):
+        RiskConfig.from_dict({k: v for k, v in LIMITS.items() if k != "global"})
+
+
+@pytest.mark.parametrize(("key", "bad"), [
+    ("max_open_orders", "1.5"), ("max_open_orders", 0), ("max_orders_per_sec", "abc"), ("max_messages_per_sec", -5),
+    ("max_messages_per_sec", "1e10"), ("max_gross_notional", "NaN"), ("max_gross_notional", True),
+    ("restricted_symbols", "AAPL"), ("restricted_symbols", [1]), ("restricted_symbols", [""]),
+])
+def test_bad_global_value_is_named(key, bad):
+    doc = {**LIMITS, "global": {**LIMITS["global"], key: bad}}
+    with pytest.raises(ConfigError, match=f"global.{key}"):
+        RiskConfig.from_dict(doc)
+
+
+def test_global_limits_are_read():
+    cfg = RiskConfig.from_dict({**LIMITS, "global": {**LIMITS["global"], "restricted_symbols": None}})
+    assert cfg.glob.restricted_symbols == frozenset()
+    g = RiskConfig.from_dict(LIMITS).glob
+    assert (g.max_gross_notional, g.max_open_orders, g.restricted_symbols) == (D(1_000_000), 500, {"HALTED"})
+    assert RiskConfig.from_dict(LIMITS).as_dict()["global"]["restricted_symbols"] == ["HALTED"]
+
+
 def test_unknown_keys_are_named():
     with pytest.raises(ConfigError, match="symbols.BAC.max_qyt"):
         RiskConfig.from_dict({"defaults": dict(LIMITS["defaults"]), "symbols": {"BAC": {"max_qyt": "1"}}})
@@ -183,6 +268,8 @@ def test_unknown_keys_are_named():
         RiskConfig.from_dict({"defaults": {**LIMITS["defaults"], "extra": "1"}})
     with pytest.raises(ConfigError, match="'limits'"):
         RiskConfig.from_dict({**LIMITS, "limits": {}})
+    with pytest.raises(ConfigError, match="global.max_orders"):
+        RiskConfig.from_dict({**LIMITS, "global": {**LIMITS["global"], "max_orders": 1}})
 
 
 def test_missing_or_broken_file(tmp_path):
