@@ -36,6 +36,7 @@ import redis
 from tests.integration.harness import Pipeline
 from tests.integration.kill_drill import (
     Probe,
+    drill_env,
     Reports,
     engage_under_probe,
     publish_mark,
@@ -58,7 +59,7 @@ def main() -> int:
     db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{home / 'bench.db'}"
     print(f"starting a private gateway (redis {redis_url}, db {db_url.split('@')[-1]}, home {home})", file=sys.stderr)
     runs = []
-    with Pipeline(redis_url, db_url, home) as p:
+    with Pipeline(redis_url, db_url, home, drill_env(home)) as p:
         p.start(("execution",))
         r = p.redis()
         reports = Reports(r)

@@ -12,8 +12,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import redis
+import yaml
 
 from common import streams
 from common.messages import (
@@ -31,9 +33,23 @@ from common.messages import (
     encode,
 )
 
-from .harness import Pipeline
+from .harness import ROOT, Pipeline
 
 SYMBOL = "KSW"  # not in config/instruments.yml: lot 1, tick 0.01
+
+
+def drill_env(home: Path) -> dict[str, str]:
+    """Gateway settings for the drill: the shipped risk file with the throttles opened up.
+
+    The drill rests hundreds of orders in a second and probes while it engages; the
+    shipped order/message rate limits would refuse most of them (ORDER_RATE) and hide
+    what the drill measures: the kill switch."""
+    doc = yaml.safe_load((ROOT / "config" / "risk.yml").read_text())
+    doc["global"].update(max_orders_per_sec=1_000_000, max_messages_per_sec=1_000_000, max_open_orders=100_000)
+    path = home / "drill-risk.yml"
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return {"AITRADER_EX_RISK_FILE": str(path)}
 MARK = "100.00"
 REST_PX = "99.00"  # 100 bps below the mark: inside the 500 bps collar, never marketable at 100
 

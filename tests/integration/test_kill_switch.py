@@ -18,7 +18,15 @@ from common.db import make_engine
 from common.messages import Control, ControlAck, Heartbeat, decode_as, encode
 
 from .harness import Pipeline
-from .kill_drill import Reports, engage_under_probe, limit_intent, publish_intents, publish_mark, rest_orders
+from .kill_drill import (
+    Reports,
+    drill_env,
+    engage_under_probe,
+    limit_intent,
+    publish_intents,
+    publish_mark,
+    rest_orders,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +43,7 @@ def _db_rows(database_url: str, sql: str) -> list:
 
 
 def test_b1_engage_blocks_new_orders_and_cancels_500_resting_orders(redis_url, database_url, tmp_path):
-    with Pipeline(redis_url, database_url, tmp_path / "home") as p:
+    with Pipeline(redis_url, database_url, tmp_path / "home", drill_env(tmp_path / "home")) as p:
         p.start(("execution",))
         r = p.redis()
         reports = Reports(r)
@@ -110,7 +118,7 @@ def _control(r, command: str, reason: str, timeout: float = 10) -> ControlAck:
 def test_b2_gateway_killed_right_after_engage_comes_back_halted_until_released_with_a_reason(
     redis_url, database_url, tmp_path
 ):
-    with Pipeline(redis_url, database_url, tmp_path / "home") as p:
+    with Pipeline(redis_url, database_url, tmp_path / "home", drill_env(tmp_path / "home")) as p:
         p.start(("execution",))
         r = p.redis()
         reports = Reports(r)
