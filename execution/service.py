@@ -171,18 +171,19 @@ class ExecutionGateway(Service):
             ch.audit.append({"ts": now, "actor": SERVICE, "action": f"venue.reconcile.{ev.kind.value}",
                              "entity": "order", "entity_id": ev.order.client_order_id,
                              "detail": oms._event_detail(ev)})
-        for cid in rec.placed:
-            ch.audit.append({"ts": now, "actor": SERVICE, "action": "venue.reconcile.routed", "entity": "order",
-                             "entity_id": cid, "detail": {"venue": venue.name,
-                                                          "text": "open order the venue had never received"}})
         if rec.positions is not None:
             pf = oms.portfolio
             for sym in sorted(set(rec.positions) | {s for s, q in pf.positions.items() if q}):
                 theirs, mine = rec.positions.get(sym, Decimal(0)), pf.position(sym)
                 if theirs != mine:
                     refused.append(f"position {sym}: {theirs} at the venue, {mine} from the gateway's fills")
-        found = len(rec.events) + len(rec.placed) + len(refused) + ignored
-        figures = {"found": found, "resolved": len(rec.events) + len(rec.placed), "refused": len(refused),
+        routed = [] if refused else rec.unrouted  # nothing is routed by a gateway that refuses to start
+        for cid in routed:
+            ch.audit.append({"ts": now, "actor": SERVICE, "action": "venue.reconcile.routed", "entity": "order",
+                             "entity_id": cid, "detail": {"venue": venue.name,
+                                                          "text": "open order the venue had never received"}})
+        found = len(rec.events) + len(rec.unrouted) + len(refused) + ignored
+        figures = {"found": found, "resolved": len(rec.events) + len(routed), "refused": len(refused),
                    "ignored": ignored}
         if found:
             ch.audit.append({"ts": now, "actor": SERVICE, "action": "venue.reconcile" + (".refused" if refused else ""),
@@ -206,6 +207,10 @@ class ExecutionGateway(Service):
                 f"unresolved ({'; '.join(refused[:20])}{' ...' if len(refused) > 20 else ''}); "
                 "see docs/operations.md, 'The gateway refuses to start'"
             )
+        for cid in routed:  # durable and open here, never received by the venue: route it now
+            order = oms.orders.get(cid)
+            if order is not None and order.is_open:
+                oms._deferred.extend(venue.submit(order))
         return figures
 
     async def _drain_venue(self) -> None:

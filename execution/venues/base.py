@@ -60,13 +60,14 @@ class Reconciliation:
 
     ``events``: resolved safely by the venue's own account of known orders (fills the
     database lacks, orders the venue ended) — the gateway applies and audits them.
-    ``placed``: open orders the venue had never received, routed now. ``others``: every
+    ``unrouted``: open orders the venue never received (the gateway routes them once
+    nothing is refused). ``others``: every
     other order the venue reports (the gateway checks each against its database).
     ``positions``: the venue's net position per symbol, or None when it keeps none.
     """
 
     events: list[VenueEvent] = field(default_factory=list)
-    placed: list[str] = field(default_factory=list)
+    unrouted: list[str] = field(default_factory=list)
     others: list[VenueOrder] = field(default_factory=list)
     positions: dict[str, Decimal] | None = None
 

@@ -21,8 +21,9 @@ time, in the order asked (a cancel never overtakes the placement of its order):
 
 ``reconcile`` (once, on start) maps the gateway's open orders to the broker's by
 ``client_order_id``, returns the fills the database lacks and the orders the broker ended
-as events, places the open orders the broker never received, and lists every other order
-the broker reports plus its net positions (see ``execution.service``).
+as events, names the open orders the broker never received (the gateway routes them
+once nothing is refused), and lists every other order the broker reports plus its net
+positions (see ``execution.service``).
 """
 
 from __future__ import annotations
@@ -346,18 +347,13 @@ class McpBrokerVenue(Venue):
                         raws.append(_Raw(EventKind.EXPIRED, cid, text=(
                             f"{v['status'].lower()} by the broker while the gateway was down: "
                             f"{v.get('status_message') or ''}")[:500]))
-            placed: list[str] = []
-            for cid, o in ours.items():
-                if cid not in placed_here:  # durable here, never reached the broker: route it now
-                    await self._place(o)
-                    placed.append(cid)
+            unrouted = [cid for cid in ours if cid not in placed_here]  # durable here, never reached the broker
             pos = {str(p["tradingsymbol"]): _dec(p["quantity"]) for p in positions.get("net", [])}
-            return raws, placed, others, pos
+            return raws, unrouted, others, pos
 
-        raws, placed, others, pos = self._call(go(), self.timeout_s * 4 + 1)
+        raws, unrouted, others, pos = self._call(go(), self.timeout_s * 4 + 1)
         events = [self._event(ours[r.cid], r) for r in raws]
-        events += self.poll()  # e.g. a placement the broker refused just now
-        return Reconciliation(events=events, placed=placed, others=others, positions=pos)
+        return Reconciliation(events=events, unrouted=unrouted, others=others, positions=pos)
 
     def close(self) -> None:
         loop, stop = self._loop, self._stop
