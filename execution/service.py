@@ -142,7 +142,7 @@ class ExecutionGateway(Service):
         known = await self._db(self.store.exec_ids, [o.client_order_id for o in open_orders]) if open_orders else set()
         try:
             rec = await asyncio.to_thread(venue.reconcile, open_orders, known)
-        except Exception as e:  # noqa: BLE001 - any failure to ask means "cannot reconcile"
+        except Exception as e:  # any failure to ask means "cannot reconcile"
             raise ReconciliationFailed(
                 f"cannot reconcile with venue {venue.name}: {type(e).__name__}: {e}; the gateway does not start "
                 "(see docs/operations.md, 'The gateway refuses to start')"

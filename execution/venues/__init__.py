@@ -7,7 +7,14 @@ from collections.abc import Callable
 from common.config import ConfigError
 from common.instruments import Instruments
 from execution.config import ExecutionSettings
-from execution.venues.base import EventKind, Reconciliation, ReconciliationFailed, Venue, VenueEvent, VenueOrder
+from execution.venues.base import (
+    EventKind,
+    Reconciliation,
+    ReconciliationFailed,
+    Venue,
+    VenueEvent,
+    VenueOrder,
+)
 from execution.venues.simulator import SimulatedVenue
 
 __all__ = [

@@ -158,7 +158,7 @@ class McpBrokerVenue(Venue):
                         await self._poll_once()
                 except BrokerUnavailable as e:
                     log.warning("venue %s: poll failed: %s", self.name, e)
-                except Exception:  # noqa: BLE001 - keep polling; the next answer may be good
+                except Exception:  # keep polling; the next answer may be good
                     log.exception("venue %s: poll failed", self.name)
             try:
                 await asyncio.wait_for(self._stop.wait(), self.poll_s)
