@@ -26,12 +26,33 @@ class ExecutionSettings(SettingsBase):
     instruments_file: Path | None = Field(
         None, description="Instrument lot/tick sizes; empty = config/instruments.yml."
     )
-    venue: str = Field("simulator", description="Venue adapter orders are routed to (simulator).")
+    venue: str = Field(
+        "simulator",
+        description="Venue adapter orders are routed to: simulator (in process) or mcp (a broker's MCP server).",
+    )
+    mcp_url: str = Field(
+        "", description="Venue mcp: streamable-HTTP URL of the broker's MCP server (required with venue mcp)."
+    )
+    mcp_auth_header: str = Field("Authorization", description="Venue mcp: HTTP header carrying mcp_auth_secret.")
+    mcp_auth_secret: str = Field(
+        "", repr=False, description="Venue mcp: value of mcp_auth_header on every request; empty = none."
+    )
+    mcp_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Venue mcp: longest wait for one broker call (place, cancel, poll)."
+    )
+    mcp_poll_ms: float = Field(
+        50.0, ge=5, le=60_000, description="Venue mcp: how often the broker's orders and trades are polled for fills."
+    )
     slippage_bps: Decimal = Field(
         Decimal(1), ge=0, le=1000, description="Simulator: slippage against the order, basis points."
     )
-    fee_bps: Decimal = Field(Decimal(1), ge=0, le=1000, description="Simulator: fee, basis points of notional.")
-    min_fee: Decimal = Field(Decimal(0), ge=0, description="Simulator: minimum fee per fill (account currency).")
+    fee_bps: Decimal = Field(
+        Decimal(1), ge=0, le=1000,
+        description="Simulator: fee, basis points of notional (venue mcp: the pre-trade estimate of the broker's fee).",
+    )
+    min_fee: Decimal = Field(
+        Decimal(0), ge=0, description="Simulator: minimum fee per fill (venue mcp: used by the pre-trade estimate)."
+    )
     tick_ring: int = Field(
         256, ge=1, le=1_000_000,
         description="Simulator: recent ticks kept per symbol to fill intents that arrive after their next tick.",
@@ -49,6 +70,13 @@ class ExecutionSettings(SettingsBase):
     db_retry_max_s: float = Field(
         2.0, gt=0, le=60, description="Longest back-off between retries while the database is unreachable."
     )
+
+    @field_validator("mcp_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
     @field_validator("slippage_bps", "fee_bps", "min_fee")
     @classmethod

@@ -168,8 +168,7 @@ class OrderManager:
         else:
             self.kill = KillSwitch()
         self.portfolio = Portfolio.from_fills(self.initial_cash, snap.fills)
-        for cid in self.venue.working():
-            self.venue.cancel(cid)
+        self.venue.forget()
         self.orders = {}
         self._unrouted.clear()
         self._known.clear()
@@ -215,6 +214,7 @@ class OrderManager:
     def stage(self, entries: list[Entry], existing: Mapping[str, Order] | None = None) -> BatchPlan:
         plan = BatchPlan(results={}, tx1=Changes())
         self._ch = plan.tx1
+        self._deferred.extend(self.venue.poll())  # what an asynchronous venue reported since
         for entry in entries:
             key = (entry.stream, entry.id)
             res = plan.results[key] = EntryResult()
@@ -492,6 +492,13 @@ class OrderManager:
         return plan.tx2
 
     # -- venue events ----------------------------------------------------------------------
+    def apply_venue_events(self, events: list[VenueEvent]) -> tuple[EntryResult, Changes]:
+        """Apply venue events outside a bus batch (an asynchronous venue's poll, the start-up reconciliation)."""
+        res, self._ch = EntryResult(), Changes()
+        for ev in events:
+            self._apply(ev, res)
+        return res, self._ch
+
     def _apply(self, ev: VenueEvent, res: EntryResult) -> None:
         o = ev.order
         cid = o.client_order_id

@@ -8,6 +8,14 @@ The database is the authority and is written before the bus: per batch, one tran
 for the new orders (and everything else the batch changed) before any of them is routed,
 then one for the fills the routing produced. While the database is unreachable the
 gateway retries with back-off and routes nothing (status "degraded").
+
+On start, after loading its state, the gateway reconciles it with the venue
+(``_reconcile``): fills of its open orders that the database lacks are applied, orders the
+venue ended are closed, open orders the venue never received are routed — each audited
+(``venue.reconcile.*``); an order the venue holds that the database does not know (open
+or with fills), an order whose state or fills differ from the database's, or a position
+the fills do not explain makes it refuse to start (``ReconciliationFailed``, exit code 2)
+naming each. An asynchronous venue's later events are applied per batch and when idle.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from execution.kill_switch import GLOBAL
 from execution.oms import OUTBOX_HWM, SERVICE, BatchPlan, EntryResult, OrderManager
 from execution.risk import RiskConfig, RiskEngine
 from execution.store import SchemaMissing, Store, is_transient
-from execution.venues import build_venue
+from execution.venues import ReconciliationFailed, build_venue
 
 __all__ = ["EntryFailed", "ExecutionGateway"]
 
@@ -101,6 +109,7 @@ class ExecutionGateway(Service):
         try:
             await self._db(self.store.check_schema)
             await self._load()
+            await self._reconcile()
             await self._republish()
         except SchemaMissing as e:
             raise ConfigError(str(e)) from e
@@ -108,6 +117,7 @@ class ExecutionGateway(Service):
             return
 
     async def teardown(self) -> None:
+        await asyncio.to_thread(self.venue.close)
         if self._own_engine and self._engine is not None:
             self._engine.dispose()
 
@@ -123,6 +133,101 @@ class ExecutionGateway(Service):
             "execution: loaded state %s, %d open orders, %d positions, cash %s",
             self.oms.kill.describe(), len(self.oms.orders), sum(1 for q in pf.positions.values() if q), pf.cash,
         )
+
+    async def _reconcile(self) -> dict[str, int]:
+        """Compare the open orders, fills and positions with the venue's; resolve what is safe, else refuse."""
+        assert self.store is not None
+        oms, venue = self.oms, self.venue
+        open_orders = list(oms.orders.values())
+        known = await self._db(self.store.exec_ids, [o.client_order_id for o in open_orders]) if open_orders else set()
+        try:
+            rec = await asyncio.to_thread(venue.reconcile, open_orders, known)
+        except Exception as e:  # any failure to ask means "cannot reconcile"
+            raise ReconciliationFailed(
+                f"cannot reconcile with venue {venue.name}: {type(e).__name__}: {e}; the gateway does not start "
+                "(see docs/operations.md, 'The gateway refuses to start')"
+            ) from e
+        refused: list[str] = []
+        ours = set(oms.orders)
+        others = [v for v in rec.others if v.order_id not in ours]
+        db_orders = await self._db(self.store.existing, [v.order_id for v in others]) if others else {}
+        ignored = 0
+        for v in others:
+            o = db_orders.get(v.order_id)
+            what = (f"{v.order_id} (venue id {v.venue_order_id}: {v.symbol} side={v.side} qty={v.qty} "
+                    f"filled={v.filled_qty} {v.status})")
+            if o is None:
+                if v.is_open or v.filled_qty:
+                    refused.append(f"order unknown to the gateway: {what}")
+                else:
+                    ignored += 1  # ended unfilled before it reached us: changes nothing
+            elif v.is_open:
+                refused.append(f"order open at the venue but {o.status} in the database: {what}")
+            elif v.filled_qty != o.cum_qty:
+                refused.append(f"order filled {v.filled_qty} at the venue but {o.cum_qty} in the database: {what}")
+        res, ch = oms.apply_venue_events(rec.events)
+        now = oms.clock()
+        for ev in rec.events:
+            ch.audit.append({"ts": now, "actor": SERVICE, "action": f"venue.reconcile.{ev.kind.value}",
+                             "entity": "order", "entity_id": ev.order.client_order_id,
+                             "detail": oms._event_detail(ev)})
+        if rec.positions is not None:
+            pf = oms.portfolio
+            for sym in sorted(set(rec.positions) | {s for s, q in pf.positions.items() if q}):
+                theirs, mine = rec.positions.get(sym, Decimal(0)), pf.position(sym)
+                if theirs != mine:
+                    refused.append(f"position {sym}: {theirs} at the venue, {mine} from the gateway's fills")
+        routed = [] if refused else rec.unrouted  # nothing is routed by a gateway that refuses to start
+        for cid in routed:
+            ch.audit.append({"ts": now, "actor": SERVICE, "action": "venue.reconcile.routed", "entity": "order",
+                             "entity_id": cid, "detail": {"venue": venue.name,
+                                                          "text": "open order the venue had never received"}})
+        found = len(rec.events) + len(rec.unrouted) + len(refused) + ignored
+        figures = {"found": found, "resolved": len(rec.events) + len(routed), "refused": len(refused),
+                   "ignored": ignored}
+        if found:
+            ch.audit.append({"ts": now, "actor": SERVICE, "action": "venue.reconcile" + (".refused" if refused else ""),
+                             "entity": "venue", "entity_id": venue.name, "detail": {**figures, "refused": refused}})
+        if ch:
+            await self._db(self.store.write, ch)
+            self._note_written(ch.outbox)  # published by setup's _republish right after
+        for name, n in res.counters.items():
+            self.count(name, n)
+        self.count("reconcile.found", found)
+        self.count("reconcile.resolved", figures["resolved"])
+        level = logging.ERROR if refused else logging.WARNING if found else logging.INFO
+        log.log(level, "execution: reconciliation with venue %s: found %d, resolved %d, refused %d, ignored %d",
+                venue.name, found, figures["resolved"], len(refused), ignored)
+        if refused:
+            self.count("reconcile.refused", len(refused))
+            for r in refused:
+                log.error("execution: reconciliation: %s", r)
+            raise ReconciliationFailed(
+                f"reconciliation with venue {venue.name} failed; the gateway does not start: {len(refused)} "
+                f"unresolved ({'; '.join(refused[:20])}{' ...' if len(refused) > 20 else ''}); "
+                "see docs/operations.md, 'The gateway refuses to start'"
+            )
+        for cid in routed:  # durable and open here, never received by the venue: route it now
+            order = oms.orders.get(cid)
+            if order is not None and order.is_open:
+                oms._deferred.extend(venue.submit(order))
+        return figures
+
+    async def _drain_venue(self) -> None:
+        """Apply what an asynchronous venue reported while no batch came (fills, expiries)."""
+        events = self.venue.poll()
+        if not events:
+            return
+        res, ch = self.oms.apply_venue_events(events)
+        assert self.store is not None
+        try:
+            await self._db(self.store.write, ch)
+        except _Aborted:
+            return  # stopping: the next start's reconciliation finds these fills again
+        self._note_written(ch.outbox)
+        for name, n in res.counters.items():
+            self.count(name, n)
+        await self._republish()
 
     def heartbeat_detail(self) -> str:
         base = f"{self.oms.kill.state} open={len(self.oms.orders)}"
@@ -263,3 +368,4 @@ class ExecutionGateway(Service):
     async def idle(self) -> None:
         if self._unconfirmed:
             await self._republish()
+        await self._drain_venue()

@@ -144,6 +144,15 @@ class Store:
                     found[r["client_order_id"]] = Order.from_row(dict(r))
         return found
 
+    def exec_ids(self, cids: list[str]) -> set[str]:
+        """The exec ids of the recorded fills of ``cids``."""
+        out: set[str] = set()
+        with self.engine.connect() as c:
+            for i in range(0, len(cids), 500):
+                q = sa.select(_fills.c.exec_id).where(_fills.c.client_order_id.in_(cids[i : i + 500]))
+                out.update(c.execute(q).scalars())
+        return out
+
     def outbox_after(self, seq: int) -> list[tuple[int, str, bytes]]:
         with self.engine.connect() as c:
             q = sa.select(_outbox.c.seq, _outbox.c.stream, _outbox.c.payload).where(_outbox.c.seq > seq)

@@ -2,8 +2,19 @@
 
 All money and quantities are ``Decimal``. The account changes only through
 ``apply_report`` (execution reports from ``ex:events``: order state, and fills when
-``last_qty > 0``) and ``place_order`` / ``cancel_order`` (orders recorded as OPEN; they
-never fill by themselves — fills come only from ``ex:events``).
+``last_qty > 0``), ``place_order`` / ``cancel_order`` and ``match``.
+
+Two sources of fills, never both for one order:
+
+- orders the gateway routed elsewhere (the simulator venue) reach the account only as
+  reports on ``ex:events`` (``source="gateway"``);
+- orders placed through ``place_order`` (the gateway's MCP venue, or a person) are the
+  broker's own: ``match(marks)`` fills them against the latest marks (see its docstring),
+  and the gateway's reports of them — which repeat the broker's own fills — are **not**
+  applied (``ReportResult.OWN``): an order placed with a ``client_order_id`` is matched to
+  the gateway's reports by that id. After a restart of the mock broker the account is
+  rebuilt from ``ex:events`` alone (its own orders are in memory only), so those fills are
+  then counted once, from the reports.
 
 Accounting model (a cash account that can also go short):
 
@@ -248,6 +259,9 @@ class Order:
     order_ts: int = 0
     exchange_ts: int = 0
     source: str = "mcp"  # "mcp": placed through place_order; "gateway": learnt from ex:events
+    client_order_id: str = ""  # the caller's id (place_order), or the gateway's id of a learnt order
+    triggered: bool = False  # SL / SL-M: the trigger price was reached
+    fills: int = 0
 
     @property
     def pending_quantity(self) -> Decimal:
@@ -281,6 +295,7 @@ class Order:
             "pending_quantity": dec_str(self.pending_quantity),
             "cancelled_quantity": dec_str(self.cancelled_quantity),
             "tag": self.tag or None,
+            "client_order_id": self.client_order_id or None,
         }
 
 
@@ -297,6 +312,7 @@ class Trade:
     fee: Decimal
     ts: int
     exec_id: str
+    client_order_id: str = ""
 
     def view(self) -> dict[str, Any]:
         return {
@@ -315,6 +331,7 @@ class Trade:
             "exchange_timestamp": _ts(self.ts),
             "charges": dec_str(self.fee),
             "exec_id": self.exec_id,
+            "client_order_id": self.client_order_id or None,
         }
 
 
@@ -325,6 +342,7 @@ class ReportResult:
     ORDER = "order"  # order state only (last_qty == 0)
     DUPLICATE = "duplicate"
     INVALID = "invalid"
+    OWN = "own"  # a report of an order placed through place_order: the broker's own fills count
 
 
 # -- the account ---------------------------------------------------------------------------
@@ -340,6 +358,7 @@ class Account:
     max_orders: int = 100_000
     max_trades: int = 100_000
     clock: Callable[[], int] = time.time_ns
+    fee_bps: Decimal = ZERO  # fee of the broker's own fills, basis points of notional
 
     def __post_init__(self) -> None:
         self.cash: Decimal = self.initial_cash
@@ -352,6 +371,7 @@ class Account:
         self.trades: deque[Trade] = deque(maxlen=self.max_trades)
         self.last_fill_price: dict[str, Decimal] = {}
         self.applied: set[str] = set()  # exec ids already applied: a re-delivered report is a no-op
+        self.own: dict[str, str] = {}  # client_order_id -> order_id of orders placed through place_order
         self._order_seq = 0
 
     # -- changes ---------------------------------------------------------------------------
@@ -359,37 +379,93 @@ class Account:
         """Apply one execution report once (by ``exec_id``); a report with ``last_qty > 0`` is a fill."""
         if rep.exec_id in self.applied:
             return ReportResult.DUPLICATE
+        if rep.client_order_id in self.own:
+            return ReportResult.OWN  # the broker placed and filled it itself (see the module docstring)
         if rep.last_qty < 0 or (rep.last_qty > 0 and rep.last_px <= 0) or rep.fee < 0:
             return ReportResult.INVALID
         self.applied.add(rep.exec_id)
         self._upsert_order(rep)
         if rep.last_qty == 0:
             return ReportResult.ORDER
-        qty, px, fee = rep.last_qty, rep.last_px, rep.fee
-        pos = self.positions.get(rep.symbol)
+        self._book(
+            rep.symbol, rep.side, rep.last_qty, rep.last_px, rep.fee,
+            trade_id=rep.venue_trade_id or rep.exec_id, order_id=rep.client_order_id, exchange=rep.venue or "SIM",
+            ts=rep.ts_exec, exec_id=rep.exec_id, client_order_id=rep.client_order_id,
+        )
+        return ReportResult.FILL
+
+    def _book(
+        self, symbol: str, side: Side, qty: Decimal, px: Decimal, fee: Decimal, *, trade_id: str, order_id: str,
+        exchange: str, ts: int, exec_id: str, client_order_id: str,
+    ) -> None:
+        pos = self.positions.get(symbol)
         if pos is None:
-            pos = self.positions[rep.symbol] = Position(rep.symbol)
-        pos.apply(rep.side, qty, px)
+            pos = self.positions[symbol] = Position(symbol)
+        pos.apply(side, qty, px)
         pos.charges += fee
-        self.cash += (-qty * px if rep.side == Side.BUY else qty * px) - fee
+        self.cash += (-qty * px if side == Side.BUY else qty * px) - fee
         self.charges += fee
-        self.last_fill_price[rep.symbol] = px
+        self.last_fill_price[symbol] = px
         self.trades.append(
             Trade(
-                trade_id=rep.venue_trade_id or rep.exec_id,
-                order_id=rep.client_order_id,
-                exchange=rep.venue or "SIM",
-                tradingsymbol=rep.symbol,
-                transaction_type="BUY" if rep.side == Side.BUY else "SELL",
+                trade_id=trade_id,
+                order_id=order_id,
+                exchange=exchange,
+                tradingsymbol=symbol,
+                transaction_type="BUY" if side == Side.BUY else "SELL",
                 product=pos.product,
                 price=px,
                 quantity=qty,
                 fee=fee,
-                ts=rep.ts_exec,
-                exec_id=rep.exec_id,
+                ts=ts,
+                exec_id=exec_id,
+                client_order_id=client_order_id,
             )
         )
-        return ReportResult.FILL
+
+    def match(self, marks: Mapping[str, Decimal]) -> int:
+        """Fill the OPEN orders placed through ``place_order`` that the marks can fill; return the fills.
+
+        The broker's own executions, deterministic for a given sequence of marks: an order
+        fills in full at the symbol's mark (no mark: it waits). MARKET fills at once; LIMIT
+        when the mark is at or better than its price (buy: mark <= price), at the mark; SL /
+        SL-M trigger when the mark reaches the trigger (buy: mark >= trigger) and then work as
+        LIMIT / MARKET. An IOC order that cannot fill on its first mark is cancelled. Fee =
+        ``fee_bps`` of the notional. The fill is trade ``<order_id>-T<n>`` (also its exec_id).
+        """
+        n = 0
+        for o in list(self.orders.values()):
+            if o.source != "mcp" or o.status != OPEN:
+                continue
+            px = marks.get(o.tradingsymbol)
+            if px is None or not px > 0:
+                continue
+            buy = o.transaction_type == "BUY"
+            if o.order_type in ("SL", "SL-M") and not o.triggered:
+                o.triggered = px >= o.trigger_price if buy else px <= o.trigger_price
+            ok = o.order_type == "MARKET" or o.triggered and o.order_type == "SL-M"
+            if o.order_type == "LIMIT" or o.triggered and o.order_type == "SL":
+                ok = px <= o.price if buy else px >= o.price
+            if not ok:
+                if o.validity == "IOC" and (o.triggered or o.order_type not in ("SL", "SL-M")):
+                    o.status, o.status_message = CANCELLED, "IOC: not fillable at the mark"
+                    o.cancelled_quantity = o.quantity - o.filled_quantity
+                    o.exchange_ts = self.clock()
+                continue
+            qty = o.pending_quantity
+            fee = (qty * px * self.fee_bps / 10_000).quantize(Decimal("1e-10"))
+            o.fills += 1
+            now = self.clock()
+            trade_id = f"{o.order_id}-T{o.fills}"
+            self._book(
+                o.tradingsymbol, Side.BUY if buy else Side.SELL, qty, px, fee, trade_id=trade_id,
+                order_id=o.order_id, exchange=o.exchange, ts=now, exec_id=trade_id, client_order_id=o.client_order_id,
+            )
+            o.average_price = (o.average_price * o.filled_quantity + px * qty) / (o.filled_quantity + qty)
+            o.filled_quantity += qty
+            o.status, o.exchange_ts = COMPLETE, now
+            n += 1
+        return n
 
     def _upsert_order(self, rep: ExecutionReport) -> None:
         o = self.orders.get(rep.client_order_id)
@@ -404,6 +480,7 @@ class Account:
                 tag=rep.strategy[:20],
                 order_ts=rep.ts_intent or rep.ts_exec,
                 source="gateway",
+                client_order_id=rep.client_order_id,
             )
             self._add_order(o)
         # Out-of-order delivery must not reopen a finished order or shrink what was filled.
@@ -439,11 +516,21 @@ class Account:
         variety: str = "regular",
         tag: str = "",
         marks: Mapping[str, Decimal] | None = None,
+        client_order_id: str = "",
     ) -> Order:
         """Validate and record an order: OPEN, or REJECTED (with a reason) for lack of funds.
 
-        Raises ``InvalidOrder`` on input no broker would accept.
+        Raises ``InvalidOrder`` on input no broker would accept. ``client_order_id`` (optional,
+        1-64 characters) is the caller's id: placing it again returns the first order
+        (idempotent, so a caller may retry a placement whose answer it lost), and the
+        gateway's reports for it are not applied (the broker's own fills count).
         """
+        if client_order_id:
+            if len(client_order_id) > 64 or any(c.isspace() for c in client_order_id):
+                raise InvalidOrder("client_order_id must be 1-64 characters without spaces")
+            first = self.own.get(client_order_id)
+            if first is not None and first in self.orders:
+                return self.orders[first]
         sym = (tradingsymbol or "").strip()
         if not sym or len(sym) > 64 or any(c.isspace() for c in sym):
             raise InvalidOrder("tradingsymbol must be 1-64 characters without spaces")
@@ -505,6 +592,7 @@ class Account:
             variety=variety,
             tag=tag,
             order_ts=self.clock(),
+            client_order_id=client_order_id,
         )
         # A business rejection is an order in state REJECTED with a reason, not an error.
         marks = marks or {}
@@ -521,6 +609,12 @@ class Account:
             held = self.holdings.get(sym)
             if held is None or held.quantity < qty:
                 o.status, o.status_message = REJECTED, "insufficient holdings for a CNC sell"
+        if client_order_id:
+            self.own[client_order_id] = o.order_id
+            learnt = self.orders.get(client_order_id)
+            if learnt is not None and learnt.source == "gateway" and not learnt.filled_quantity:
+                # The gateway's report of this order (e.g. ACCEPTED) came before the placement itself.
+                del self.orders[client_order_id]
         self._add_order(o)
         return o
 

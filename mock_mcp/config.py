@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -35,6 +36,10 @@ class McpSettings(SettingsBase):
     )
     max_orders: int = Field(100_000, ge=100, description="Orders kept for get_orders (oldest dropped first).")
     max_trades: int = Field(100_000, ge=100, description="Trades kept for get_trades (oldest dropped first).")
+    fee_bps: Decimal = Field(
+        Decimal(1), ge=0, le=1000,
+        description="Fee of the broker's own fills (orders placed through place_order), basis points of notional.",
+    )
     marks_timeout_s: float = Field(
         0.5, gt=0, le=10, description="Longest wait for the gateway's marks hash when a tool is called."
     )

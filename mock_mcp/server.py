@@ -7,8 +7,12 @@ shape, with every money and quantity value a decimal string (see ``mock_mcp.acco
 Bad input to ``place_order`` / ``cancel_order`` is a tool error (``isError``) whose text
 says why; the server never crashes on it.
 
-``place_order`` only records the order (status OPEN): fills reach the account from
-``ex:events`` (the execution gateway's reports), never from this server.
+``place_order`` records the order (status OPEN); every tool call first lets the account
+fill the orders placed here against the latest marks (``Account.match``: the broker's own
+executions). Fills of orders the gateway routed elsewhere reach the account from
+``ex:events`` (the execution gateway's reports). ``place_order`` also takes an optional
+``client_order_id`` (not a Kite argument): the caller's id, idempotent, shown on orders
+and trades, so the gateway's MCP venue can find its orders again after a restart.
 """
 
 from __future__ import annotations
@@ -75,6 +79,12 @@ def build_mcp_server(
         if on_call is not None:
             on_call(tool)
 
+    async def current() -> Mapping[str, Decimal]:
+        """The marks, after filling what they fill (so every answer is up to date)."""
+        m = await marks()
+        account.match(m)
+        return m
+
     def tool(fn: Callable[..., Any]) -> None:
         # Unstructured: one text block of JSON, the way Kite's MCP server answers.
         srv.add_tool(fn, name=fn.__name__, description=(fn.__doc__ or "").strip(), structured_output=False)
@@ -87,27 +97,29 @@ def build_mcp_server(
     async def get_margins() -> str:
         """Funds: {"equity": {"net", "available": {"cash", "live_balance", ...}, "utilised": {...}}}."""
         seen("get_margins")
-        return _json(account.margins(await marks()))
+        return _json(account.margins(await current()))
 
     async def get_holdings() -> str:
         """Delivery (CNC) holdings with quantity, average_price, last_price and pnl."""
         seen("get_holdings")
-        return _json(account.holdings_view(await marks()))
+        return _json(account.holdings_view(await current()))
 
     async def get_positions() -> str:
         """Positions {"net": [...], "day": [...]}: tradingsymbol, quantity, average_price, last_price, pnl,
         realised, unrealised."""
         seen("get_positions")
-        return _json(account.positions_view(await marks()))
+        return _json(account.positions_view(await current()))
 
     async def get_orders() -> str:
         """Orders of the session (placed here or reported by the execution gateway), oldest first."""
         seen("get_orders")
+        await current()
         return _json(account.orders_view())
 
     async def get_trades() -> str:
         """Fills of the session, oldest first."""
         seen("get_trades")
+        await current()
         return _json(account.trades_view())
 
     async def place_order(
@@ -122,10 +134,13 @@ def build_mcp_server(
         validity: str = "DAY",
         variety: str = "regular",
         tag: str = "",
+        client_order_id: str = "",
     ) -> str:
         """Record an order (status OPEN, or REJECTED with a reason for lack of funds) and return {"order_id"}.
-        Fills arrive only from the execution gateway's ex:events stream."""
+        It fills against the latest marks (MARKET at once; LIMIT / SL when the mark reaches its price).
+        client_order_id (optional): your id for it; placing the same id again returns the first order."""
         seen("place_order")
+        m = await current()
         try:
             o = account.place_order(
                 tradingsymbol=tradingsymbol,
@@ -139,15 +154,18 @@ def build_mcp_server(
                 validity=validity,
                 variety=variety,
                 tag=tag,
-                marks=await marks(),
+                marks=m,
+                client_order_id=client_order_id,
             )
         except InvalidOrder as e:
             raise ToolError(f"invalid order: {e}") from e
+        account.match(m)
         return _json({"order_id": o.order_id, "status": o.status})
 
     async def cancel_order(order_id: str, variety: str = "regular") -> str:
         """Cancel an OPEN order and return {"order_id"}."""
         seen("cancel_order")
+        await current()
         try:
             o = account.cancel_order(order_id, variety)
         except InvalidOrder as e:

@@ -68,6 +68,7 @@ class MockMcpService(Service):
             instruments if instruments is not None else Instruments.load(),
             max_orders=self.settings.max_orders,
             max_trades=self.settings.max_trades,
+            fee_bps=self.settings.fee_bps,
         )
         self.tool_calls: dict[str, int] = {}
         self.http = McpHttpServer(
@@ -140,6 +141,7 @@ class MockMcpService(Service):
             ReportResult.ORDER: "order_reports",
             ReportResult.DUPLICATE: "reports_duplicate",
             ReportResult.INVALID: "reports_invalid",
+            ReportResult.OWN: "reports_own",
         }[res]
         if out is None:
             self.count(f"replayed_{name}")

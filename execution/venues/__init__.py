@@ -7,10 +7,20 @@ from collections.abc import Callable
 from common.config import ConfigError
 from common.instruments import Instruments
 from execution.config import ExecutionSettings
-from execution.venues.base import EventKind, Venue, VenueEvent
+from execution.venues.base import (
+    EventKind,
+    Reconciliation,
+    ReconciliationFailed,
+    Venue,
+    VenueEvent,
+    VenueOrder,
+)
 from execution.venues.simulator import SimulatedVenue
 
-__all__ = ["VENUES", "EventKind", "SimulatedVenue", "Venue", "VenueEvent", "build_venue"]
+__all__ = [
+    "VENUES", "EventKind", "Reconciliation", "ReconciliationFailed", "SimulatedVenue", "Venue", "VenueEvent",
+    "VenueOrder", "build_venue",
+]
 
 
 def _simulator(settings: ExecutionSettings, instruments: Instruments) -> Venue:
@@ -23,7 +33,23 @@ def _simulator(settings: ExecutionSettings, instruments: Instruments) -> Venue:
     )
 
 
-VENUES: dict[str, Callable[[ExecutionSettings, Instruments], Venue]] = {"simulator": _simulator}
+def _mcp(settings: ExecutionSettings, instruments: Instruments) -> Venue:
+    if not settings.mcp_url:
+        raise ConfigError("invalid setting AITRADER_EX_MCP_URL: required when AITRADER_EX_VENUE=mcp")
+    from execution.venues.mcp_broker import McpBrokerVenue  # the MCP SDK only when it is used
+
+    return McpBrokerVenue(
+        settings.mcp_url,
+        auth_header=settings.mcp_auth_header,
+        auth_secret=settings.mcp_auth_secret,
+        timeout_s=settings.mcp_timeout_s,
+        poll_ms=settings.mcp_poll_ms,
+        fee_bps=settings.fee_bps,
+        min_fee=settings.min_fee,
+    )
+
+
+VENUES: dict[str, Callable[[ExecutionSettings, Instruments], Venue]] = {"simulator": _simulator, "mcp": _mcp}
 
 
 def build_venue(settings: ExecutionSettings, instruments: Instruments) -> Venue:

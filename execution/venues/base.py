@@ -5,13 +5,18 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
+from common.config import ConfigError
 from common.messages import Tick
 from execution.order import Order
 
-__all__ = ["EventKind", "Venue", "VenueEvent"]
+__all__ = ["EventKind", "Reconciliation", "ReconciliationFailed", "Venue", "VenueEvent", "VenueOrder"]
+
+
+class ReconciliationFailed(ConfigError):
+    """The venue holds orders, fills or positions the gateway cannot account for: it refuses to start."""
 
 
 class EventKind(enum.Enum):
@@ -33,6 +38,38 @@ class VenueEvent:
     liquidity: str = "taker"
     tick_seq: int = 0  # the market event that caused it
     text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VenueOrder:
+    """An order the venue reports that is not one of the gateway's open orders."""
+
+    order_id: str  # the gateway's client order id when the venue carries it, else the venue's own id
+    venue_order_id: str
+    symbol: str
+    side: int
+    qty: Decimal
+    filled_qty: Decimal
+    is_open: bool
+    status: str  # the venue's word for it
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """What the venue holds, compared with the gateway's open orders (``Venue.reconcile``).
+
+    ``events``: resolved safely by the venue's own account of known orders (fills the
+    database lacks, orders the venue ended) — the gateway applies and audits them.
+    ``unrouted``: open orders the venue never received (the gateway routes them once
+    nothing is refused). ``others``: every
+    other order the venue reports (the gateway checks each against its database).
+    ``positions``: the venue's net position per symbol, or None when it keeps none.
+    """
+
+    events: list[VenueEvent] = field(default_factory=list)
+    unrouted: list[str] = field(default_factory=list)
+    others: list[VenueOrder] = field(default_factory=list)
+    positions: dict[str, Decimal] | None = None
 
 
 class Venue(abc.ABC):
@@ -63,6 +100,30 @@ class Venue(abc.ABC):
     def working(self) -> list[str]:
         """Client order ids currently working at the venue."""
         return []
+
+    def forget(self) -> None:
+        """Before the gateway reloads its open orders from the database (which then ``resume``).
+
+        Default (an in-process venue whose state dies with the process): cancel what works.
+        A remote venue keeps its orders and only drops its references to the old ``Order`` objects.
+        """
+        for cid in self.working():
+            self.cancel(cid)
+
+    def poll(self) -> list[VenueEvent]:
+        """Events that arrived since the last call (a venue that reports asynchronously); default none."""
+        return []
+
+    def reconcile(self, open_orders: Sequence[Order], known_exec_ids: set[str]) -> Reconciliation:
+        """Compare the gateway's open orders (already ``resume``d) and their recorded fills with the venue.
+
+        May block (network); the gateway calls it once on start, off its event loop.
+        Default (in-process venue): it holds exactly what was resumed, so nothing to report.
+        """
+        return Reconciliation()
+
+    def close(self) -> None:
+        """Release connections and threads (on stop)."""
 
     @property
     def awaits_ticks(self) -> bool:
