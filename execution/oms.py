@@ -417,7 +417,7 @@ class OrderManager:
         if not mon.enabled:
             return None
         if self.kill.state != TradingStateName.ACTIVE:
-            mon.armed = False  # re-armed, afresh, once released
+            mon.disarm()  # re-armed, afresh, once released
             return None
         now = self.clock()
         if mon.armed and now - self._trigger_at < _TRIGGER_EVERY_NS:

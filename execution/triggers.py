@@ -6,9 +6,9 @@ decisions, equity) and by the gateway service (heartbeats of upstream services),
 the OMS clock, and ``evaluate`` names the first trigger whose condition holds. The OMS then
 engages HALTED at global scope as actor ``auto:<trigger>`` (see ``OrderManager.check_triggers``).
 
-Triggers watch only while the global scope is ACTIVE; each (re)arming, at start and after a
-release, starts the drawdown peak, the reject streak, the message-rate window, the market
-data clock and the heartbeat watch afresh. The daily loss is measured from the equity at the
+Triggers watch only while the global scope is ACTIVE. Leaving ACTIVE clears the reject
+streak, the message-rate window and the heartbeat watch; each (re)arming, at start and after
+a release, starts the drawdown peak and the market data clock afresh. The daily loss is measured from the equity at the
 first evaluation of the UTC day (or at the gateway's start, when that is later).
 """
 
@@ -136,11 +136,16 @@ class TriggerMonitor:
                                            self._stale_ns, self._silence_ns))
 
     def arm(self, now: int, equity: Decimal) -> None:
+        """Start watching (at start, after a release): the drawdown peak and the market data clock start now."""
         self.armed = True
         self.peak = equity
+        self.last_tick = now
+
+    def disarm(self) -> None:
+        """Stop watching (the global scope is not ACTIVE): what led here is not counted again."""
+        self.armed = False
         self.streak = 0
         self.denials.clear()
-        self.last_tick = now
         self.seen.clear()
 
     # -- inputs --------------------------------------------------------------------------
