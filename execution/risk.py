@@ -195,7 +195,8 @@ class RiskConfig:
             symbols[str(sym)] = replace(
                 defaults, **{k: _decimal(v, f"symbols.{sym}.{k}", p) for k, v in over.items()}
             )
-        return cls(_global(doc.get("global"), p), defaults, symbols, TriggerConfig.from_dict(doc.get("kill_triggers"), p))
+        triggers = TriggerConfig.from_dict(doc.get("kill_triggers"), p)
+        return cls(_global(doc.get("global"), p), defaults, symbols, triggers)
 
     def as_dict(self) -> dict[str, Any]:
         def row(lim: RiskLimits) -> dict[str, str]:

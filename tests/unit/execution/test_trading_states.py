@@ -18,7 +18,16 @@ import yaml
 
 from common import db, streams
 from common.bus import Entry, connect
-from common.messages import Control, ControlAck, ExecutionReport, Heartbeat, OrdStatus, OrdType, decode, encode
+from common.messages import (
+    Control,
+    ControlAck,
+    ExecutionReport,
+    Heartbeat,
+    OrdStatus,
+    OrdType,
+    decode,
+    encode,
+)
 from execution.kill_switch import GLOBAL, KillSwitches, TradingStateName
 from execution.oms import OrderManager
 from execution.risk import RejectCode, RiskConfig, RiskEngine
@@ -279,7 +288,7 @@ def _until_halted(g: Gw, t_condition: int, step_ms: int = 100, limit_s: int = 10
 
 
 def _check_halt(g: Gw, engine, got, trigger: str) -> ControlAck:
-    ch, res = got
+    _ch, res = got
     assert g.oms.kill.halted and g.oms.kill.actor == f"auto:{trigger}" and not g.oms.orders
     alerts = [decode(d) for s, d in res.messages if s == streams.ALERTS]
     assert len(alerts) == 1 and alerts[0].args["trigger"] == trigger and alerts[0].reason.startswith(trigger)
@@ -365,7 +374,7 @@ def test_b5_reject_streak_halts_within_5s_and_kill_rejects_do_not_count(engine, 
 
 def _check_halt_scoped(g, engine, got, trigger):
     """As _check_halt, with a symbol scope halted before the trigger."""
-    ch, res = got
+    _ch, res = got
     assert g.oms.kill.halted and g.oms.kill.actor == f"auto:{trigger}" and not g.oms.orders
     alerts = [decode(d) for s, d in res.messages if s == streams.ALERTS]
     assert len(alerts) == 1 and alerts[0].args == {"trigger": trigger, "value": "5", "threshold": "5"}
@@ -384,7 +393,7 @@ def test_b5_message_rate_breach_halts_within_5s(engine, instruments):
     assert g.triggers() is None and len(g.oms.orders) == 5
     g.clock.now += 20 * SEC  # the first denials leave the 10 s window
     g.tick(BAC=10.0)
-    out, counters = g.run(*[intent("BAC", 1, "1", "10", tick_seq=1, cid=f"b{i}",
+    _out, counters = g.run(*[intent("BAC", 1, "1", "10", tick_seq=1, cid=f"b{i}",
                                    order_type=OrdType.LIMIT, limit="9.90") for i in range(16)])
     assert counters["rejects.MESSAGE_RATE"] == 11
     got, took = _until_halted(g, g.clock.now)
