@@ -391,6 +391,7 @@ class OrderManager:
                 "request_id": request_id, "ts": now,
             })
             if d.scope == GLOBAL:
+                self.triggers.disarm()  # what led here is not counted again; re-armed afresh while ACTIVE
                 mirror = sw.mirror()
                 res.ops.append(lambda pipe, m=mirror: pipe.hset(streams.KILL_STATE, mapping=m))
         if d.changed or not d.ok:

@@ -454,6 +454,14 @@ def test_triggers_watch_only_while_active_and_rearm_after_a_release(engine, inst
     assert g.triggers() is None and g.oms.kill.state == ACTIVE  # re-armed: the old streak is gone
     assert [e["actor"] for e in rows(engine, db.KillSwitchEvent.__table__)] == ["auto:reject_streak", "cli:ops",
                                                                                   "cli:ops"]
+    # released right after a firing, with no check in between: the old streak does not fire again
+    for i in range(5):
+        g.order(f"bad-again{i}", "BAC", 1, "0.5", "10")
+    g.clock.now += SEC
+    assert g.triggers() is not None
+    g.run(ctl("kill.release", reason="fixed again", actor="cli:ops"))
+    g.clock.now += SEC
+    assert g.triggers() is None and g.oms.kill.state == ACTIVE
 
 
 def test_trigger_thresholds_are_validated_naming_the_key():
