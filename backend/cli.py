@@ -2,7 +2,7 @@
 
     aitrader replay PATH... [--speed X|max] [--format NAME]   publish ticks into the running pipeline
     aitrader report [--json] [--wait-idle SECONDS]             what the run did (after draining)
-    aitrader kill engage|release|status [--reason TEXT] [--json]
+    aitrader kill engage|reduce|release|status [--scope global|strategy:S|symbol:X] [--reason TEXT] [--json]
     aitrader cancel CLIENT_ORDER_ID [--json]                   cancel one open order
     aitrader cancel-all [--symbol S] [--strategy S] [--json]   cancel every open order (in scope)
     aitrader status [--json]                                   services' health and stream lag
@@ -99,7 +99,8 @@ async def _send_control(common: CommonSettings, command: str, reason: str, scope
         await r.aclose()
 
 
-def _kill_state_from_db(common: CommonSettings) -> dict[str, str] | None:
+def _kill_state_from_db(common: CommonSettings, scope: str) -> dict[str, Any] | None:
+    """``scope``'s persisted state, and every scope that is not ACTIVE (``scopes``)."""
     import sqlalchemy as sa
 
     from common.db import make_engine
@@ -107,21 +108,30 @@ def _kill_state_from_db(common: CommonSettings) -> dict[str, str] | None:
     eng = make_engine(common.db_url)
     try:
         with eng.connect() as c:
-            row = c.execute(
-                sa.text("SELECT state, reason, actor, changed_at FROM trading_state WHERE scope = 'global'")
-            ).first()
+            rows = c.execute(
+                sa.text("SELECT scope, state, reason, actor, changed_at FROM trading_state ORDER BY scope")
+            ).all()
     except sa.exc.SQLAlchemyError:
         return None
     finally:
         eng.dispose()
-    if row is None:
-        return {"state": "ACTIVE", "reason": "", "actor": "", "changed_at": ""}
-    return {"state": row[0], "reason": row[1] or "", "actor": row[2] or "", "changed_at": str(row[3] or "")}
+    states = {r[0]: {"scope": r[0], "state": r[1], "reason": r[2] or "", "actor": r[3] or "",
+                     "changed_at": str(r[4] or "")} for r in rows}
+    st: dict[str, Any] = dict(states.get(scope) or {"scope": scope, "state": "ACTIVE", "reason": "", "actor": "",
+                                                      "changed_at": ""})
+    st["scopes"] = [v for v in states.values() if v["state"] != "ACTIVE"]
+    return st
 
 
 def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
+    from execution.kill_switch import scope_problem
+
     if args.action == "release" and not args.reason:
         print("kill release needs --reason TEXT (every release is audited)", file=sys.stderr)
+        return EXIT_USAGE
+    bad = scope_problem(args.scope)
+    if bad is not None:
+        print(f"kill {args.action}: {bad}", file=sys.stderr)
         return EXIT_USAGE
     command = f"kill.{args.action}"
     try:
@@ -132,18 +142,23 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
         err = "no answer from the execution gateway"
     if ack is None:
         if args.action == "status":
-            st = _kill_state_from_db(common)
+            st = _kill_state_from_db(common, args.scope)
             if st is not None:
                 st["source"] = "database (gateway not answering)"
-                _print_json(st) if args.json else print(f"trading state {st['state']} ({st['source']})")
+                if args.json:
+                    _print_json(st)
+                else:
+                    print(f"trading state {st['scope']} {st['state']} ({st['source']})")
+                    for row in st["scopes"]:
+                        print(f"  {row['scope']} {row['state']} by {row['actor']}: {row['reason']}")
                 return EXIT_OK
         print(f"kill {args.action}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
         return EXIT_FAIL
-    result = {"ok": ack.ok, "state": ack.state, "detail": ack.detail, "service": ack.service}
+    result = {"ok": ack.ok, "scope": args.scope, "state": ack.state, "detail": ack.detail, "service": ack.service}
     if args.json:
         _print_json(result)
     else:
-        print(f"trading state {ack.state}" + (f" — {ack.detail}" if ack.detail else ""))
+        print(f"trading state {args.scope} {ack.state}" + (f" — {ack.detail}" if ack.detail else ""))
     return EXIT_OK if ack.ok else EXIT_FAIL
 
 
@@ -349,6 +364,10 @@ def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
     rows[0] = [rows[0][0], *(c + " " for c in rows[0][1:])]
     print(_table(["SYMBOL", *(k.upper() for k in LIMIT_KEYS)], rows, right=set(range(1, len(LIMIT_KEYS) + 1))))
     print("* overrides the default for that symbol; symbols not listed use the defaults")
+    print("kill_triggers: " + "  ".join(
+        f"{k}={','.join(v) or '-' if isinstance(v, list) else ('off' if v is None else v)}"
+        for k, v in limits["kill_triggers"].items()
+    ))
     return EXIT_OK
 
 
@@ -367,10 +386,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                     help="first wait up to SECONDS until every consumer group has drained")
-    kp = sub.add_parser("kill", help="engage, release or show the kill switch")
-    kp.add_argument("action", choices=["engage", "release", "status"])
+    kp = sub.add_parser("kill", help="halt (engage), reduce-only, release or show the trading state of a scope")
+    kp.add_argument("action", choices=["engage", "reduce", "release", "status"])
     kp.add_argument("--reason", default="")
-    kp.add_argument("--scope", default="global")
+    kp.add_argument("--scope", default="global", help="global (default), strategy:<name> or symbol:<SYM>")
     kp.add_argument("--timeout", type=float, default=5.0)
     kp.add_argument("--json", action="store_true")
     cp = sub.add_parser("cancel", help="cancel one open order (PENDING_CANCEL, then CANCELLED)")

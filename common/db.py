@@ -214,7 +214,7 @@ class Fill(Base):
 
 
 class TradingState(Base):
-    """The persisted trading state of one scope ("global"): ACTIVE or HALTED (REDUCING reserved)."""
+    """The persisted trading state of one scope (global, strategy:<name>, symbol:<SYM>): ACTIVE, REDUCING or HALTED."""
 
     __tablename__ = "trading_state"
 
@@ -228,7 +228,7 @@ class TradingState(Base):
 
 
 class KillSwitchEvent(Base):
-    """Every engage / release of the kill switch that changed the state."""
+    """Every engage / reduce / release of a trading state that changed it."""
 
     __tablename__ = "kill_switch_events"
 
@@ -241,7 +241,7 @@ class KillSwitchEvent(Base):
     ts: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
 
-    __table_args__ = (CheckConstraint("action IN ('engage', 'release')", name="action"),)
+    __table_args__ = (CheckConstraint("action IN ('engage', 'reduce', 'release')", name="action"),)
 
 
 class AuditLog(Base):

@@ -40,11 +40,12 @@ from common.messages import (
     TickType,
     encode,
 )
-from execution.kill_switch import KillSwitch, TradingStateName
+from execution.kill_switch import GLOBAL, KillSwitch, KillSwitches, TradingStateName, in_scope
 from execution.order import IllegalTransition, Order
 from execution.portfolio import Portfolio
 from execution.risk import RejectCode, RiskEngine
 from execution.store import Changes, Snapshot
+from execution.triggers import TriggerMonitor
 from execution.venues.base import EventKind, Venue, VenueEvent
 
 __all__ = [
@@ -64,6 +65,7 @@ _MAX_ID = 64
 ORDER_COMMANDS = ("order.cancel", "order.cancel_all")
 LATE_FILL = "LATE_FILL"  # reason of the alert report of a fill for an order that is no longer open
 _KEPT = 20_000  # most recent orders kept whole, to answer a duplicate id without the database
+_TRIGGER_EVERY_NS = 200_000_000  # automatic kill triggers are evaluated at most this often
 
 Key = tuple[str, bytes]
 
@@ -141,7 +143,9 @@ class OrderManager:
         self.initial_cash = initial_cash
         self.clock = clock
         self.hist = hist
-        self.kill = KillSwitch()
+        self.switches = KillSwitches()
+        self.triggers = TriggerMonitor(risk.config.triggers)
+        self._trigger_at = 0
         self.portfolio = Portfolio(initial_cash)
         self.orders: dict[str, Order] = {}  # open orders only
         self.marks: dict[str, float] = {}
@@ -161,12 +165,9 @@ class OrderManager:
     # -- state ------------------------------------------------------------------------
     def load(self, snap: Snapshot) -> None:
         """Rebuild memory from the database: trading state, positions, cash, open orders."""
-        st = snap.trading_state
-        if st:
-            self.kill = KillSwitch(TradingStateName(st["state"]), st["reason"] or "", st["actor"] or "",
-                                   int(st["changed_at"] or 0))
-        else:
-            self.kill = KillSwitch()
+        st = snap.trading_states or ([snap.trading_state] if snap.trading_state else [])
+        self.switches = KillSwitches(st)
+        self.triggers.armed = False
         self.portfolio = Portfolio.from_fills(self.initial_cash, snap.fills)
         self.venue.forget()
         self.orders = {}
@@ -182,6 +183,11 @@ class OrderManager:
             self.portfolio.reserve(o, leaves * (o.limit_price or o.ref_price))
             self._deferred.extend(self.venue.resume(o))
         self.outbox_seq = max(self.outbox_seq, snap.outbox_max_seq)
+
+    @property
+    def kill(self) -> KillSwitch:
+        """The global scope's switch."""
+        return self.switches.glob
 
     def _remember(self, cid: str, order: Order | None = None) -> None:
         self._known[cid] = None
@@ -242,6 +248,7 @@ class OrderManager:
     def _on_ticks(self, batch: TickBatch, res: EntryResult) -> None:
         ticks = batch.ticks
         res.incr("ticks", len(ticks))
+        self.triggers.on_tick(self.clock())
         last: dict[str, float] = {}
         for t in ticks:
             if t.type == TickType.TRADE:
@@ -277,9 +284,11 @@ class OrderManager:
         pf = self.portfolio
         symbol, side = it.symbol, int(it.side)
         now = self.clock()
+        tstate, tscope = self.switches.effective(it.strategy, symbol)
         code = self.risk.check(
             it,
-            halted=self.kill.halted,
+            halted=tstate == TradingStateName.HALTED,
+            reducing=tstate == TradingStateName.REDUCING,
             mark=mark,
             mark_age_ns=now - self.mark_ts.get(symbol, now),
             position=pf.position(symbol),
@@ -294,6 +303,7 @@ class OrderManager:
         self._remember(cid, order)
         res.incr("orders")
         self._ch.new_orders[cid] = order
+        self.triggers.on_order(code, now)
         if code is not None:
             order.transition(OrdStatus.REJECTED)
             order.reject_reason = str(code)
@@ -307,6 +317,8 @@ class OrderManager:
                 f"mark_age_ms={(now - self.mark_ts.get(symbol, now)) // 1_000_000} open_orders={len(self.orders)} "
                 f"gross={pf.gross}"
             )
+            if code in (RejectCode.KILL_SWITCH, RejectCode.REDUCING_ONLY):
+                text = f"{tstate} at {tscope}: {self.switches.scopes[tscope].reason}; {text}"
             self._emit(
                 res, streams.EXEC_EVENTS, self._report(order, f"{cid}:R", now, reason=str(code), text=text)
             )
@@ -360,7 +372,7 @@ class OrderManager:
             self._on_order_control(ctl, res)
             return
         now = self.clock()
-        d = self.kill.apply(ctl, now)
+        d = self.switches.apply(ctl, now)
         if d is None:
             res.incr("control.ignored")  # another service's command
             return
@@ -370,15 +382,18 @@ class OrderManager:
         request_id = _text(ctl.request_id)[:64]
         cancelled = 0
         if d.changed:
+            sw = self.switches.scopes[d.scope]
             if d.action == "engage":
-                cancelled = self._cancel_all(res, now, "KILL_SWITCH")
-            ch.trading_state = self.kill.row()
+                cancelled = self._cancel_all(res, now, "KILL_SWITCH", d.scope)
+            ch.trading_states[d.scope] = sw.row()
             ch.kill_events.append({
-                "scope": self.kill.scope, "action": d.action, "reason": self.kill.reason, "actor": actor,
+                "scope": d.scope, "action": d.action, "reason": sw.reason, "actor": actor,
                 "request_id": request_id, "ts": now,
             })
-            mirror = self.kill.mirror()
-            res.ops.append(lambda pipe, m=mirror: pipe.hset(streams.KILL_STATE, mapping=m))
+            if d.scope == GLOBAL:
+                self.triggers.disarm()  # what led here is not counted again; re-armed afresh while ACTIVE
+                mirror = sw.mirror()
+                res.ops.append(lambda pipe, m=mirror: pipe.hset(streams.KILL_STATE, mapping=m))
         if d.changed or not d.ok:
             ch.audit.append({
                 "ts": now, "actor": actor,
@@ -391,9 +406,46 @@ class OrderManager:
                          detail=d.detail, ts=now)
         self._emit(res, streams.CONTROL_ACKS, ack, durable=d.changed or not d.ok)
 
-    def _cancel_all(self, res: EntryResult, now: int, reason: str) -> int:
+    def check_triggers(self) -> tuple[Changes, EntryResult] | None:
+        """Evaluate the automatic kill triggers (at most every 200 ms of the OMS clock).
+
+        When one fires: HALTED at global scope by actor ``auto:<trigger>``, exactly as a
+        ``kill.engage`` command (open orders cancelled, state row, kill event, audit row, ack)
+        plus an alert (the command, with the numbers in ``args``) on ``sys:alerts``. Returns
+        the writes (to commit, then publish from the outbox) and the result, or None.
+        """
+        mon = self.triggers
+        if not mon.enabled:
+            return None
+        if self.kill.state != TradingStateName.ACTIVE:
+            mon.disarm()  # re-armed, afresh, once released
+            return None
+        now = self.clock()
+        if mon.armed and now - self._trigger_at < _TRIGGER_EVERY_NS:
+            return None
+        self._trigger_at = now
+        equity = self.portfolio.equity()
+        if not mon.armed:
+            mon.arm(now, equity)
+        trip = mon.evaluate(now, equity, len(self.orders))
+        if trip is None:
+            return None
+        log.error("automatic kill trigger %s: %s; halting", trip.trigger, trip.reason)
+        ch, res = Changes(), EntryResult()
+        self._ch = ch
+        ctl = Control(request_id=f"auto-{trip.trigger}-{now}", command="kill.engage", scope=GLOBAL,
+                      reason=f"{trip.trigger}: {trip.reason}", actor=f"auto:{trip.trigger}",
+                      args={"trigger": trip.trigger, **trip.args}, ts=now)
+        self._on_control(ctl, res)
+        res.incr(f"kill_triggers.{trip.trigger}")
+        self._emit(res, streams.ALERTS, ctl)
+        return ch, res
+
+    def _cancel_all(self, res: EntryResult, now: int, reason: str, scope: str = GLOBAL) -> int:
         n = 0
         for cid, o in list(self.orders.items()):
+            if not in_scope(scope, o.strategy, o.symbol):
+                continue
             self.venue.cancel(cid)
             leaves = o.leaves_qty
             o.transition(OrdStatus.CANCELLED)
@@ -404,7 +456,7 @@ class OrderManager:
             self._ch.order_changed(o)
             res.incr("cancels")
             self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{cid}:C", now, reason=reason,
-                                                              text="cancelled by kill switch"))
+                                                              text=f"cancelled by kill switch ({scope})"))
             n += 1
         return n
 

@@ -49,6 +49,11 @@ class Portfolio:
         """Unfilled quantity of open and in-flight orders of ``symbol`` on ``side``."""
         return self._open.get((symbol, side), _ZERO)
 
+    def equity(self) -> Decimal:
+        """Cash plus every position valued at its last mark (or the price it was first seen at)."""
+        price = self._price
+        return self.cash + sum((q * price[s] for s, q in self.positions.items() if q), _ZERO)
+
     def exposure_qty(self, symbol: str) -> Decimal:
         """The symbol's worst case: all its open orders on one side fill."""
         p = self.positions.get(symbol, _ZERO)

@@ -28,6 +28,7 @@ import yaml
 from common.config import ConfigError
 from common.instruments import Instruments
 from common.messages import OrderIntent, OrdType
+from execution.triggers import TriggerConfig
 
 __all__ = ["GLOBAL_KEYS", "LIMIT_KEYS", "GlobalLimits", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits",
            "Throttle"]
@@ -39,7 +40,8 @@ _ZERO = Decimal(0)
 class RejectCode(enum.StrEnum):
     """Why an order was refused (``ExecutionReport.reason``, counter ``rejects.<CODE>``)."""
 
-    KILL_SWITCH = "KILL_SWITCH"  # trading halted
+    KILL_SWITCH = "KILL_SWITCH"  # trading halted (globally, for the strategy or for the symbol)
+    REDUCING_ONLY = "REDUCING_ONLY"  # a REDUCING scope: the order would not reduce the symbol's |position|
     DUPLICATE_CLORDID = "DUPLICATE_CLORDID"  # client order id seen before, same parameters: answered with its state
     DUPLICATE_CLORDID_MISMATCH = "DUPLICATE_CLORDID_MISMATCH"  # id seen before with other parameters: refused
     MESSAGE_RATE = "MESSAGE_RATE"  # more than max_messages_per_sec order messages in the last second
@@ -142,11 +144,13 @@ class RiskConfig:
     """Validated limits: ``global`` ones, ``defaults`` for every symbol, overridden under ``symbols``."""
 
     def __init__(
-        self, glob: GlobalLimits, defaults: RiskLimits, symbols: dict[str, RiskLimits] | None = None
+        self, glob: GlobalLimits, defaults: RiskLimits, symbols: dict[str, RiskLimits] | None = None,
+        triggers: TriggerConfig | None = None,
     ) -> None:
         self.glob = glob
         self.defaults = defaults
         self.symbols = dict(symbols or {})
+        self.triggers = triggers if triggers is not None else TriggerConfig()
 
     def limits(self, symbol: str) -> RiskLimits:
         return self.symbols.get(symbol, self.defaults)
@@ -168,7 +172,7 @@ class RiskConfig:
         p = Path(path)
         if not isinstance(doc, dict):
             raise ConfigError(f"risk file {p}: expected a mapping with 'global', 'defaults' and 'symbols'")
-        unknown = set(doc) - {"global", "defaults", "symbols"}
+        unknown = set(doc) - {"global", "defaults", "symbols", "kill_triggers"}
         if unknown:
             raise ConfigError(f"risk file {p}: unknown top-level key {min(unknown)!r}")
         d = doc.get("defaults")
@@ -191,7 +195,8 @@ class RiskConfig:
             symbols[str(sym)] = replace(
                 defaults, **{k: _decimal(v, f"symbols.{sym}.{k}", p) for k, v in over.items()}
             )
-        return cls(_global(doc.get("global"), p), defaults, symbols)
+        triggers = TriggerConfig.from_dict(doc.get("kill_triggers"), p)
+        return cls(_global(doc.get("global"), p), defaults, symbols, triggers)
 
     def as_dict(self) -> dict[str, Any]:
         def row(lim: RiskLimits) -> dict[str, str]:
@@ -206,6 +211,7 @@ class RiskConfig:
             },
             "defaults": row(self.defaults),
             "symbols": {s: row(v) for s, v in self.symbols.items()},
+            "kill_triggers": self.triggers.as_dict(),
         }
 
 
@@ -275,6 +281,7 @@ class RiskEngine:
         open_orders: int = 0,
         open_other_side: Decimal = _ZERO,
         gross_others: Decimal = _ZERO,
+        reducing: bool = False,
     ) -> RejectCode | None:
         """The reject code for the new order ``intent``, or None when it may be routed.
 
@@ -283,8 +290,10 @@ class RiskEngine:
         ``open_other_side`` the unfilled quantity of open and in-flight orders on the intent's
         side / the other side; ``open_buy_notional`` the reserved notional of open buys;
         ``open_orders`` the gateway's open orders; ``gross_others`` the gross exposure of every
-        other symbol (``Portfolio.gross_without``). Takes a message-throttle slot (unless
-        halted) and, when it returns None, an order-throttle slot: call it once per new order,
+        other symbol (``Portfolio.gross_without``); ``reducing`` that a scope of the intent is
+        REDUCING: only an order that brings the symbol's position towards zero without
+        crossing it, counting open same-side orders, passes. Takes a message-throttle slot (unless
+        halted or REDUCING_ONLY) and, when it returns None, an order-throttle slot: call it once per new order,
         never for a cancel.
         """
         # A duplicate is answered first: its id already has a row, so it cannot get another.
@@ -292,6 +301,9 @@ class RiskEngine:
             return RejectCode.DUPLICATE_CLORDID
         if halted:
             return RejectCode.KILL_SWITCH
+        # Reducing: opposite side to the position, and this order plus the open same-side ones fit in it.
+        if reducing and (intent.side * position >= _ZERO or open_same_side + intent.qty > abs(position)):
+            return RejectCode.REDUCING_ONLY
         now = self.clock()
         if not self.messages.allow(now):
             return RejectCode.MESSAGE_RATE

@@ -34,7 +34,7 @@ from common.bus import DATA_FIELD, Consumer, Entry, Outputs
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
 from common.instruments import Instruments
-from common.messages import Control, OrderIntent, TickBatch
+from common.messages import Control, DecodeError, Heartbeat, OrderIntent, TickBatch, decode_as
 from common.service import Service
 from execution.config import ExecutionSettings
 from execution.kill_switch import GLOBAL
@@ -88,6 +88,8 @@ class ExecutionGateway(Service):
         self._batch_hwm = 0
         self._written_seq = 0  # highest outbox seq durable in the database
         self._unconfirmed = True  # outbox rows may be missing from the bus: republish first
+        self._hb_cursor = b"$"  # sys:heartbeats read so far (upstream silence trigger)
+        self._hb_polled = 0.0
 
     def input_types(self) -> dict[str, type]:
         types: dict[str, type] = {streams.ticks_stream(i): TickBatch for i in range(self.common.shards)}
@@ -131,7 +133,7 @@ class ExecutionGateway(Service):
         pf = self.oms.portfolio
         log.info(
             "execution: loaded state %s, %d open orders, %d positions, cash %s",
-            self.oms.kill.describe(), len(self.oms.orders), sum(1 for q in pf.positions.values() if q), pf.cash,
+            self.oms.switches.describe(), len(self.oms.orders), sum(1 for q in pf.positions.values() if q), pf.cash,
         )
 
     async def _reconcile(self) -> dict[str, int]:
@@ -364,8 +366,61 @@ class ExecutionGateway(Service):
         if self._batch_hwm:
             self.oms.confirmed_hwm = max(self.oms.confirmed_hwm, self._batch_hwm)
         self._unconfirmed = self.oms.confirmed_hwm < self._written_seq
+        await self._kill_triggers()
 
     async def idle(self) -> None:
         if self._unconfirmed:
             await self._republish()
         await self._drain_venue()
+        await self._kill_triggers()
+
+    # -- automatic kill triggers -----------------------------------------------------------
+    async def _kill_triggers(self) -> None:
+        """Feed the upstream heartbeats (once a second), evaluate the triggers, carry out a halt."""
+        oms = self.oms
+        if not oms.triggers.enabled or self.store is None:
+            return
+        if oms.triggers.config.upstream_silence_s is not None:
+            loop_now = asyncio.get_running_loop().time()
+            if loop_now - self._hb_polled >= 1.0:
+                self._hb_polled = loop_now
+                await self._poll_heartbeats()
+        out = oms.check_triggers()
+        if out is None:
+            return
+        ch, res = out
+        try:
+            await self._db(self.store.write, ch)
+        except _Aborted:
+            return  # stopping with the database away: the next start reloads the (unhalted) state
+        except Exception:  # not durable: memory must not say halted while the database does not
+            log.exception("execution: writing the automatic halt failed; reloading state (it is retried)")
+            await self._reload()
+            return
+        self._note_written(ch.outbox)
+        self._unconfirmed = True
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=True)
+        for op in res.ops:
+            op(pipe)
+        for name, n in res.counters.items():
+            pipe.hincrby(streams.stats_key(self.name), name, n)
+            self.count(name, n)
+        await pipe.execute()
+        await self._republish()  # the cancels, the ack and the alert, from the outbox
+
+    async def _poll_heartbeats(self) -> None:
+        assert self.redis is not None
+        if self._hb_cursor == b"$":
+            last = await self.redis.xrevrange(streams.HEARTBEATS, count=1)
+            self._hb_cursor = last[0][0] if last else b"0-0"
+        resp = await self.redis.xread({streams.HEARTBEATS: self._hb_cursor}, count=10_000)
+        now = self.oms.clock()
+        for _stream, items in resp or []:
+            for eid, fields in items:
+                self._hb_cursor = eid
+                try:
+                    hb = decode_as(fields.get(DATA_FIELD, b""), Heartbeat)
+                except DecodeError:
+                    continue
+                self.oms.triggers.on_heartbeat(hb.service, hb.status, now)

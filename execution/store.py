@@ -49,7 +49,7 @@ class Changes:
     new_orders: dict[str, Order] = field(default_factory=dict)
     changed_orders: dict[str, Order] = field(default_factory=dict)
     fills: list[dict[str, Any]] = field(default_factory=list)
-    trading_state: dict[str, Any] | None = None
+    trading_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # scope -> row
     kill_events: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
@@ -61,7 +61,7 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(
-            self.new_orders or self.changed_orders or self.fills or self.trading_state or self.kill_events
+            self.new_orders or self.changed_orders or self.fills or self.trading_states or self.kill_events
             or self.audit or self.outbox or self.outbox_delete_upto is not None
         )
 
@@ -70,11 +70,12 @@ class Changes:
 class Snapshot:
     """What the gateway rebuilds its memory from on start."""
 
-    trading_state: dict[str, Any] | None
+    trading_state: dict[str, Any] | None  # the global scope's row
     open_orders: list[Order]
     fills: list[tuple[str, int, Decimal, Decimal, Decimal]]
     outbox_max_seq: int
     recent_ids: list[str]
+    trading_states: list[dict[str, Any]] = field(default_factory=list)  # every scope's row
 
 
 class Store:
@@ -97,7 +98,8 @@ class Store:
 
     def snapshot(self, scope: str, recent_ids: int) -> Snapshot:
         with self.engine.connect() as c:
-            st = c.execute(sa.select(_state).where(_state.c.scope == scope)).mappings().first()
+            states = [dict(r) for r in c.execute(sa.select(_state).order_by(_state.c.scope)).mappings()]
+            st = next((r for r in states if r["scope"] == scope), None)
             rows = c.execute(
                 sa.select(_orders).where(_orders.c.status.in_(db.OPEN_STATUSES)).order_by(_orders.c.id)
             ).mappings().all()
@@ -125,11 +127,12 @@ class Store:
                 ).scalars()
             )
         return Snapshot(
-            trading_state=dict(st) if st else None,
+            trading_state=st,
             open_orders=[Order.from_row(dict(r), counts.get(r["client_order_id"], 0)) for r in rows],
             fills=fills,
             outbox_max_seq=int(max_seq),
             recent_ids=recent[::-1],
+            trading_states=states,
         )
 
     def existing(self, cids: list[str]) -> dict[str, Order]:
@@ -201,8 +204,7 @@ class Store:
                 c.execute(stmt, rows)
             if ch.fills:
                 c.execute(self._insert_ignore(_fills, "exec_id"), ch.fills)
-            if ch.trading_state is not None:
-                row = ch.trading_state
+            for row in ch.trading_states.values():
                 res = c.execute(
                     _state.update().where(_state.c.scope == row["scope"]).values(
                         {k: v for k, v in row.items() if k != "scope"}

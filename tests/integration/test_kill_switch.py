@@ -180,3 +180,39 @@ def test_b2_gateway_killed_right_after_engage_comes_back_halted_until_released_w
     print(f"\nB2: gateway SIGKILLed right after engaging with {len(rested)} resting orders; restarted HALTED; "
           f"{len(blocked) + 1} intents refused (KILL_SWITCH), a release without a reason refused; "
           f"released with a reason; events {[a for a, _w, _x in events]}, audit {[a for a, _w, _d in audit]}")
+
+
+def test_symbol_scope_halt_from_the_cli_refuses_that_symbol_and_accepts_others(redis_url, database_url, tmp_path):
+    with Pipeline(redis_url, database_url, tmp_path / "home") as p:
+        p.start(("execution",))
+        r = p.redis()
+        reports = Reports(r)
+        publish_mark(r, "KSX")
+        publish_mark(r, "KSY")
+        rested = {s: [f"rest-{s}-{i}" for i in range(3)] for s in ("KSX", "KSY")}
+        publish_intents(r, [limit_intent(c, symbol=s) for s, cids in rested.items() for c in cids])
+        reports.wait([c for cids in rested.values() for c in cids], lambda rep: rep.status != "PENDING_NEW")
+        assert {reports.last(c).status for cids in rested.values() for c in cids} == {"ACCEPTED"}
+
+        eng = json.loads(p.run("-m", "backend.cli", "kill", "engage", "--scope", "symbol:KSX",
+                               "--reason", "scope drill", "--json").stdout)
+        assert (eng["ok"], eng["scope"], eng["state"]) == (True, "symbol:KSX", "HALTED")
+        publish_intents(r, [limit_intent("new-x", symbol="KSX"), limit_intent("new-y", symbol="KSY")])
+        reports.wait(["new-x", "new-y"], lambda rep: rep.status != "PENDING_NEW")
+        x, y = reports.last("new-x"), reports.last("new-y")
+        assert (x.status, x.reason) == ("REJECTED", "KILL_SWITCH") and x.text.startswith("HALTED at symbol:KSX")
+        assert (y.status, y.reason) == ("ACCEPTED", "")
+        st = json.loads(p.run("-m", "backend.cli", "kill", "status", "--json").stdout)
+        assert st["state"] == "ACTIVE" and "symbol:KSX HALTED" in st["detail"]
+        assert p.run("-m", "backend.cli", "kill", "engage", "--scope", "venue:X", check=False).returncode == 2
+        p.stop()
+
+    orders = {row[0]: row[1:] for row in _db_rows(
+        database_url, "SELECT client_order_id, status, reject_reason FROM orders")}
+    assert all(orders[c] == ("CANCELLED", "KILL_SWITCH") for c in rested["KSX"])
+    assert all(orders[c][0] == "ACCEPTED" for c in rested["KSY"])
+    assert orders["new-x"] == ("REJECTED", "KILL_SWITCH") and orders["new-y"][0] == "ACCEPTED"
+    states = _db_rows(database_url, "SELECT scope, state, reason FROM trading_state ORDER BY scope")
+    assert states == [("symbol:KSX", "HALTED", "scope drill")]
+    print(f"\nscope: `aitrader kill engage --scope symbol:KSX` cancelled {len(rested['KSX'])} KSX orders, "
+          f"left {len(rested['KSY'])} KSY orders working; a new KSX intent refused (KILL_SWITCH), a new KSY one accepted")

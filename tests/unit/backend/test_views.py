@@ -251,6 +251,9 @@ def test_cli_risk_show_prints_the_file_the_gateway_loads(clean_env, capsys, tmp_
     assert lines[4].split() == ["BTCUSDT", *(str(d[k]) + ("*" if k in ("max_order_qty", "max_position_qty") else "")
                                             if k not in ("max_order_qty", "max_position_qty") else
                                             {"max_order_qty": "2*", "max_position_qty": "3*"}[k] for k in LIMIT_KEYS)]
+    # no kill_triggers section: every automatic trigger is off
+    assert lines[-1].startswith("kill_triggers: daily_loss=off ") and "upstream_services=strategy_engine" in lines[-1]
+    assert set(doc["kill_triggers"]) >= {"daily_loss", "reject_streak", "stale_market_data_s"}
 
 
 def test_cli_risk_show_defaults_to_config_risk_yml(clean_env, capsys):
