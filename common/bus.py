@@ -362,7 +362,8 @@ class Consumer:
                 return batch
             return await self._read()
         except ResponseError as e:
-            if "NOGROUP" not in str(e):
+            # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted under a blocked read.
+            if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
                 raise
             # Redis lost its state (flush / restart without persistence): recreate the groups,
             # pausing briefly so a persistent fault cannot turn into a hot loop.

@@ -324,3 +324,104 @@ def test_d3_redis_restart_with_aof_keeps_groups_and_pending_and_loses_nothing(pr
     assert set(db["fill_ids"]) == set(fill_events)  # every durable fill reported, none invented
     assert not dead, dead
     assert all(c == 0 for c in codes.values()), codes
+
+
+# -- D4 ---------------------------------------------------------------------------------------
+CONSUMED = {  # stream -> the groups reading it
+    streams.ticks_stream(0): ("pattern_engine", "execution"),
+    streams.SIGNALS: ("strategy_engine",),
+    streams.INTENTS: ("execution",),
+    streams.EXEC_EVENTS: ("strategy_engine", "mock_mcp"),
+    streams.CONTROL: ("execution",),
+}
+
+
+def _all_groups_back(r: redis_lib.Redis) -> bool:
+    return all(set(groups) <= set(_groups(r, s)) for s, groups in CONSUMED.items())
+
+
+def _lose_redis_state(mode: str, rs: PrivateRedis, p: Pipeline) -> None:
+    if mode == "flush":
+        c = rs.client()
+        c.flushdb()
+        c.close()
+    else:  # restart without persistence: everything in memory is gone
+        rs.stop()
+        rs.start()
+
+
+@pytest.mark.parametrize("mode", ["flush", "restart"])
+def test_d4_redis_state_lost_consumers_recover_fast_and_gateway_stays_safe(mode, private_redis, database_url, tmp_path):
+    rs = private_redis(persistent=False)
+    with Pipeline(rs.url(), database_url, tmp_path / "home") as p:
+        p.start()
+        r = rs.client()
+        feed = TickFeed(rs.url(), int(12_000 * SCALE))
+        feed.publish(len(feed.entries) // 3)
+        _wait_drained(r, 60)
+        orders_before = len(_db(database_url)["orders"])
+        # HALT the gateway: the state is in the database; Redis only mirrors it.
+        p.run("-m", "backend.cli", "kill", "engage", "--reason", "d4", "--json")
+        assert r.hget(streams.KILL_STATE, "state") == b"HALTED"
+        pids = {svc: p.procs[svc].pid for svc in SERVICE_NAMES}
+        publisher = feed.in_background(pause_s=0.01)  # traffic while the state goes
+        time.sleep(0.5)
+        cpu0 = _cpu_s(pids)
+        t0 = time.monotonic()
+        _lose_redis_state(mode, rs, p)
+        r.close()
+        r = rs.client()
+        recovered = None
+        while time.monotonic() - t0 < 10:
+            if recovered is None and _all_groups_back(r):
+                recovered = time.monotonic() - t0
+            if recovered is not None and r.hget(streams.KILL_STATE, "state") == b"HALTED":
+                break
+            time.sleep(0.02)
+        mirrored = time.monotonic() - t0
+        window = 5.0
+        time.sleep(max(0.0, t0 + window - time.monotonic()))
+        cpu1 = _cpu_s(pids)
+        cpu = {svc: cpu1[svc] - cpu0[svc] for svc in pids}
+        publisher.join(60)
+        assert not publisher.is_alive()
+        for svc in SERVICE_NAMES:
+            assert p.procs[svc].pid == pids[svc] and p.procs[svc].poll() is None, p.log(svc)
+            p.wait_healthy(svc, 10)
+        _wait_drained(r, 60)
+
+        # After recovery: every new tick processed exactly once, a new intent rejected (HALTED).
+        pe0, ex0 = _stat(r, "pattern_engine", "ticks"), _stat(r, "execution", "ticks")
+        feed2 = TickFeed(rs.url(), 2_000, seed=5)
+        feed2.next_id = feed.next_id + 1_000_000
+        feed2.publish()
+        _wait_drained(r, 60)
+        pe_new, ex_new = _stat(r, "pattern_engine", "ticks") - pe0, _stat(r, "execution", "ticks") - ex0
+        hb = _health(r, "execution")
+        events = _stream(r, streams.EXEC_EVENTS, ExecutionReport)
+        intents_after = [i.client_order_id for i in _stream(r, streams.INTENTS, OrderIntent)]
+        hwm = int(r.get(streams.OUTBOX_HWM) or 0)
+        r.close()
+        codes = p.stop()
+    db = _db(database_url)
+    print(f"\nD4 ({mode}): consumer groups back after {recovered:.2f}s, ex:trading_state re-mirrored after "
+          f"{mirrored:.2f}s; CPU s over the {window:.0f}s window: "
+          + ", ".join(f"{s} {v:.2f}" for s, v in cpu.items())
+          + f"; ticks after recovery {feed2.published:,} processed pattern_engine {pe_new:,} / execution {ex_new:,}; "
+          f"orders before {orders_before}, after {len(db['orders'])}; intents on the new stream {len(intents_after)}; "
+          f"reports on the new stream {len(events)}; outbox hwm {hwm}; gateway {hb.status if hb else None} "
+          f"{hb.detail if hb else ''}")
+    assert recovered is not None and recovered <= 5.0
+    assert mirrored <= 5.0
+    for svc, used in cpu.items():
+        assert used < 0.5 * window, (svc, used)  # no hot loop: well under one core
+    assert pe_new == ex_new == feed2.published
+    assert hb is not None and hb.status == "ok" and "HALTED" in hb.detail
+    # Safe state: HALTED kept; every intent published after the reset was rejected, none routed.
+    new_orders = {c: db["orders"][c] for c in intents_after if c in db["orders"]}
+    assert set(intents_after) <= set(db["orders"])
+    assert all(o.status == "REJECTED" for o in new_orders.values()), {c: o.status for c, o in new_orders.items()}
+    reported = {e.client_order_id for e in events}
+    assert set(intents_after) <= reported  # and reported on the bus (not lost with the high-water mark)
+    assert _dups(db["fill_ids"]) == 0 and db["orphan_fills"] == 0 and db["mismatched"] == 0
+    assert all(c == 0 for c in codes.values()), codes
