@@ -33,7 +33,6 @@ volumes (default 1: about a minute per test on two cores).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -55,7 +54,6 @@ from common import streams
 from common.db import make_engine
 from common.messages import (
     Control,
-    ControlAck,
     ExecutionReport,
     Heartbeat,
     OrderIntent,
@@ -503,4 +501,142 @@ def test_d5_database_unavailable_nothing_routed_without_a_row_degraded_then_clea
     assert db["orphan_fills"] == 0 and _dups(db["fill_ids"]) == 0 and db["mismatched"] == 0
     assert {e.exec_id for e in events if e.last_qty > 0} == set(db["fill_ids"])
     assert not dead, dead
+    assert all(c == 0 for c in codes.values()), codes
+
+
+# -- E1 ---------------------------------------------------------------------------------------
+E1_BAD = int(1_000 * SCALE)  # in all, spread evenly over the five streams
+E1_GOOD = int(10_000 * SCALE)
+HUGE = 1 << 20  # ~1 MB payloads
+
+
+def _valid(stream: str, i: int) -> msgspec.Struct:
+    now = time.time_ns()
+    if stream == streams.ticks_stream(0):
+        return TickBatch([next(iter(synthetic_ticks(1, 1, i)))], now)
+    if stream == streams.SIGNALS:  # a detector no strategy follows: counted, then skipped
+        return Signal(f"e1s{i}", "E1SYM", "e1", 1, 1.0, 100.0, 1, now, now, now)
+    if stream == streams.INTENTS:  # an unknown symbol: a REJECTED order row and its report
+        return OrderIntent(f"e1o{i}", f"e1s{i}", "e1", "E1SYM", 1, Decimal(1), "MARKET", "DAY", Decimal(100), 1,
+                           now, now, now, now)
+    if stream == streams.EXEC_EVENTS:  # an order report (no fill) of an order the consumers do not know
+        z = Decimal(0)
+        return ExecutionReport(f"e1x{i}", f"e1o{i}", f"e1s{i}", "e1", "E1SYM", 1, "ACCEPTED", Decimal(1), z,
+                               Decimal(1), z, z, z, z, now, now, now, now, now)
+    return Control(f"e1c{i}", "kill.status", actor="e1", ts=now)
+
+
+def _mutate(msg: msgspec.Struct, field: str, value) -> bytes:
+    """``msg`` as wire bytes with one field replaced by ``value`` (bypassing the types)."""
+    arr = msgspec.to_builtins(msg)  # array_like: [tag, field0, field1, ...]
+    arr[1 + msg.__struct_fields__.index(field)] = value
+    return msgspec.msgpack.encode(arr)
+
+
+def _malformed(stream: str, i: int, rng) -> tuple[str, dict[bytes, bytes]]:
+    """(kind, fields) of the ``i``-th malformed entry for ``stream``."""
+    kinds = ("random", "empty", "wrong_schema", "nan", "unknown_enum", "missing_field", "not_msgpack",
+             "bad_tag")
+    big = i % 50 == 0  # a few ~1 MB ones per stream (each takes a MB of Redis and of the reader)
+    v = _valid(stream, 10_000_000 + i)
+    if big:
+        if i % 100 == 0:
+            return "huge_random", {b"d": rng.randbytes(HUGE)}
+        field = {Signal: "symbol", OrderIntent: "symbol", ExecutionReport: "ts_event", Control: "scope"}.get(type(v))
+        if isinstance(v, TickBatch):
+            t = msgspec.to_builtins(v.ticks[0])
+            t[1] = "X" * HUGE
+            return "huge_field", {b"d": msgspec.msgpack.encode(["ticks", [t], 0, 1])}
+        return "huge_field", {b"d": _mutate(v, field, "X" * HUGE)}
+    kind = kinds[i % len(kinds)]
+    if kind == "random":
+        return kind, {b"d": rng.randbytes(rng.randint(1, 300))}
+    if kind == "empty":
+        return kind, {b"d": b""}
+    if kind == "wrong_schema":
+        other = _valid(streams.SIGNALS if stream != streams.SIGNALS else streams.CONTROL, i)
+        return kind, {b"d": encode(other)}
+    if kind == "nan":
+        if isinstance(v, TickBatch):
+            t = msgspec.to_builtins(v.ticks[0])
+            t[5] = float("nan")
+            return kind, {b"d": msgspec.msgpack.encode(["ticks", [t], 0, 1])}
+        field = {Signal: "strength", OrderIntent: "qty", ExecutionReport: "fee", Control: "ts"}[type(v)]
+        value = "NaN" if isinstance(getattr(v, field), Decimal) else float("nan")
+        return kind, {b"d": _mutate(v, field, value)}
+    if kind == "unknown_enum":
+        if isinstance(v, TickBatch):
+            t = msgspec.to_builtins(v.ticks[0])
+            t[2] = 99
+            return kind, {b"d": msgspec.msgpack.encode(["ticks", [t], 0, 1])}
+        field, value = {Signal: ("side", 7), OrderIntent: ("order_type", "ICEBERG"),
+                        ExecutionReport: ("status", "EXPLODED"), Control: ("args", 5)}[type(v)]
+        return kind, {b"d": _mutate(v, field, value)}
+    if kind == "missing_field":
+        return kind, {b"x": encode(v)}
+    if kind == "not_msgpack":
+        return kind, {b"d": b"\xc1" * rng.randint(1, 20)}
+    arr = msgspec.to_builtins(v)
+    arr[0] = "nope"
+    return "bad_tag", {b"d": msgspec.msgpack.encode(arr)}
+
+
+def test_e1_malformed_messages_on_every_stream_dead_lettered_and_valid_ones_processed(
+    private_redis, database_url, tmp_path
+):
+    import random
+
+    rng = random.Random(3)
+    rs = private_redis(persistent=False)
+    bad_per, good_per = E1_BAD // len(CONSUMED), E1_GOOD // len(CONSUMED)
+    with Pipeline(rs.url(), database_url, tmp_path / "home") as p:
+        p.start()
+        pids = {svc: p.procs[svc].pid for svc in SERVICE_NAMES}
+        r = rs.client()
+        kinds: Counter = Counter()
+        t0 = time.monotonic()
+        for stream in CONSUMED:
+            rows = [("good", {b"d": encode(_valid(stream, i))}) for i in range(good_per)]
+            rows += [_malformed(stream, i, rng) for i in range(bad_per)]
+            rng.shuffle(rows)
+            pipe = r.pipeline(transaction=False)
+            for n, (kind, fields) in enumerate(rows):
+                kinds[kind] += 1
+                pipe.xadd(stream, fields)
+                if n % 200 == 199:
+                    pipe.execute()
+            pipe.execute()
+        _wait_drained(r, 120)
+        elapsed = time.monotonic() - t0
+        for svc in SERVICE_NAMES:  # no restart, still healthy
+            assert p.procs[svc].pid == pids[svc] and p.procs[svc].poll() is None, p.log(svc)
+            p.wait_healthy(svc, 10)
+        dead: dict[tuple[str, str], int] = Counter()
+        reasons: Counter = Counter()
+        for stream in CONSUMED:
+            for _id, f in r.xrange(streams.dlq_stream(stream)):
+                assert f[b"reason"], f
+                dead[(stream, f[b"group"].decode())] += 1
+                reasons[f[b"reason"].decode().split(":")[0]] += 1
+        stats = {svc: {k.decode(): int(v) for k, v in r.hgetall(streams.stats_key(svc)).items()} for svc in SERVICE_NAMES}
+        events = r.xlen(streams.EXEC_EVENTS)
+        r.close()
+        codes = p.stop()
+    print(f"\nE1: {bad_per * len(CONSUMED):,} malformed among {good_per * len(CONSUMED):,} valid entries on "
+          f"{len(CONSUMED)} streams, drained in {elapsed:.1f}s; kinds {dict(kinds)}; dead letters "
+          f"{sum(dead.values()):,} by reason {dict(reasons)}")
+    for stream, groups in CONSUMED.items():
+        for g in groups:
+            assert dead[(stream, g)] == bad_per, (stream, g, dict(dead))
+    assert sum(dead.values()) == sum(bad_per * len(g) for g in CONSUMED.values())
+    # every valid entry processed, by each service's exactly-once counters
+    assert stats["pattern_engine"]["ticks"] == good_per
+    assert stats["execution"]["ticks"] == good_per
+    assert stats["strategy_engine"]["signals"] == good_per
+    assert stats["execution"]["intents"] == good_per
+    assert sum(v for k, v in stats["execution"].items() if k.startswith("control.")) == good_per
+    mock = stats["mock_mcp"]
+    # ex:events holds our valid reports, our malformed ones and the gateway's reports of our intents
+    assert mock.get("order_reports", 0) + mock.get("fills", 0) + mock.get("reports_duplicate", 0) \
+        == events - bad_per >= good_per * 2
     assert all(c == 0 for c in codes.values()), codes
