@@ -189,6 +189,8 @@ class Service:
                     self.count("bus_resets")
                     await self.on_bus_reset()
                 batch = await self.consumer.read()
+                if self.detail.startswith("redis unavailable"):
+                    self.status, self.detail = "ok", ""  # Redis answers again
                 if not batch:
                     await self.idle()
                     continue

@@ -260,16 +260,22 @@ def test_d3_redis_restart_with_aof_keeps_groups_and_pending_and_loses_nothing(pr
         # Freeze the pattern engine (SIGSTOP) once the stream is under way: what Redis delivers
         # to it meanwhile stays pending, so the restart has pending entries to keep for sure.
         deadline = time.monotonic() + 30
-        while feed.next_id < len(feed.entries) // 3 and time.monotonic() < deadline:
+        while feed.published < n_ticks // 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         pe = p.procs["pattern_engine"]
-        pe.send_signal(signal.SIGSTOP)
         tick_groups = {}
-        while time.monotonic() < deadline:
-            tick_groups = _groups(r, streams.ticks_stream(0))
+        for _ in range(20):  # frozen between two reads, nothing is delivered to it: try again
+            pe.send_signal(signal.SIGSTOP)
+            until = time.monotonic() + 0.5
+            while time.monotonic() < until:
+                tick_groups = _groups(r, streams.ticks_stream(0))
+                if tick_groups["pattern_engine"]["pending"] > 0:
+                    break
+                time.sleep(0.01)
             if tick_groups["pattern_engine"]["pending"] > 0:
                 break
-            time.sleep(0.01)
+            pe.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
         pending_before = int(tick_groups["pattern_engine"]["pending"])
         r.close()
         t_down = time.monotonic()
