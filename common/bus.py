@@ -205,19 +205,30 @@ class Consumer:
         self._last_retry_scan = 0.0
         self._last_claim_scan = 0.0
         self.dead_lettered = 0
+        self._started = False
+        # Times Redis was found to have lost this consumer's groups after start (a flush, or a
+        # restart without persistence): the service compares it to react (see Service.loop).
+        self.resets = 0
 
     # -- set-up -------------------------------------------------------------------------
-    async def ensure_groups(self) -> None:
+    async def ensure_groups(self) -> int:
+        """Create the missing groups; returns how many were missing."""
+        created = 0
         for stream in self.types:
             try:
                 await self.redis.xgroup_create(stream, self.group, id=self.start_id, mkstream=True)
+                created += 1
             except ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
+        if created and self._started:
+            self.resets += 1
+        return created
 
     async def start(self) -> None:
         """Create groups, then queue this consumer's own pending entries and claim abandoned ones."""
         await self.ensure_groups()
+        self._started = True
         await self._recover_pending()
 
     async def _recover_pending(self) -> None:
@@ -351,7 +362,8 @@ class Consumer:
                 return batch
             return await self._read()
         except ResponseError as e:
-            if "NOGROUP" not in str(e):
+            # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted under a blocked read.
+            if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
                 raise
             # Redis lost its state (flush / restart without persistence): recreate the groups,
             # pausing briefly so a persistent fault cannot turn into a hot loop.

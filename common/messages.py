@@ -193,11 +193,13 @@ class ExecutionReport(msgspec.Struct, tag="exec", **_COMMON):
 class Control(msgspec.Struct, tag="ctl", **_COMMON):
     """A command to the services (kill switch, resume, limits)."""
 
-    request_id: str
-    command: str  # e.g. "kill.engage", "kill.release", "kill.status"
-    scope: str = "global"  # "global", "strategy:<name>", "symbol:<sym>"
-    reason: str = ""
-    actor: str = ""
+    # Bounded like the other messages' ids: an oversized command is dead-lettered, not
+    # applied (its reason would otherwise reach the database and the Redis mirror).
+    request_id: Id
+    command: Id  # e.g. "kill.engage", "kill.release", "kill.status"
+    scope: Annotated[str, msgspec.Meta(max_length=128)] = "global"  # "global", "strategy:<name>", "symbol:<sym>"
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    actor: Id = ""
     args: dict[str, str] = {}
     ts: int = 0
     v: int = SCHEMA_VERSION

@@ -93,6 +93,11 @@ class Service:
     async def teardown(self) -> None:
         """Close resources. Called once on stop."""
 
+    async def on_bus_reset(self) -> None:
+        """Redis lost its state (flush, restart without persistence); the groups are back.
+
+        Services that mirror state into Redis write it again here."""
+
     def configure_consumer(self, consumer: Consumer) -> None:
         """Adjust the consumer before it starts (e.g. ``Consumer.set_lazy``)."""
 
@@ -174,10 +179,18 @@ class Service:
     async def loop(self) -> None:
         assert self.consumer is not None
         backoff = 0.05
+        resets = self.consumer.resets
         # On stop, entries already delivered to us (prefetched) are still handled and acked.
         while not self.stopping.is_set() or self.consumer.has_backlog:
             try:
+                if self.consumer.resets != resets:
+                    resets = self.consumer.resets
+                    log.warning("%s: redis lost its state; restoring what this service mirrors there", self.name)
+                    self.count("bus_resets")
+                    await self.on_bus_reset()
                 batch = await self.consumer.read()
+                if self.detail.startswith("redis unavailable"):
+                    self.status, self.detail = "ok", ""  # Redis answers again
                 if not batch:
                     await self.idle()
                     continue

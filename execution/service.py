@@ -231,6 +231,15 @@ class ExecutionGateway(Service):
             self.count(name, n)
         await self._republish()
 
+    async def on_bus_reset(self) -> None:
+        # The trading state and the outbox live in the database; Redis only mirrors them.
+        # Mirror the state again (a HALTED gateway stays HALTED: memory came from the
+        # database) and republish the outbox rows still held: the high-water mark went with
+        # the flush, so reports are sent again rather than lost (at-least-once, by exec_id).
+        assert self.redis is not None
+        await self.redis.hset(streams.KILL_STATE, mapping=self.oms.kill.mirror())
+        self._unconfirmed = True
+
     def heartbeat_detail(self) -> str:
         base = f"{self.oms.kill.state} open={len(self.oms.orders)}"
         return f"{base} {self.detail}" if self.detail else base
