@@ -194,7 +194,7 @@ async def test_status_unknown_and_invalid_requests_are_answered_in_their_rows(de
 
 async def test_cancel_from_the_database(dead_common, ex_settings, engine):
     gw = make_gateway(dead_common, ex_settings, engine)
-    a, b, c = await rest(gw)
+    a, _b, _c = await rest(gw)
     one, rest_all, again = ctl("order.cancel", client_order_id=a), ctl("order.cancel_all"), ctl("order.cancel",
                                                                                                 client_order_id=a)
     for x in (one, rest_all, again):
