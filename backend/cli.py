@@ -5,6 +5,8 @@
     aitrader kill engage|reduce|release|status [--scope global|strategy:S|symbol:X] [--reason TEXT] [--json]
     aitrader cancel CLIENT_ORDER_ID [--json]                   cancel one open order
     aitrader cancel-all [--symbol S] [--strategy S] [--json]   cancel every open order (in scope)
+        (kill / cancel / cancel-all: --via auto|bus|db — the bus, or the database's control_requests
+         table when Redis is unreachable (auto, the default) or always (db))
     aitrader status [--json]                                   services' health and stream lag
     aitrader orders [--open] [--symbol S] [--strategy S] [--limit N] [--json]
     aitrader fills [--symbol S] [--limit N] [--json]
@@ -65,22 +67,25 @@ def cmd_report(args: argparse.Namespace, common: CommonSettings) -> int:
     return EXIT_OK if rep["idle"] else EXIT_FAIL
 
 
-# -- kill switch -----------------------------------------------------------------------
-async def _send_control(common: CommonSettings, command: str, reason: str, scope: str,
-                        timeout_s: float, args: dict[str, str] | None = None) -> ControlAck | None:
+# -- kill switch and cancels: control commands ------------------------------------------------
+def _control(command: str, reason: str, scope: str, args: dict[str, str] | None = None) -> Control:
+    return Control(
+        request_id=uuid.uuid4().hex,
+        command=command,
+        scope=scope,
+        reason=reason,
+        actor=f"cli:{getpass.getuser()}",
+        args=args or {},
+        ts=time.time_ns(),
+    )
+
+
+async def _send_control(common: CommonSettings, req: Control, timeout_s: float) -> ControlAck | None:
+    """``req`` on ``ctl:commands``; the gateway's ack, or None after ``timeout_s``. Raises if Redis is unreachable."""
     r = connect(common.redis_url, socket_connect_timeout=3)
     try:
         last = await r.xrevrange(streams.CONTROL_ACKS, count=1)
         cursor = last[0][0] if last else b"0-0"
-        req = Control(
-            request_id=uuid.uuid4().hex,
-            command=command,
-            scope=scope,
-            reason=reason,
-            actor=f"cli:{getpass.getuser()}",
-            args=args or {},
-            ts=time.time_ns(),
-        )
         await r.xadd(streams.CONTROL, {b"d": encode(req)}, maxlen=100_000, approximate=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -97,6 +102,59 @@ async def _send_control(common: CommonSettings, command: str, reason: str, scope
         return None
     finally:
         await r.aclose()
+
+
+def _send_control_db(common: CommonSettings, req: Control, timeout_s: float) -> ControlAck | None:
+    """``req`` as a ``control_requests`` row; its result once the gateway handled it, or None.
+
+    Needs only the database. Unanswered within ``timeout_s`` (no gateway running), the row is
+    withdrawn so that a gateway started later does not carry out a stale command."""
+    from common.db import make_engine
+    from execution.store import control_result, submit_control, withdraw_control
+
+    eng = make_engine(common.db_url)
+    try:
+        submit_control(eng, req)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = control_result(eng, req.request_id)
+            if row is not None and row["ts_handled"] is not None:
+                break
+            if time.monotonic() >= deadline:
+                if withdraw_control(eng, req.request_id):
+                    return None
+                row = control_result(eng, req.request_id)  # handled while we gave up: the answer stands
+                break
+            time.sleep(0.02)
+    finally:
+        eng.dispose()
+    assert row is not None
+    return ControlAck(request_id=req.request_id, service="execution", ok=bool(row["ok"]), state=row["state"] or "",
+                      detail=row["detail"] or "", ts=int(row["ts_handled"]))
+
+
+def _control_via(common: CommonSettings, req: Control, via: str, timeout_s: float) -> tuple[ControlAck | None, str, str]:
+    """Send ``req`` by the bus or the database: (ack or None, the path taken, why none came)."""
+    import sqlalchemy as sa
+
+    why = ""
+    if via in ("auto", "bus"):
+        try:
+            return asyncio.run(_send_control(common, req, timeout_s)), "bus", "no answer from the execution gateway"
+        except (OSError, RedisError) as e:
+            if via == "bus":
+                return None, "bus", f"redis unreachable: {e}"
+            why = f"redis unreachable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    path = "database" + (f": {why}" if why else "")
+    try:
+        return _send_control_db(common, req, timeout_s), path, "no answer from the execution gateway (request withdrawn)"
+    except sa.exc.SQLAlchemyError as e:
+        return None, path, f"database error: {str(e).splitlines()[0]}"
+
+
+def _path_line(path: str, as_json: bool) -> None:
+    if path != "bus" and not as_json:
+        print(f"(sent through the {path})")
 
 
 def _kill_state_from_db(common: CommonSettings, scope: str) -> dict[str, Any] | None:
@@ -133,15 +191,10 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
     if bad is not None:
         print(f"kill {args.action}: {bad}", file=sys.stderr)
         return EXIT_USAGE
-    command = f"kill.{args.action}"
-    try:
-        ack = asyncio.run(_send_control(common, command, args.reason or "", args.scope, args.timeout))
-    except (OSError, RedisError) as e:  # Redis down: status falls back to the database below
-        ack, err = None, str(e)
-    else:
-        err = "no answer from the execution gateway"
+    req = _control(f"kill.{args.action}", args.reason or "", args.scope)
+    ack, path, err = _control_via(common, req, args.via, args.timeout)
     if ack is None:
-        if args.action == "status":
+        if args.action == "status":  # no gateway answered: its last persisted state
             st = _kill_state_from_db(common, args.scope)
             if st is not None:
                 st["source"] = "database (gateway not answering)"
@@ -154,10 +207,12 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
                 return EXIT_OK
         print(f"kill {args.action}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
         return EXIT_FAIL
-    result = {"ok": ack.ok, "scope": args.scope, "state": ack.state, "detail": ack.detail, "service": ack.service}
+    result = {"ok": ack.ok, "scope": args.scope, "state": ack.state, "detail": ack.detail, "service": ack.service,
+              "via": path.split(":")[0]}
     if args.json:
         _print_json(result)
     else:
+        _path_line(path, args.json)
         print(f"trading state {args.scope} {ack.state}" + (f" — {ack.detail}" if ack.detail else ""))
     return EXIT_OK if ack.ok else EXIT_FAIL
 
@@ -170,19 +225,16 @@ def cmd_cancel(args: argparse.Namespace, common: CommonSettings) -> int:
         command = "order.cancel_all"
         cargs = {k: v for k, v in (("symbol", args.symbol), ("strategy", args.strategy)) if v}
         what = "all open orders" + "".join(f" {k}={v}" for k, v in cargs.items())
-    try:
-        ack = asyncio.run(_send_control(common, command, args.reason, "global", args.timeout, cargs))
-    except OSError as e:
-        ack, err = None, str(e)
-    else:
-        err = "no answer from the execution gateway"
+    ack, path, err = _control_via(common, _control(command, args.reason, "global", cargs), args.via, args.timeout)
     if ack is None:
         print(f"{args.cmd} {what}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
         return EXIT_FAIL
-    result = {"ok": ack.ok, "state": ack.state, "detail": ack.detail, "service": ack.service}
+    result = {"ok": ack.ok, "state": ack.state, "detail": ack.detail, "service": ack.service,
+              "via": path.split(":")[0]}
     if args.json:
         _print_json(result)
     else:
+        _path_line(path, args.json)
         print(("" if ack.ok else "refused: ") + ack.detail)
     return EXIT_OK if ack.ok else EXIT_FAIL
 
@@ -378,6 +430,10 @@ def _count(v: str) -> int:
     return n
 
 
+_VIA_HELP = ("how the command reaches the gateway: bus (ctl:commands), db (the control_requests table; works "
+             "while Redis is down) or auto (default: the bus, the database when Redis is unreachable)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aitrader", description="AITrader command line")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -392,6 +448,7 @@ def _parser() -> argparse.ArgumentParser:
     kp.add_argument("--scope", default="global", help="global (default), strategy:<name> or symbol:<SYM>")
     kp.add_argument("--timeout", type=float, default=5.0)
     kp.add_argument("--json", action="store_true")
+    kp.add_argument("--via", choices=["auto", "bus", "db"], default="auto", help=_VIA_HELP)
     cp = sub.add_parser("cancel", help="cancel one open order (PENDING_CANCEL, then CANCELLED)")
     cp.add_argument("client_order_id")
     cap = sub.add_parser("cancel-all", help="cancel every open order, optionally of one symbol / strategy")
@@ -401,6 +458,7 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--reason", default="")
         q.add_argument("--timeout", type=float, default=5.0)
         q.add_argument("--json", action="store_true")
+        q.add_argument("--via", choices=["auto", "bus", "db"], default="auto", help=_VIA_HELP)
     sp = sub.add_parser("status", help="services' health and stream lag")
     sp.add_argument("--json", action="store_true")
     op = sub.add_parser("orders", help="orders in the database, newest first")

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Engine,
@@ -48,6 +49,7 @@ __all__ = [
     "Amount",
     "AuditLog",
     "Base",
+    "ControlRequest",
     "Fill",
     "KillSwitchEvent",
     "Order",
@@ -272,6 +274,31 @@ class OutboxMessage(Base):
     stream: Mapped[str] = mapped_column(String(128))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+
+
+class ControlRequest(Base):
+    """A control command written to the database instead of the bus (``ctl:commands``).
+
+    The gateway polls unhandled rows (``ts_handled`` NULL), applies each exactly as the
+    same command from the bus and fills in the result (``ok``, ``state``, ``detail``,
+    ``ts_handled``) in the transaction that makes its effects durable: the row is the
+    command's acknowledgement. This path needs only the database, not Redis (0004).
+    """
+
+    __tablename__ = "control_requests"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    command: Mapped[str] = mapped_column(String(64))  # as Control.command: kill.engage, order.cancel, ...
+    scope: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    args: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    ts_requested: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
+    ts_handled: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 # -- engine and sessions -------------------------------------------------------------------

@@ -68,6 +68,9 @@ class Service:
         self.counters: dict[str, int] = {}
         self.latency: dict[str, LatencyHistogram] = {}
         self._tasks: list[asyncio.Task] = []
+        # Held around each batch (process, commit, after_commit) and each idle(): a task of the
+        # service that changes the same state outside the loop takes it too, so they never interleave.
+        self.batch_lock = asyncio.Lock()
 
     # -- to implement -------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
@@ -192,11 +195,13 @@ class Service:
                 if self.detail.startswith("redis unavailable"):
                     self.status, self.detail = "ok", ""  # Redis answers again
                 if not batch:
-                    await self.idle()
+                    async with self.batch_lock:
+                        await self.idle()
                     continue
-                out = await self.process(batch)
-                await self.consumer.commit(out, prefetch=not self.stopping.is_set())
-                await self.after_commit(batch, out)
+                async with self.batch_lock:
+                    out = await self.process(batch)
+                    await self.consumer.commit(out, prefetch=not self.stopping.is_set())
+                    await self.after_commit(batch, out)
                 backoff = 0.05
             except BusUnavailable as e:
                 if self.stopping.is_set():

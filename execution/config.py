@@ -70,6 +70,13 @@ class ExecutionSettings(SettingsBase):
     db_retry_max_s: float = Field(
         2.0, gt=0, le=60, description="Longest back-off between retries while the database is unreachable."
     )
+    control_poll_ms: float = Field(
+        100.0, ge=5, le=60_000,
+        description=(
+            "How often the gateway reads control_requests (kill switch and cancel commands written to the "
+            "database by `aitrader kill|cancel --via db`, or when Redis is down)."
+        ),
+    )
 
     @field_validator("mcp_url")
     @classmethod

@@ -16,6 +16,13 @@ venue ended are closed, open orders the venue never received are routed — each
 or with fills), an order whose state or fills differ from the database's, or a position
 the fills do not explain makes it refuse to start (``ReconciliationFailed``, exit code 2)
 naming each. An asynchronous venue's later events are applied per batch and when idle.
+
+Control commands also come through the database (``control_requests``, written by
+``aitrader kill|cancel`` when Redis is down): a task of its own polls the table every
+``control_poll_ms`` — also while the bus loop backs off — and applies each request through
+the same OMS path as the bus command, marking the row handled, with its result, in the
+transaction that makes the effects durable. Its reports wait in the outbox until Redis
+answers. The task and the bus batches share ``batch_lock``: they never interleave.
 """
 
 from __future__ import annotations
@@ -30,23 +37,35 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from common import streams
-from common.bus import DATA_FIELD, Consumer, Entry, Outputs
+from common.bus import DATA_FIELD, BusUnavailable, Consumer, Entry, Outputs
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
 from common.instruments import Instruments
-from common.messages import Control, DecodeError, Heartbeat, OrderIntent, TickBatch, decode_as
+from common.messages import (
+    Control,
+    ControlAck,
+    DecodeError,
+    Heartbeat,
+    OrderIntent,
+    TickBatch,
+    decode_as,
+    encode,
+)
 from common.service import Service
 from execution.config import ExecutionSettings
 from execution.kill_switch import GLOBAL
 from execution.oms import OUTBOX_HWM, SERVICE, BatchPlan, EntryResult, OrderManager
 from execution.risk import RiskConfig, RiskEngine
-from execution.store import SchemaMissing, Store, is_transient
+from execution.store import Changes, SchemaMissing, Store, is_transient
 from execution.venues import ReconciliationFailed, build_venue
 
 __all__ = ["EntryFailed", "ExecutionGateway"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+DB_CONTROL = "db:control_requests"  # the stream name a database control request is staged under
+_BUS_TIMEOUT_S = 2.0  # longest wait for Redis when publishing what a database request did
 
 
 class EntryFailed(Exception):
@@ -90,6 +109,8 @@ class ExecutionGateway(Service):
         self._unconfirmed = True  # outbox rows may be missing from the bus: republish first
         self._hb_cursor = b"$"  # sys:heartbeats read so far (upstream silence trigger)
         self._hb_polled = 0.0
+        self._bus_behind = False  # a database request's mirror / reports not on the bus yet
+        self._ctl_counters: dict[str, int] = {}  # its counters, for the bus's stats hash
 
     def input_types(self) -> dict[str, type]:
         types: dict[str, type] = {streams.ticks_stream(i): TickBatch for i in range(self.common.shards)}
@@ -240,6 +261,11 @@ class ExecutionGateway(Service):
         await self.redis.hset(streams.KILL_STATE, mapping=self.oms.kill.mirror())
         self._unconfirmed = True
 
+    async def extra_tasks(self) -> list[asyncio.Task]:
+        tasks = await super().extra_tasks()
+        tasks.append(asyncio.create_task(self._control_requests(), name=f"{self.name}.control_requests"))
+        return tasks
+
     def heartbeat_detail(self) -> str:
         base = f"{self.oms.kill.state} open={len(self.oms.orders)}"
         return f"{base} {self.detail}" if self.detail else base
@@ -383,6 +409,114 @@ class ExecutionGateway(Service):
         await self._drain_venue()
         await self._kill_triggers()
 
+    # -- control requests through the database -----------------------------------------------
+    async def _control_requests(self) -> None:
+        """Poll ``control_requests`` and apply each new row; never depends on Redis."""
+        every = self.settings.control_poll_ms / 1000
+        failing = False
+        while not self.stopping.is_set():
+            try:
+                await self.poll_controls()
+                failing = False
+            except _Aborted:
+                return
+            except Exception as e:  # the control path must outlive a bad moment
+                self.count("control_requests.errors")
+                if not failing:
+                    log.exception("execution: reading control_requests failed (%s); retrying", type(e).__name__)
+                failing = True
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=every)
+            except TimeoutError:
+                pass
+
+    async def poll_controls(self) -> int:
+        """Apply the unhandled control requests, then publish what they did if Redis answers; how many."""
+        assert self.store is not None
+        rows = await asyncio.to_thread(self.store.pending_controls)  # off the loop: most polls find nothing
+        if rows:
+            async with self.batch_lock:
+                for row in rows:
+                    if self.stopping.is_set():
+                        break
+                    await self._apply_control_request(row)
+            self._bus_behind = True
+        if self._bus_behind:
+            await self._publish_control_effects()
+        return len(rows)
+
+    async def _apply_control_request(self, row: dict[str, Any]) -> None:
+        """One request: staged as the same command from the bus; effects and result in one transaction."""
+        assert self.store is not None
+        oms = self.oms
+        ctl, problem = _control_of(row)
+        if ctl is None:
+            result = {"id": row["id"], "ts_handled": oms.clock(), "ok": False, "state": "", "detail": problem}
+            await self._db(self.store.write, Changes(control_results=[result]))
+            self._note_control({"control_requests.invalid": 1})
+            log.warning("execution: control request %s refused: %s", row["request_id"], problem)
+            return
+        entry = Entry(stream=DB_CONTROL, id=str(row["id"]).encode(), msg=ctl, raw=b"")
+        try:
+            plan = oms.stage([entry])
+            res = plan.results[(entry.stream, entry.id)]
+            ack = next((decode_as(data, ControlAck) for stream, data in res.messages
+                        if stream == streams.CONTROL_ACKS), None)
+            if ack is None:  # a command no part of the gateway handles (on the bus: another service's)
+                result = {"ok": False, "state": "", "detail": f"unknown command {ctl.command!r}"}
+            else:
+                result = {"ok": ack.ok, "state": ack.state[:16], "detail": ack.detail}
+            plan.tx1.control_results.append({"id": row["id"], "ts_handled": oms.clock(), **result})
+            await self._db(self.store.write, plan.tx1)
+            oms.tx1_done(plan)
+            self._note_written(plan.tx1.outbox)
+            oms.route(plan)  # nothing to route for a command; keeps the OMS's per-batch bookkeeping
+            await self._db(self.store.write, plan.tx2)
+            self._note_written(plan.tx2.outbox)
+        except _Aborted:
+            raise
+        except Exception as e:  # not durable: the database wins; answer the request instead of retrying forever
+            log.exception("execution: control request %s failed; reloading state", row["request_id"])
+            try:
+                await self._reload()
+            except BusUnavailable:
+                pass  # memory is reloaded; the Redis mirror is rewritten by _publish_control_effects
+            fail = {"id": row["id"], "ts_handled": oms.clock(), "ok": False, "state": "",
+                    "detail": f"failed: {type(e).__name__}: {str(e)[:500]}"}
+            await self._db(self.store.write, Changes(control_results=[fail]))
+            self._note_control({"control_requests.failed": 1})
+            return
+        self._note_control({**res.counters, "control_requests": 1})
+        log.info("execution: control request %s (%s %s by %s) from the database: ok=%s %s", ctl.request_id,
+                 ctl.command, ctl.scope, ctl.actor, result["ok"], result["detail"])
+
+    def _note_control(self, counters: dict[str, int]) -> None:
+        for name, n in counters.items():
+            self.count(name, n)
+            self._ctl_counters[name] = self._ctl_counters.get(name, 0) + n
+
+    async def _publish_control_effects(self) -> None:
+        """The trading-state mirror, the counters and the outbox onto the bus (when Redis answers)."""
+        assert self.redis is not None
+        self._unconfirmed = True  # the batch path republishes too, whichever comes first
+        try:
+            async with self.batch_lock:
+                await asyncio.wait_for(self._publish_control_effects_now(), timeout=_BUS_TIMEOUT_S)
+        except (TimeoutError, *BusUnavailable) as e:
+            log.debug("execution: bus unavailable for control request effects (%s); kept in the outbox", e)
+            return
+        self._bus_behind = False
+
+    async def _publish_control_effects_now(self) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(streams.KILL_STATE, mapping=self.oms.kill.mirror())
+        for name, n in self._ctl_counters.items():
+            pipe.hincrby(streams.stats_key(self.name), name, n)
+        await pipe.execute()
+        self._ctl_counters = {}
+        await self._republish()
+
     # -- automatic kill triggers -----------------------------------------------------------
     async def _kill_triggers(self) -> None:
         """Feed the upstream heartbeats (once a second), evaluate the triggers, carry out a halt."""
@@ -433,3 +567,16 @@ class ExecutionGateway(Service):
                 except DecodeError:
                     continue
                 self.oms.triggers.on_heartbeat(hb.service, hb.status, now)
+
+
+def _control_of(row: dict[str, Any]) -> tuple[Control | None, str]:
+    """The ``Control`` a ``control_requests`` row asks for, validated as a bus command is; or why not."""
+    try:
+        ctl = Control(
+            request_id=row["request_id"], command=row["command"], scope=row["scope"] or "global",
+            reason=row["reason"] or "", actor=row["actor"] or "", args=dict(row["args"] or {}),
+            ts=int(row["ts_requested"] or 0),
+        )
+        return decode_as(encode(ctl), Control), ""  # the bus's bounds and types (args: text to text)
+    except (DecodeError, TypeError, ValueError) as e:
+        return None, f"invalid control request: {str(e)[:500]}"

@@ -2,7 +2,9 @@
 
 All writes of one step go through ``Store.write(changes)`` in one transaction: new and
 changed orders, fills (idempotent by ``exec_id``), the trading state, kill-switch events,
-audit rows and the outbox rows that report them.
+audit rows and the outbox rows that report them — and the result of each control request
+taken from the database (``control_requests``: the path that works while Redis is down;
+``submit_control`` writes one, ``control_result`` reads its answer).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from common import db
 from execution.order import Order
 
-__all__ = ["Changes", "SchemaMissing", "Snapshot", "Store", "is_transient"]
+__all__ = ["Changes", "SchemaMissing", "Snapshot", "Store", "control_result", "is_transient", "submit_control",
+           "withdraw_control"]
 
 _orders = db.Order.__table__
 _fills = db.Fill.__table__
@@ -27,7 +30,9 @@ _state = db.TradingState.__table__
 _kill = db.KillSwitchEvent.__table__
 _audit = db.AuditLog.__table__
 _outbox = db.OutboxMessage.__table__
+_controls = db.ControlRequest.__table__
 
+_CONTROL_RESULT_COLS = ("ts_handled", "ok", "state", "detail")
 _ORDER_UPDATE_COLS = ("status", "reject_reason", "cum_qty", "avg_px", "fees", "ts_accepted", "ts_done")
 
 
@@ -54,6 +59,8 @@ class Changes:
     audit: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
     outbox_delete_upto: int | None = None
+    # control_requests rows handled by this transaction: {id, ts_handled, ok, state, detail}
+    control_results: list[dict[str, Any]] = field(default_factory=list)
 
     def order_changed(self, order: Order) -> None:
         if order.client_order_id not in self.new_orders:
@@ -62,7 +69,7 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(
             self.new_orders or self.changed_orders or self.fills or self.trading_states or self.kill_events
-            or self.audit or self.outbox or self.outbox_delete_upto is not None
+            or self.audit or self.outbox or self.outbox_delete_upto is not None or self.control_results
         )
 
 
@@ -88,8 +95,8 @@ class Store:
     # -- reads -------------------------------------------------------------------------
     def check_schema(self) -> None:
         names = set(sa.inspect(self.engine).get_table_names())
-        missing = [t for t in ("orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox")
-                   if t not in names]
+        missing = [t for t in ("orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox",
+                               "control_requests") if t not in names]
         if missing:
             raise SchemaMissing(
                 f"database not migrated (missing tables {missing}); run scripts/run_migrations.sh "
@@ -161,6 +168,12 @@ class Store:
             q = sa.select(_outbox.c.seq, _outbox.c.stream, _outbox.c.payload).where(_outbox.c.seq > seq)
             return [(int(s), st, bytes(p)) for s, st, p in c.execute(q.order_by(_outbox.c.seq))]
 
+    def pending_controls(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Control requests not handled yet, oldest first."""
+        with self.engine.connect() as c:
+            q = sa.select(_controls).where(_controls.c.ts_handled.is_(None)).order_by(_controls.c.id).limit(limit)
+            return [dict(r) for r in c.execute(q).mappings()]
+
     def iter_orders(self) -> Iterator[dict[str, Any]]:
         with self.engine.connect() as c:
             yield from (dict(r) for r in c.execute(sa.select(_orders).order_by(_orders.c.id)).mappings())
@@ -220,3 +233,36 @@ class Store:
                 c.execute(_outbox.delete().where(_outbox.c.seq <= ch.outbox_delete_upto))
             if ch.outbox:
                 c.execute(_outbox.insert(), ch.outbox)
+            if ch.control_results:
+                stmt = (
+                    _controls.update()
+                    .where(_controls.c.id == sa.bindparam("b_id"), _controls.c.ts_handled.is_(None))
+                    .values({k: sa.bindparam(f"b_{k}") for k in _CONTROL_RESULT_COLS})
+                )
+                c.execute(stmt, [{f"b_{k}": r[k] for k in ("id", *_CONTROL_RESULT_COLS)} for r in ch.control_results])
+
+
+# -- control requests through the database (the CLI's side) -------------------------------
+def submit_control(engine: Engine, ctl: Any) -> int:
+    """Write ``ctl`` (a ``common.messages.Control``) as an unhandled control request; its row id."""
+    with engine.begin() as c:
+        res = c.execute(_controls.insert().values(
+            request_id=ctl.request_id, command=ctl.command, scope=ctl.scope, reason=ctl.reason, actor=ctl.actor,
+            args=dict(ctl.args), ts_requested=ctl.ts or 0,
+        ))
+        return int(res.inserted_primary_key[0])
+
+
+def withdraw_control(engine: Engine, request_id: str) -> bool:
+    """Delete the control request ``request_id`` if no gateway has handled it yet; whether it was."""
+    with engine.begin() as c:
+        res = c.execute(_controls.delete().where(_controls.c.request_id == request_id,
+                                                 _controls.c.ts_handled.is_(None)))
+        return res.rowcount > 0
+
+
+def control_result(engine: Engine, request_id: str) -> dict[str, Any] | None:
+    """The control request ``request_id`` as it is now (``ts_handled`` None until the gateway took it)."""
+    with engine.connect() as c:
+        row = c.execute(sa.select(_controls).where(_controls.c.request_id == request_id)).mappings().first()
+        return dict(row) if row is not None else None

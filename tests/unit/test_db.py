@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 
 from common import db
 
-TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox"}
+TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests"}
 
 
 def tables(url: str) -> set[str]:
