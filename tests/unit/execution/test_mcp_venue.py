@@ -198,6 +198,10 @@ async def test_intent_becomes_a_broker_order_and_its_fill_a_report_and_a_db_fill
         await _wait(lambda: any(f["client_order_id"] == it.client_order_id
                                 for f in db_rows(common.db_url, db.Fill.__table__)))
         await _wait(lambda: not gw.gw.oms.orders)
+        # the fill is durable first, then published from the outbox: wait for it on the bus
+        deadline = time.monotonic() + 5.0
+        while await r.xlen(streams.EXEC_EVENTS) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         reps = [decode(f[b"d"]) for _i, f in await r.xrange(streams.EXEC_EVENTS)]
     finally:
         assert await gw.stop() == 0
