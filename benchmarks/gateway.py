@@ -11,7 +11,9 @@ just before publishing) until its acknowledgement — the ACCEPTED (or REJECTED)
 was read back from ``ex:events``: the hop in, the pre-trade checks, the order row committed
 to the database, the report published in the bus commit, and the hop out. Orders are market
 orders of one lot, alternating buy and sell, so positions and cash stay inside the limits;
-a tick per symbol every 10 ms fills them. ``max`` publishes as fast as possible and reports
+a tick per symbol every 10 ms fills them. The risk file is the shipped one with the
+throttles opened up and the automatic kill triggers off (the benchmark measures the path of
+an accepted order, not the limits). ``max`` publishes as fast as possible and reports
 the sustained rate of acknowledgements.
 """
 
@@ -178,7 +180,22 @@ def main() -> int:
     redis_sync.Redis.from_url(redis_url).flushdb()
     home = Path(tempfile.mkdtemp(prefix="aitrader-bench-gw-"))
     db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{home / 'bench.db'}"
-    pipeline = Pipeline(redis_url, db_url, home, {"AITRADER_INITIAL_CASH": "100000000"})
+    # The shipped risk file with the throttles opened up and the automatic kill triggers off:
+    # at 10k intents/s the shipped 500 orders/s limit (and then the message-rate trigger) would
+    # refuse almost everything, and the benchmark measures the path an accepted order takes.
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "config" / "risk.yml").read_text())
+    doc["global"].update(max_orders_per_sec=10_000_000, max_messages_per_sec=10_000_000, max_open_orders=10_000_000,
+                         max_gross_notional="1e15")
+    for k in ("daily_loss", "drawdown", "reject_streak", "message_rate_denials", "stale_market_data_s",
+              "upstream_silence_s"):
+        if k in doc.get("kill_triggers", {}):
+            doc["kill_triggers"][k] = None
+    risk = home / "bench-risk.yml"
+    risk.write_text(yaml.safe_dump(doc))
+    pipeline = Pipeline(redis_url, db_url, home, {"AITRADER_INITIAL_CASH": "100000000",
+                                                  "AITRADER_EX_RISK_FILE": str(risk)})
     print(f"starting the gateway (redis {redis_url}, db {db_url.split('@')[-1]})", file=sys.stderr)
     pipeline.start(("execution",))
     try:
