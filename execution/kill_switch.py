@@ -185,6 +185,11 @@ class KillSwitches:
                     state, where = s, scope
         return state, where
 
+    def halted_scope(self, strategy: str, symbol: str) -> str | None:
+        """The scope that halts an order of ``strategy`` on ``symbol``, or None when none does."""
+        state, where = self.effective(strategy, symbol)
+        return where if state == TradingStateName.HALTED else None
+
     def non_active(self) -> list[KillSwitch]:
         return [k for s, k in sorted(self.scopes.items()) if k.state != TradingStateName.ACTIVE]
 

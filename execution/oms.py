@@ -155,6 +155,8 @@ class OrderManager:
         self._kept: OrderedDict[str, Order] = OrderedDict()
         self._kept_cap = min(known_ids, _KEPT)
         self._deferred: list[VenueEvent] = []  # venue events raised while reloading
+        # Kill-switch cancellations done in memory and at the venue, rows and reports to write.
+        self._to_record: list[tuple[Order, int, str, str]] = []
         self._unrouted: set[str] = set()  # accepted in the batch being staged, not at the venue yet
         self._exec_seen: OrderedDict[str, None] = OrderedDict()  # venue exec ids applied (dedupe)
         self._ch = Changes()
@@ -176,11 +178,19 @@ class OrderManager:
         self._kept.clear()
         for cid in snap.recent_ids:
             self._remember(cid)
+        self._to_record = []
+        now = self.clock()
         for o in snap.open_orders:
             self.orders[o.client_order_id] = o
             self._remember(o.client_order_id, o)
             leaves = o.qty - o.cum_qty
             self.portfolio.reserve(o, leaves * (o.limit_price or o.ref_price))
+            halted = self.switches.halted_scope(o.strategy, o.symbol)
+            if halted is not None:
+                # A halt whose cancellations were not recorded before a crash: finish it.
+                self.venue.cancel(o.client_order_id)
+                self._cancelled_unrecorded(o, now, "KILL_SWITCH", halted)
+                continue
             self._deferred.extend(self.venue.resume(o))
         self.outbox_seq = max(self.outbox_seq, snap.outbox_max_seq)
 
@@ -442,23 +452,49 @@ class OrderManager:
         return ch, res
 
     def _cancel_all(self, res: EntryResult, now: int, reason: str, scope: str = GLOBAL) -> int:
+        """Cancel the scope's open orders at the venue and in memory, at once.
+
+        Their rows and reports are *recorded* later (``flush_cancels``, right after the next
+        bus batch or when idle): the batch that halts then commits only the state change,
+        so the next intents are read and refused within milliseconds instead of waiting
+        for N order rows to be written. Nothing can fill in between (the venue no longer
+        holds them), and a crash in between is covered by ``load``: a halted scope's open
+        orders are cancelled again on start."""
         n = 0
         for cid, o in list(self.orders.items()):
             if not in_scope(scope, o.strategy, o.symbol):
                 continue
             self.venue.cancel(cid)
-            leaves = o.leaves_qty
-            o.transition(OrdStatus.CANCELLED)
-            o.reject_reason = reason
-            o.ts_done = now
-            self.portfolio.release(o, leaves)
-            del self.orders[cid]
-            self._ch.order_changed(o)
+            self._cancelled_unrecorded(o, now, reason, scope)
             res.incr("cancels")
-            self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{cid}:C", now, reason=reason,
-                                                              text=f"cancelled by kill switch ({scope})"))
             n += 1
         return n
+
+    def _cancelled_unrecorded(self, o: Order, now: int, reason: str, scope: str) -> None:
+        leaves = o.leaves_qty
+        o.transition(OrdStatus.CANCELLED)
+        o.reject_reason = reason
+        o.ts_done = now
+        self.portfolio.release(o, leaves)
+        self.orders.pop(o.client_order_id, None)
+        self._to_record.append((o, now, reason, f"cancelled by kill switch ({scope})"))
+
+    @property
+    def cancels_to_record(self) -> int:
+        return len(self._to_record)
+
+    def flush_cancels(self) -> tuple[Changes, EntryResult] | None:
+        """The rows and reports of the kill switch's cancellations not yet recorded (see ``_cancel_all``)."""
+        if not self._to_record:
+            return None
+        ch, res = Changes(), EntryResult()
+        self._ch = ch
+        todo, self._to_record = self._to_record, []
+        for o, ts, reason, text in todo:
+            ch.order_changed(o)
+            self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{o.client_order_id}:C", ts, reason=reason,
+                                                              text=text))
+        return ch, res
 
     def _on_order_control(self, ctl: Control, res: EntryResult) -> None:
         """``order.cancel`` / ``order.cancel_all``: PENDING_CANCEL, then CANCELLED or a cancel reject."""

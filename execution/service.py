@@ -104,6 +104,7 @@ class ExecutionGateway(Service):
         self.store: Store | None = None
         self._results: dict[tuple[str, bytes], EntryResult] = {}
         self._failed: set[tuple[str, bytes]] = set()
+        self._cancels_before = 0
         self._batch_hwm = 0
         self._written_seq = 0  # highest outbox seq durable in the database
         self._unconfirmed = True  # outbox rows may be missing from the bus: republish first
@@ -339,6 +340,7 @@ class ExecutionGateway(Service):
 
     async def before_batch(self, batch: list[Entry]) -> None:
         self._results, self._failed = {}, set()
+        self._cancels_before = self.oms.cancels_to_record
         if self._unconfirmed:
             await self._republish()
         try:
@@ -401,13 +403,37 @@ class ExecutionGateway(Service):
         if self._batch_hwm:
             self.oms.confirmed_hwm = max(self.oms.confirmed_hwm, self._batch_hwm)
         self._unconfirmed = self.oms.confirmed_hwm < self._written_seq
+        # A halt in this very batch: its cancellations are recorded after the next batch (or
+        # when idle), so the intents already waiting are refused first (see OrderManager._cancel_all).
+        if self.oms.cancels_to_record and self.oms.cancels_to_record == self._cancels_before:
+            await self._flush_cancels()
         await self._kill_triggers()
 
     async def idle(self) -> None:
         if self._unconfirmed:
             await self._republish()
+        await self._flush_cancels()
         await self._drain_venue()
         await self._kill_triggers()
+
+    async def _flush_cancels(self) -> None:
+        """Write (then publish from the outbox) the kill switch's cancellations not yet recorded."""
+        out = self.oms.flush_cancels()
+        if out is None:
+            return
+        ch, _res = out
+        assert self.store is not None
+        try:
+            await self._db(self.store.write, ch)
+        except _Aborted:
+            return  # stopping with the database away: the next start cancels them again (OrderManager.load)
+        except Exception:  # not durable: the database wins (a halted scope's open orders are cancelled on load)
+            log.exception("execution: recording the kill switch's cancellations failed; reloading state")
+            await self._reload()
+            return
+        self._note_written(ch.outbox)
+        self._unconfirmed = True
+        await self._republish()
 
     # -- control requests through the database -----------------------------------------------
     async def _control_requests(self) -> None:
@@ -473,6 +499,10 @@ class ExecutionGateway(Service):
             oms.route(plan)  # nothing to route for a command; keeps the OMS's per-batch bookkeeping
             await self._db(self.store.write, plan.tx2)
             self._note_written(plan.tx2.outbox)
+            flushed = oms.flush_cancels()  # no bus batch may come (Redis down): record the cancellations now
+            if flushed is not None:
+                await self._db(self.store.write, flushed[0])
+                self._note_written(flushed[0].outbox)
         except _Aborted:
             raise
         except Exception as e:  # not durable: the database wins; answer the request instead of retrying forever

@@ -95,6 +95,9 @@ class Gateway:
         plan = self.oms.stage(entries)
         self.oms.route(plan)
         reports = [decode(d) for r in plan.results.values() for _s, d in r.messages]
+        flushed = self.oms.flush_cancels()  # the kill switch's cancellations, recorded after the batch
+        if flushed is not None:
+            reports += [decode(d) for _s, d in flushed[1].messages]
         counters: Counter = Counter()
         for r in plan.results.values():
             counters.update(r.counters)

@@ -160,6 +160,8 @@ async def test_database_and_bus_engage_write_the_same_rows(dead_common, ex_setti
         req = ctl(reason="same")
         if via == "bus":
             await gw._run([Entry(streams.CONTROL, b"9-0", req, b"")])
+            flushed = gw.oms.flush_cancels()  # what the service does right after the batch
+            gw.store.write(flushed[0])
         else:
             submit_control(eng, req)
             assert await gw.poll_controls() == 1

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from common import db, streams
 from common.bus import Entry
-from common.messages import Control, ExecutionReport, OrdStatus, OrdType, decode, encode
+from common.messages import Control, ExecutionReport, OrdStatus, OrdType, TimeInForce, decode, encode
 from execution.oms import OrderManager, intent_problem
 from execution.order import IllegalTransition, Order
 from execution.risk import RiskEngine
@@ -53,6 +53,10 @@ class Harness:
         self.oms.route(plan)
         self.store.write(plan.tx2)
         reports = [decode(d) for r in plan.results.values() for _s, d in r.messages]
+        flushed = self.oms.flush_cancels()  # the kill switch's cancellations, recorded after the batch
+        if flushed is not None:
+            self.store.write(flushed[0])
+            reports += [decode(d) for _s, d in flushed[1].messages]
         counters: dict[str, int] = {}
         for r in plan.results.values():
             for k, n in r.counters.items():
@@ -166,8 +170,9 @@ def test_kill_switch_cancels_an_order_accepted_in_the_same_batch_before_it_is_ro
         tick_entry(trade("BAC", 2, 10.0)),
         intent_entry(intent(tick_seq=2)),
     )
+    # the refusal is reported with the halting batch; the cancellation is recorded right after it
     assert [(r.status, r.reason) for r in reports] == [
-        (OrdStatus.ACCEPTED, ""), (OrdStatus.CANCELLED, "KILL_SWITCH"), (OrdStatus.REJECTED, "KILL_SWITCH"),
+        (OrdStatus.ACCEPTED, ""), (OrdStatus.REJECTED, "KILL_SWITCH"), (OrdStatus.CANCELLED, "KILL_SWITCH"),
     ]
     assert rows(engine, db.Fill.__table__) == [] and h.oms.venue.working() == []
     assert h.oms.portfolio.open_qty("BAC", 1) == 0 and h.oms.portfolio.open_buy_notional == 0
@@ -198,3 +203,27 @@ def test_order_state_machine_refuses_illegal_transitions():
         o.transition(OrdStatus.CANCELLED)
     with pytest.raises(IllegalTransition):
         o.apply_fill(D(1), D(10), D(0), 2)
+
+
+def test_a_halt_whose_cancellations_were_not_recorded_before_a_crash_is_finished_on_load(
+    h, engine, risk_config, instruments
+):
+    """The halting batch commits the state; the cancellations are recorded after it. A crash
+    in between leaves ACCEPTED rows under a HALTED state: the next start cancels them."""
+    h.run(tick_entry(trade("BAC", 1, 10.0)))
+    h.run(intent_entry(intent(tick_seq=1, order_type=OrdType.LIMIT, limit="9.95", tif=TimeInForce.GTC)))
+    assert len(h.oms.orders) == 1
+    plan = h.oms.stage([entry(streams.CONTROL, Control("r1", "kill.engage", reason="test", actor="t"))])
+    h.store.write(plan.tx1)  # the halt is durable; the process dies before flush_cancels
+    assert h.oms.cancels_to_record == 1 and not h.oms.orders and h.oms.venue.working() == []
+    assert [o["status"] for o in rows(engine, db.Order.__table__)] == ["ACCEPTED"]
+
+    b = Harness(engine, risk_config, instruments)  # the restart
+    assert b.oms.kill.halted and not b.oms.orders and b.oms.venue.working() == []
+    ch, res = b.oms.flush_cancels()
+    b.store.write(ch)
+    assert [(o["status"], o["reject_reason"]) for o in rows(engine, db.Order.__table__)] == [
+        ("CANCELLED", "KILL_SWITCH")
+    ]
+    assert [decode(d).status for _s, d in res.messages] == [OrdStatus.CANCELLED]
+    assert b.oms.portfolio.open_qty("BAC", 1) == 0

@@ -72,6 +72,10 @@ class Gw:
         self.oms.route(plan)
         self.store.write(plan.tx2)
         out = [decode(d) for r in plan.results.values() for _s, d in r.messages]
+        flushed = self.oms.flush_cancels()  # the kill switch's cancellations, recorded after the batch
+        if flushed is not None:
+            self.store.write(flushed[0])
+            out += [decode(d) for _s, d in flushed[1].messages]
         counters: dict[str, int] = {}
         for r in plan.results.values():
             for k, n in r.counters.items():
