@@ -53,6 +53,13 @@ class ExecutionSettings(SettingsBase):
     min_fee: Decimal = Field(
         Decimal(0), ge=0, description="Simulator: minimum fee per fill (venue mcp: used by the pre-trade estimate)."
     )
+    sim_latency_ms: float = Field(
+        0.0, ge=0, le=60_000,
+        description=(
+            "Simulator: order entry latency in market time; an order works only on ticks at least this long "
+            "after its decision tick (0 = the next tick)."
+        ),
+    )
     tick_ring: int = Field(
         256, ge=1, le=1_000_000,
         description="Simulator: recent ticks kept per symbol to fill intents that arrive after their next tick.",

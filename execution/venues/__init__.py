@@ -30,6 +30,7 @@ def _simulator(settings: ExecutionSettings, instruments: Instruments) -> Venue:
         fee_bps=settings.fee_bps,
         min_fee=settings.min_fee,
         ring_size=settings.tick_ring,
+        latency_ms=settings.sim_latency_ms,
     )
 
 

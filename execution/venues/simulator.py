@@ -6,6 +6,12 @@ before or after the intent: recent ticks are kept in a small ring per symbol, so
 whose next ticks were already seen is matched against them at once, in seq order;
 otherwise it waits for them.
 
+Latency. With ``latency_ms`` (``AITRADER_EX_SIM_LATENCY_MS``) an order reaches the venue
+that long after its decision tick, in market time: it works only on ticks whose ts_event is
+at or after the decision tick's ts_event + latency ("the first tick after" then means the
+first tick after its arrival). Market time, not wall time, so a replay gives the same
+fills at any speed. An order resumed after a restart has arrived.
+
 Prices. A taker fill (a market order, a triggered stop, or a limit order on its arrival
 tick, i.e. the first tick after its decision tick) is priced at a trade tick's price, or
 for a quote at the ask (buy) / bid (sell); then slippage in basis points against the
@@ -84,6 +90,7 @@ class _Working:
     resting: bool  # a limit order past its arrival tick (fills only when the market trades through)
     triggered: bool  # a STOP whose stop price was reached (it then works as a market order)
     expires_at: int | None  # DAY orders: ticks at or after this ts_event expire it
+    arrives_at: int = 0  # market time (ts_event) the order reaches the venue: the latency model
 
 
 class SimulatedVenue(Venue):
@@ -97,9 +104,14 @@ class SimulatedVenue(Venue):
         fee_bps: Decimal = Decimal(0),
         min_fee: Decimal = Decimal(0),
         ring_size: int = 256,
+        latency_ms: float = 0.0,
         name: str = "simulator",
     ) -> None:
         self.name = name
+        # Order entry latency in market time: an order decided on a tick at ts_event T works
+        # only on ticks at or after T + latency (0: the next tick). Market time, not wall time,
+        # so a replay gives the same fills however fast it runs.
+        self.latency_ns = int(latency_ms * 1_000_000)
         self.instruments = instruments
         self.slip = Decimal(slippage_bps) / _BPS
         self.fee_rate = Decimal(fee_bps) / _BPS
@@ -178,6 +190,8 @@ class SimulatedVenue(Venue):
         o = w.order
         if w.expires_at is not None and tick.ts_event >= w.expires_at:
             return [VenueEvent(EventKind.EXPIRED, o, tick_seq=tick.seq, text="DAY order: end of its trading day")], True
+        if tick.ts_event < w.arrives_at:
+            return [], False  # still on its way to the venue
         raw = self._market(o, tick)
         if raw <= 0.0:
             return [], False  # the tick lacks the side this order needs
@@ -223,6 +237,8 @@ class SimulatedVenue(Venue):
             resting=order.order_type == "LIMIT" and (resumed or order.cum_qty > _ZERO),
             triggered=order.cum_qty > _ZERO,
             expires_at=day_end(order.ts_event) if order.tif == "DAY" else None,
+            # A resumed order (after a restart) reached the venue long ago.
+            arrives_at=0 if resumed or not self.latency_ns else order.ts_event + self.latency_ns,
         )
         events: list[VenueEvent] = []
         ring = self._rings.get(order.symbol)

@@ -156,3 +156,35 @@ def test_order_older_than_the_ring_fills_against_the_oldest_tick_held(venue):
     venue.on_ticks([trade("BAC", s, 10.0 + s / 100) for s in range(1, 21)])  # ring keeps 8
     [ev] = venue.submit(order(tick_seq=2))
     assert ev.tick_seq == 13 and venue.ring_misses == 1
+
+
+def test_latency_model_works_the_order_only_on_ticks_after_its_arrival_in_market_time(instruments):
+    """latency_ms: the order reaches the venue that long after its decision tick (ts_event), so
+    the ticks in between cannot fill it; the same whether the ticks came before or after it."""
+    ms = 1_000_000
+    t0 = 1_700_000_000_000_000_000
+    ticks = [trade("BAC", 5, 10.00, ts=t0), trade("BAC", 6, 10.01, ts=t0 + 1 * ms),
+             trade("BAC", 7, 10.02, ts=t0 + 4 * ms), trade("BAC", 8, 10.05, ts=t0 + 5 * ms)]
+    fills = []
+    for ticks_first in (False, True):
+        v = SimulatedVenue(instruments, latency_ms=5)
+        o = order(tick_seq=5, cid="co-lat", ts_event=t0)
+        if ticks_first:
+            assert v.on_ticks(ticks) == []
+            evs = v.submit(o)
+        else:
+            assert v.submit(o) == []
+            evs = v.on_ticks(ticks)
+        assert [(e.kind, e.tick_seq, e.price) for e in evs] == [(EventKind.FILL, 8, D("10.05"))]
+        fills.append(evs[0].exec_id)
+    assert fills[0] == fills[1]
+    # an IOC's "first tick" is the first after its arrival; without latency it is the next tick
+    v = SimulatedVenue(instruments, latency_ms=5)
+    v.submit(order(tick_seq=5, cid="co-ioc", ts_event=t0, order_type=OrdType.LIMIT, limit="9.00",
+                   tif=TimeInForce.IOC))
+    assert v.on_ticks(ticks[1:3]) == []  # still on its way: not expired either
+    assert [e.kind for e in v.on_ticks(ticks[3:])] == [EventKind.EXPIRED]
+    # an order resumed after a restart has long arrived
+    v = SimulatedVenue(instruments, latency_ms=5)
+    v.resume(order(tick_seq=5, cid="co-res", ts_event=t0))
+    assert [e.tick_seq for e in v.on_ticks(ticks[1:2])] == [6]
