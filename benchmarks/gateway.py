@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -171,31 +170,15 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    from tests.integration.harness import Pipeline
+    from tests.integration.harness import Pipeline, bench_setup, open_risk_env
 
-    base, db = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), os.environ.get("BENCH_REDIS_DB", "12")
-    redis_url = f"{base.split('?', 1)[0]}?db={db}" if base.startswith("unix:") else f"{base.rsplit('/', 1)[0]}/{db}"
-    import redis as redis_sync
-
-    redis_sync.Redis.from_url(redis_url).flushdb()
-    home = Path(tempfile.mkdtemp(prefix="aitrader-bench-gw-"))
-    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{home / 'bench.db'}"
+    redis_url, db_url, home = bench_setup("aitrader-bench-gw-")
     # The shipped risk file with the throttles opened up and the automatic kill triggers off:
     # at 10k intents/s the shipped 500 orders/s limit (and then the message-rate trigger) would
     # refuse almost everything, and the benchmark measures the path an accepted order takes.
-    import yaml
-
-    doc = yaml.safe_load((ROOT / "config" / "risk.yml").read_text())
-    doc["global"].update(max_orders_per_sec=10_000_000, max_messages_per_sec=10_000_000, max_open_orders=10_000_000,
-                         max_gross_notional="1e15")
-    for k in ("daily_loss", "drawdown", "reject_streak", "message_rate_denials", "stale_market_data_s",
-              "upstream_silence_s"):
-        if k in doc.get("kill_triggers", {}):
-            doc["kill_triggers"][k] = None
-    risk = home / "bench-risk.yml"
-    risk.write_text(yaml.safe_dump(doc))
-    pipeline = Pipeline(redis_url, db_url, home, {"AITRADER_INITIAL_CASH": "100000000",
-                                                  "AITRADER_EX_RISK_FILE": str(risk)})
+    risk_env = open_risk_env(home, triggers_off=True, max_orders_per_sec=10_000_000,
+                             max_messages_per_sec=10_000_000, max_open_orders=10_000_000, max_gross_notional="1e15")
+    pipeline = Pipeline(redis_url, db_url, home, {"AITRADER_INITIAL_CASH": "100000000", **risk_env})
     print(f"starting the gateway (redis {redis_url}, db {db_url.split('@')[-1]})", file=sys.stderr)
     pipeline.start(("execution",))
     try:

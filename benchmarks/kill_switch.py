@@ -25,19 +25,17 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import redis
 
-from tests.integration.harness import Pipeline
+from tests.integration.harness import Pipeline, bench_setup
 from tests.integration.kill_drill import (
     Probe,
-    drill_env,
     Reports,
+    drill_env,
     engage_under_probe,
     publish_mark,
     rest_orders,
@@ -52,11 +50,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    base, db = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), os.environ.get("BENCH_REDIS_DB", "12")
-    redis_url = f"{base.split('?', 1)[0]}?db={db}" if base.startswith("unix:") else f"{base.rsplit('/', 1)[0]}/{db}"
-    redis.Redis.from_url(redis_url).flushdb()
-    home = Path(tempfile.mkdtemp(prefix="aitrader-bench-kill-"))
-    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{home / 'bench.db'}"
+    redis_url, db_url, home = bench_setup("aitrader-bench-kill-")
     print(f"starting a private gateway (redis {redis_url}, db {db_url.split('@')[-1]}, home {home})", file=sys.stderr)
     runs = []
     with Pipeline(redis_url, db_url, home, drill_env(home)) as p:

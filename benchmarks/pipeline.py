@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -178,18 +177,9 @@ def main() -> int:
     if a.attach:
         redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     else:
-        from tests.integration.harness import Pipeline
+        from tests.integration.harness import Pipeline, bench_setup
 
-        base, db = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), os.environ.get("BENCH_REDIS_DB", "12")
-        if base.startswith("unix:"):  # unix:///path/redis.sock[?db=N]
-            redis_url = f"{base.split('?', 1)[0]}?db={db}"
-        else:
-            redis_url = f"{base.rsplit('/', 1)[0]}/{db}"
-        import redis as redis_sync
-
-        redis_sync.Redis.from_url(redis_url).flushdb()
-        home = Path(tempfile.mkdtemp(prefix="aitrader-bench-"))
-        db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{home / 'bench.db'}"
+        redis_url, db_url, home = bench_setup("aitrader-bench-")
         pipeline = Pipeline(redis_url, db_url, home, {"AITRADER_SHARDS": str(a.shards)})
         print(f"starting a private pipeline (redis {redis_url}, db {db_url.split('@')[-1]}, home {home})",
               file=sys.stderr)

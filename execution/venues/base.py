@@ -6,13 +6,21 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from common.config import ConfigError
+from common.db import AMOUNT_SCALE
 from common.messages import Tick
 from execution.order import Order
 
-__all__ = ["EventKind", "Reconciliation", "ReconciliationFailed", "Venue", "VenueEvent", "VenueOrder"]
+__all__ = [
+    "EventKind", "Reconciliation", "ReconciliationFailed", "Venue", "VenueEvent", "VenueOrder", "bps_fee",
+]
+
+
+def bps_fee(notional: Decimal, rate: Decimal, min_fee: Decimal) -> Decimal:
+    """A venue's fee for a fill of ``notional``: ``rate`` (bps / 10,000) of it, at least ``min_fee``."""
+    return max(min_fee, (abs(notional) * rate).quantize(AMOUNT_SCALE, ROUND_HALF_UP))
 
 
 class ReconciliationFailed(ConfigError):

@@ -34,13 +34,12 @@ import queue
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from common.db import AMOUNT_SCALE
 from common.messages import Tick
 from execution.order import Order
-from execution.venues.base import EventKind, Reconciliation, Venue, VenueEvent, VenueOrder
+from execution.venues.base import EventKind, Reconciliation, Venue, VenueEvent, VenueOrder, bps_fee
 from strategy_engine.mcp_client import BrokerError, BrokerUnavailable, McpBrokerClient
 
 __all__ = ["McpBrokerVenue", "broker_args"]
@@ -236,7 +235,7 @@ class McpBrokerVenue(Venue):
 
     # -- the Venue port (gateway thread) ---------------------------------------------------
     def fee(self, notional: Decimal) -> Decimal:
-        return max(self.min_fee, (abs(notional) * self.fee_rate).quantize(AMOUNT_SCALE, ROUND_HALF_UP))
+        return bps_fee(notional, self.fee_rate, self.min_fee)
 
     def submit(self, order: Order) -> list[VenueEvent]:
         self._orders[order.client_order_id] = order

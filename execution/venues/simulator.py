@@ -53,13 +53,12 @@ import hashlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from common.db import AMOUNT_SCALE
 from common.instruments import Instruments
 from common.messages import Tick, TickType
 from execution.order import Order
-from execution.venues.base import EventKind, Venue, VenueEvent
+from execution.venues.base import EventKind, Venue, VenueEvent, bps_fee
 
 __all__ = ["NS_PER_DAY", "SimulatedVenue", "day_end", "fill_ids"]
 
@@ -126,7 +125,7 @@ class SimulatedVenue(Venue):
 
     # -- pricing -----------------------------------------------------------------------
     def fee(self, notional: Decimal) -> Decimal:
-        return max(self.min_fee, (abs(notional) * self.fee_rate).quantize(AMOUNT_SCALE, ROUND_HALF_UP))
+        return bps_fee(notional, self.fee_rate, self.min_fee)
 
     @staticmethod
     def _market(order: Order, tick: Tick) -> float:

@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import redis
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("mock_mcp", "execution", "strategy_engine", "pattern_engine")
@@ -21,6 +23,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bench_setup(prefix: str) -> tuple[str, str, Path]:
+    """(redis_url, database_url, home) of a benchmark's private run.
+
+    Redis: ``REDIS_URL``'s server (TCP or ``unix://``) at db ``BENCH_REDIS_DB`` (default 12),
+    flushed; the database: ``DATABASE_URL`` or SQLite in a new temporary home folder."""
+    base, db = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), os.environ.get("BENCH_REDIS_DB", "12")
+    if base.startswith("unix:"):  # unix:///path/redis.sock[?db=N]
+        redis_url = f"{base.split('?', 1)[0]}?db={db}"
+    else:
+        redis_url = f"{base.rsplit('/', 1)[0]}/{db}"
+    redis.Redis.from_url(redis_url).flushdb()
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    return redis_url, os.environ.get("DATABASE_URL") or f"sqlite:///{home / 'bench.db'}", home
+
+
+def open_risk_env(home: Path, *, triggers_off: bool = False, **glob) -> dict[str, str]:
+    """Gateway settings pointing at the shipped risk file with its ``global`` limits replaced
+    by ``glob`` (and, with ``triggers_off``, the automatic kill triggers disabled): for drills
+    and benchmarks that measure a path the shipped throttles would otherwise refuse."""
+    doc = yaml.safe_load((ROOT / "config" / "risk.yml").read_text())
+    doc["global"].update(glob)
+    if triggers_off:
+        doc["kill_triggers"] = {k: None if k not in ("message_rate_window_s", "upstream_services") else v
+                                for k, v in doc.get("kill_triggers", {}).items()}
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "open-risk.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return {"AITRADER_EX_RISK_FILE": str(path)}
 
 
 class Pipeline:

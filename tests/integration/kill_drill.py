@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import redis
-import yaml
 
 from common import streams
 from common.messages import (
@@ -33,9 +32,11 @@ from common.messages import (
     encode,
 )
 
-from .harness import ROOT, Pipeline
+from .harness import Pipeline, open_risk_env
 
 SYMBOL = "KSW"  # not in config/instruments.yml: lot 1, tick 0.01
+MARK = "100.00"
+REST_PX = "99.00"  # 100 bps below the mark: inside the 500 bps collar, never marketable at 100
 
 
 def drill_env(home: Path) -> dict[str, str]:
@@ -44,14 +45,7 @@ def drill_env(home: Path) -> dict[str, str]:
     The drill rests hundreds of orders in a second and probes while it engages; the
     shipped order/message rate limits would refuse most of them (ORDER_RATE) and hide
     what the drill measures: the kill switch."""
-    doc = yaml.safe_load((ROOT / "config" / "risk.yml").read_text())
-    doc["global"].update(max_orders_per_sec=1_000_000, max_messages_per_sec=1_000_000, max_open_orders=100_000)
-    path = home / "drill-risk.yml"
-    home.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc))
-    return {"AITRADER_EX_RISK_FILE": str(path)}
-MARK = "100.00"
-REST_PX = "99.00"  # 100 bps below the mark: inside the 500 bps collar, never marketable at 100
+    return open_risk_env(home, max_orders_per_sec=1_000_000, max_messages_per_sec=1_000_000, max_open_orders=100_000)
 
 
 def publish_mark(r: redis.Redis, symbol: str = SYMBOL, price: str = MARK, seq: int = 1, timeout: float = 10) -> None:
