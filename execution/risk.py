@@ -113,15 +113,20 @@ def _count(value: Any, where: str, path: Path) -> int:
     return int(d)
 
 
+def _check_keys(section: dict, where: str, keys: tuple[str, ...], p: Path, *, required: bool = True) -> None:
+    """``section`` (at ``where`` in the file) holds only ``keys`` — and, when ``required``, all of them."""
+    for k in section:
+        if k not in keys:
+            raise ConfigError(f"risk file {p}: unknown key '{where}.{k}'")
+    for k in keys if required else ():
+        if k not in section:
+            raise ConfigError(f"risk file {p}: missing key '{where}.{k}'")
+
+
 def _global(g: Any, p: Path) -> GlobalLimits:
     if not isinstance(g, dict):
         raise ConfigError(f"risk file {p}: missing key 'global'")
-    for k in g:
-        if k not in GLOBAL_KEYS:
-            raise ConfigError(f"risk file {p}: unknown key 'global.{k}'")
-    for k in GLOBAL_KEYS:
-        if k not in g:
-            raise ConfigError(f"risk file {p}: missing key 'global.{k}'")
+    _check_keys(g, "global", GLOBAL_KEYS, p)
     restricted = g["restricted_symbols"]
     if restricted is None:
         restricted = []
@@ -178,20 +183,13 @@ class RiskConfig:
         d = doc.get("defaults")
         if not isinstance(d, dict):
             raise ConfigError(f"risk file {p}: missing key 'defaults'")
-        for k in d:
-            if k not in LIMIT_KEYS:
-                raise ConfigError(f"risk file {p}: unknown key 'defaults.{k}'")
-        for k in LIMIT_KEYS:
-            if k not in d:
-                raise ConfigError(f"risk file {p}: missing key 'defaults.{k}'")
+        _check_keys(d, "defaults", LIMIT_KEYS, p)
         defaults = RiskLimits(**{k: _decimal(d[k], f"defaults.{k}", p) for k in LIMIT_KEYS})
         symbols: dict[str, RiskLimits] = {}
         for sym, over in (doc.get("symbols") or {}).items():
             if not isinstance(over, dict):
                 raise ConfigError(f"risk file {p}: 'symbols.{sym}' must be a mapping of limits")
-            for k in over:
-                if k not in LIMIT_KEYS:
-                    raise ConfigError(f"risk file {p}: unknown key 'symbols.{sym}.{k}'")
+            _check_keys(over, f"symbols.{sym}", LIMIT_KEYS, p, required=False)
             symbols[str(sym)] = replace(
                 defaults, **{k: _decimal(v, f"symbols.{sym}.{k}", p) for k, v in over.items()}
             )

@@ -11,14 +11,39 @@ from pathlib import Path
 
 import pytest
 
+from common.bus import Entry
 from common.config import CommonSettings
 from common.db import make_engine, migrate
 from common.instruments import Instruments
-from common.messages import OrderIntent, OrdType, Side, Tick, TickBatch, TickType, TimeInForce
+from common.messages import OrderIntent, OrdType, Side, Tick, TickBatch, TickType, TimeInForce, decode
 from execution.config import ExecutionSettings
 from execution.risk import RiskConfig
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_batch(oms, entries: list[Entry], store=None) -> tuple[list, dict[str, int], object]:
+    """One bus batch through the OMS the way the gateway runs it: stage, (commit), route,
+    (commit), then record the kill switch's cancellations. ``store`` (an ``execution.store.Store``)
+    makes each step durable. Returns (every message decoded, in order; counters; the plan)."""
+    plan = oms.stage(entries, store.existing(oms.unknown_ids(entries)) if store else frozenset())
+    if store:
+        store.write(plan.tx1)
+    oms.tx1_done(plan)
+    oms.route(plan)
+    if store:
+        store.write(plan.tx2)
+    out = [decode(d) for r in plan.results.values() for _s, d in r.messages]
+    counters: dict[str, int] = {}
+    for r in plan.results.values():
+        for k, n in r.counters.items():
+            counters[k] = counters.get(k, 0) + n
+    flushed = oms.flush_cancels()
+    if flushed is not None:
+        if store:
+            store.write(flushed[0])
+        out += [decode(d) for _s, d in flushed[1].messages]
+    return out, counters, plan
 _ids = itertools.count(1)
 
 LIMITS = {

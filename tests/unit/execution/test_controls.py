@@ -30,7 +30,6 @@ from common.messages import (
     TickBatch,
     TickType,
     TimeInForce,
-    decode,
 )
 from execution.oms import OrderManager
 from execution.order import Order
@@ -39,7 +38,7 @@ from execution.store import Snapshot
 from execution.venues.base import VenueEvent
 from execution.venues.simulator import SimulatedVenue
 
-from .conftest import LIMITS
+from .conftest import LIMITS, run_batch
 
 D = Decimal
 SEC = 1_000_000_000
@@ -92,17 +91,9 @@ class Gateway:
             for m in msgs
         )
         entries = [Entry(streams.INTENTS, f"{next(_eid)}-0".encode(), m, b"") for m in msgs]
-        plan = self.oms.stage(entries)
-        self.oms.route(plan)
-        reports = [decode(d) for r in plan.results.values() for _s, d in r.messages]
-        flushed = self.oms.flush_cancels()  # the kill switch's cancellations, recorded after the batch
-        if flushed is not None:
-            reports += [decode(d) for _s, d in flushed[1].messages]
-        counters: Counter = Counter()
-        for r in plan.results.values():
-            counters.update(r.counters)
+        reports, counters, plan = run_batch(self.oms, entries)
         dead = [r.dead for r in plan.results.values() if r.dead]
-        return [x for x in reports if isinstance(x, ExecutionReport)], counters, dead
+        return [x for x in reports if isinstance(x, ExecutionReport)], Counter(counters), dead
 
     def ticks(self, marks: dict[str, float], ts_ingest: int | None = None) -> TickBatch:
         """One trade per symbol at its mark (size enough to fill any order), stamped as arriving now (or at ``ts_ingest``)."""

@@ -17,7 +17,7 @@ from execution.risk import RiskEngine
 from execution.store import Store
 from execution.venues.simulator import SimulatedVenue
 
-from .conftest import batch, intent, quote, trade
+from .conftest import batch, intent, quote, run_batch, trade
 
 D = Decimal
 _eid = itertools.count(1)
@@ -45,22 +45,7 @@ class Harness:
         self.oms.load(self.store.snapshot("global", 1000))
 
     def run(self, *entries: Entry):
-        ents = list(entries)
-        existing = self.store.existing(self.oms.unknown_ids(ents))
-        plan = self.oms.stage(ents, existing)
-        self.store.write(plan.tx1)
-        self.oms.tx1_done(plan)
-        self.oms.route(plan)
-        self.store.write(plan.tx2)
-        reports = [decode(d) for r in plan.results.values() for _s, d in r.messages]
-        flushed = self.oms.flush_cancels()  # the kill switch's cancellations, recorded after the batch
-        if flushed is not None:
-            self.store.write(flushed[0])
-            reports += [decode(d) for _s, d in flushed[1].messages]
-        counters: dict[str, int] = {}
-        for r in plan.results.values():
-            for k, n in r.counters.items():
-                counters[k] = counters.get(k, 0) + n
+        reports, counters, plan = run_batch(self.oms, list(entries), self.store)
         return [x for x in reports if isinstance(x, ExecutionReport)], counters, plan
 
 

@@ -34,7 +34,7 @@ from execution.risk import RejectCode, RiskConfig, RiskEngine
 from execution.store import Store
 from execution.venues.simulator import SimulatedVenue
 
-from .conftest import LIMITS, ROOT, batch, intent, start_gateway, trade
+from .conftest import LIMITS, ROOT, batch, intent, run_batch, start_gateway, trade
 from .test_controls import Clock, make_config
 
 D = Decimal
@@ -66,20 +66,7 @@ class Gw:
             self.n += 1
             stream = streams.CONTROL if isinstance(m, Control) else streams.INTENTS
             entries.append(Entry(stream, f"{self.n}-0".encode(), m, b""))
-        plan = self.oms.stage(entries, self.store.existing(self.oms.unknown_ids(entries)))
-        self.store.write(plan.tx1)
-        self.oms.tx1_done(plan)
-        self.oms.route(plan)
-        self.store.write(plan.tx2)
-        out = [decode(d) for r in plan.results.values() for _s, d in r.messages]
-        flushed = self.oms.flush_cancels()  # the kill switch's cancellations, recorded after the batch
-        if flushed is not None:
-            self.store.write(flushed[0])
-            out += [decode(d) for _s, d in flushed[1].messages]
-        counters: dict[str, int] = {}
-        for r in plan.results.values():
-            for k, n in r.counters.items():
-                counters[k] = counters.get(k, 0) + n
+        out, counters, _plan = run_batch(self.oms, entries, self.store)
         return out, counters
 
     def tick(self, **marks: float) -> None:
