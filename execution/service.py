@@ -416,24 +416,29 @@ class ExecutionGateway(Service):
         await self._drain_venue()
         await self._kill_triggers()
 
-    async def _flush_cancels(self) -> None:
-        """Write (then publish from the outbox) the kill switch's cancellations not yet recorded."""
-        out = self.oms.flush_cancels()
-        if out is None:
-            return
-        ch, _res = out
+    async def _write_aside(self, ch: Changes, what: str) -> bool:
+        """Commit writes made outside a bus batch; True once durable (their reports then go
+        out from the outbox). Not durable: the database wins — memory is reloaded from it.
+        Stopping with the database away: left to the next start."""
         assert self.store is not None
         try:
             await self._db(self.store.write, ch)
         except _Aborted:
-            return  # stopping with the database away: the next start cancels them again (OrderManager.load)
-        except Exception:  # not durable: the database wins (a halted scope's open orders are cancelled on load)
-            log.exception("execution: recording the kill switch's cancellations failed; reloading state")
+            return False
+        except Exception:
+            log.exception("execution: writing %s failed; reloading state", what)
             await self._reload()
-            return
+            return False
         self._note_written(ch.outbox)
         self._unconfirmed = True
-        await self._republish()
+        return True
+
+    async def _flush_cancels(self, publish: bool = True) -> None:
+        """Record the kill switch's cancellations not yet recorded (a halted scope's open orders
+        are cancelled again on load if this never happens), then publish them."""
+        out = self.oms.flush_cancels()
+        if out is not None and await self._write_aside(out[0], "the kill switch's cancellations") and publish:
+            await self._republish()
 
     # -- control requests through the database -----------------------------------------------
     async def _control_requests(self) -> None:
@@ -499,10 +504,7 @@ class ExecutionGateway(Service):
             oms.route(plan)  # nothing to route for a command; keeps the OMS's per-batch bookkeeping
             await self._db(self.store.write, plan.tx2)
             self._note_written(plan.tx2.outbox)
-            flushed = oms.flush_cancels()  # no bus batch may come (Redis down): record the cancellations now
-            if flushed is not None:
-                await self._db(self.store.write, flushed[0])
-                self._note_written(flushed[0].outbox)
+            await self._flush_cancels(publish=False)  # no bus batch may come (Redis down): record them now
         except _Aborted:
             raise
         except Exception as e:  # not durable: the database wins; answer the request instead of retrying forever
@@ -562,16 +564,9 @@ class ExecutionGateway(Service):
         if out is None:
             return
         ch, res = out
-        try:
-            await self._db(self.store.write, ch)
-        except _Aborted:
-            return  # stopping with the database away: the next start reloads the (unhalted) state
-        except Exception:  # not durable: memory must not say halted while the database does not
-            log.exception("execution: writing the automatic halt failed; reloading state (it is retried)")
-            await self._reload()
+        # Not durable: memory must not say halted while the database does not (it is retried).
+        if not await self._write_aside(ch, "the automatic halt"):
             return
-        self._note_written(ch.outbox)
-        self._unconfirmed = True
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=True)
         for op in res.ops:
