@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    false,
     func,
 )
 from sqlalchemy.engine import make_url
@@ -54,7 +55,10 @@ __all__ = [
     "KillSwitchEvent",
     "Order",
     "OutboxMessage",
+    "ROLES",
+    "RefreshToken",
     "TradingState",
+    "User",
     "alembic_config",
     "downgrade",
     "make_engine",
@@ -84,6 +88,7 @@ ORDER_STATUSES = (
 )
 OPEN_STATUSES = ("PENDING_NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL")
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+ROLES = ("viewer", "trader", "admin")  # API roles, least to most privileged
 
 # Deterministic constraint names: downgrades and PostgreSQL/SQLite diffs need them.
 NAMING_CONVENTION = {
@@ -299,6 +304,40 @@ class ControlRequest(Base):
     ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class User(Base):
+    """A user of the API with one role (viewer < trader < admin); the password as an argon2 hash (0005)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+
+
+class RefreshToken(Base):
+    """One refresh token the API issued, by its ``jti`` (0005).
+
+    Every token descends from one login: its ``family_id``. A token is single use (``used_at``
+    set when it is exchanged); presenting a used one again revokes the whole family
+    (``revoked_at``), as does a logout. Times are ns since the epoch.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 # -- engine and sessions -------------------------------------------------------------------

@@ -14,7 +14,8 @@ from alembic.migration import MigrationContext
 
 from common import db
 
-TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests"}
+TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
+          "users", "refresh_tokens"}
 
 
 def tables(url: str) -> set[str]:
@@ -142,3 +143,51 @@ def test_make_engine_sqlite_pragmas_and_url_normalisation(tmp_path):
     assert db.normalize_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
     assert db.normalize_url("postgresql+psycopg://u@h/d") == "postgresql+psycopg://u@h/d"
     assert db.normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_0005_users_and_refresh_tokens_downgrade_alone(database_url):
+    """0005 down removes exactly the API's tables (data elsewhere stays); up again restores them."""
+    db.migrate(database_url)
+    eng = db.make_engine(database_url)
+    try:
+        with eng.begin() as c:
+            c.execute(db.AuditLog.__table__.insert(), {"ts": 1, "actor": "a", "action": "b", "entity": "c",
+                                                       "entity_id": "d"})
+            uid = c.execute(db.User.__table__.insert().values(username="ann", role="admin", password_hash="h")
+                            ).inserted_primary_key[0]
+            c.execute(db.RefreshToken.__table__.insert(), {"jti": "j1", "family_id": "f1", "user_id": uid,
+                                                           "issued_at": 1, "expires_at": 2})
+    finally:
+        eng.dispose()
+    db.downgrade(database_url, "0004")
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens"}
+    db.migrate(database_url)
+    assert tables(database_url) == TABLES
+    eng = db.make_engine(database_url)
+    try:
+        with eng.connect() as c:
+            assert c.execute(sa.text("SELECT count(*) FROM audit_log")).scalar() == 1
+            assert c.execute(sa.text("SELECT count(*) FROM users")).scalar() == 0
+    finally:
+        eng.dispose()
+
+
+def test_users_constraints_hold(database_url):
+    db.migrate(database_url)
+    eng = db.make_engine(database_url)
+    users = db.User.__table__
+    try:
+        with eng.begin() as c:
+            uid = c.execute(users.insert().values(username="vic", role="viewer", password_hash="h")
+                            ).inserted_primary_key[0]
+            row = c.execute(sa.select(users.c.disabled, users.c.created_at).where(users.c.id == uid)).one()
+            assert row.disabled is False and row.created_at is not None
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # role outside viewer / trader / admin
+            c.execute(users.insert().values(username="root", role="superuser", password_hash="h"))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # usernames are unique
+            c.execute(users.insert().values(username="vic", role="admin", password_hash="h"))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # a refresh token needs its user
+            c.execute(db.RefreshToken.__table__.insert(), {"jti": "j", "family_id": "f", "user_id": uid + 100,
+                                                           "issued_at": 1, "expires_at": 2})
+    finally:
+        eng.dispose()
