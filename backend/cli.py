@@ -22,16 +22,14 @@ import getpass
 import json
 import sys
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from common import streams
+from backend.control import make_control, trading_states
+from backend.control import send as send_control
 from common.bus import connect, group_backlog
 from common.config import CommonSettings, ConfigError, load
-from common.messages import Control, ControlAck, Heartbeat, decode_as, encode
+from common.messages import Control, ControlAck, Heartbeat, decode_as
 
 __all__ = ["main"]
 
@@ -67,89 +65,15 @@ def cmd_report(args: argparse.Namespace, common: CommonSettings) -> int:
     return EXIT_OK if rep["idle"] else EXIT_FAIL
 
 
-# -- kill switch and cancels: control commands ------------------------------------------------
+# -- kill switch and cancels: control commands (sent by backend.control, shared with the API) ------------
 def _control(command: str, reason: str, scope: str, args: dict[str, str] | None = None) -> Control:
-    return Control(
-        request_id=uuid.uuid4().hex,
-        command=command,
-        scope=scope,
-        reason=reason,
-        actor=f"cli:{getpass.getuser()}",
-        args=args or {},
-        ts=time.time_ns(),
-    )
-
-
-async def _send_control(common: CommonSettings, req: Control, timeout_s: float) -> ControlAck | None:
-    """``req`` on ``ctl:commands``; the gateway's ack, or None after ``timeout_s``. Raises if Redis is unreachable."""
-    r = connect(common.redis_url, socket_connect_timeout=3)
-    try:
-        last = await r.xrevrange(streams.CONTROL_ACKS, count=1)
-        cursor = last[0][0] if last else b"0-0"
-        await r.xadd(streams.CONTROL, {b"d": encode(req)}, maxlen=100_000, approximate=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            resp = await r.xread({streams.CONTROL_ACKS: cursor}, count=100, block=200)
-            for _stream, items in resp or []:
-                for eid, fields in items:
-                    cursor = eid
-                    try:
-                        ack = decode_as(fields.get(b"d", b""), ControlAck)
-                    except Exception:  # noqa: BLE001 - someone else's garbage is not our answer
-                        continue
-                    if ack.request_id == req.request_id:
-                        return ack
-        return None
-    finally:
-        await r.aclose()
-
-
-def _send_control_db(common: CommonSettings, req: Control, timeout_s: float) -> ControlAck | None:
-    """``req`` as a ``control_requests`` row; its result once the gateway handled it, or None.
-
-    Needs only the database. Unanswered within ``timeout_s`` (no gateway running), the row is
-    withdrawn so that a gateway started later does not carry out a stale command."""
-    from common.db import make_engine
-    from execution.store import control_result, submit_control, withdraw_control
-
-    eng = make_engine(common.db_url)
-    try:
-        submit_control(eng, req)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            row = control_result(eng, req.request_id)
-            if row is not None and row["ts_handled"] is not None:
-                break
-            if time.monotonic() >= deadline:
-                if withdraw_control(eng, req.request_id):
-                    return None
-                row = control_result(eng, req.request_id)  # handled while we gave up: the answer stands
-                break
-            time.sleep(0.02)
-    finally:
-        eng.dispose()
-    assert row is not None
-    return ControlAck(request_id=req.request_id, service="execution", ok=bool(row["ok"]), state=row["state"] or "",
-                      detail=row["detail"] or "", ts=int(row["ts_handled"]))
+    return make_control(command, reason, scope, f"cli:{getpass.getuser()}", args)
 
 
 def _control_via(common: CommonSettings, req: Control, via: str, timeout_s: float) -> tuple[ControlAck | None, str, str]:
     """Send ``req`` by the bus or the database: (ack or None, the path taken, why none came)."""
-    why = ""
-    if via in ("auto", "bus"):
-        try:
-            return asyncio.run(_send_control(common, req, timeout_s)), "bus", "no answer from the execution gateway"
-        except (OSError, RedisError) as e:
-            if via == "bus":
-                return None, "bus", f"redis unreachable: {e}"
-            why = f"redis unreachable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-    path = "database" + (f": {why}" if why else "")
-    import sqlalchemy as sa  # only on the database path: importing it costs the bus path ~0.1 s
-
-    try:
-        return _send_control_db(common, req, timeout_s), path, "no answer from the execution gateway (request withdrawn)"
-    except sa.exc.SQLAlchemyError as e:
-        return None, path, f"database error: {str(e).splitlines()[0]}"
+    out = send_control(common, req, via, timeout_s)
+    return out.ack, out.path, out.error
 
 
 def _path_line(path: str, as_json: bool) -> None:
@@ -165,16 +89,12 @@ def _kill_state_from_db(common: CommonSettings, scope: str) -> dict[str, Any] | 
 
     eng = make_engine(common.db_url)
     try:
-        with eng.connect() as c:
-            rows = c.execute(
-                sa.text("SELECT scope, state, reason, actor, changed_at FROM trading_state ORDER BY scope")
-            ).all()
+        rows = trading_states(eng)
     except sa.exc.SQLAlchemyError:
         return None
     finally:
         eng.dispose()
-    states = {r[0]: {"scope": r[0], "state": r[1], "reason": r[2] or "", "actor": r[3] or "",
-                     "changed_at": str(r[4] or "")} for r in rows}
+    states = {r["scope"]: {**r, "changed_at": str(r["changed_at"] or "")} for r in rows}
     st: dict[str, Any] = dict(states.get(scope) or {"scope": scope, "state": "ACTIVE", "reason": "", "actor": "",
                                                       "changed_at": ""})
     st["scopes"] = [v for v in states.values() if v["state"] != "ACTIVE"]
