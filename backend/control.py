@@ -74,7 +74,7 @@ async def send_via_bus(redis_url: str, req: Control, timeout_s: float) -> Contro
                     cursor = eid
                     try:
                         ack = decode_as(fields.get(b"d", b""), ControlAck)
-                    except Exception:  # noqa: BLE001 - someone else's garbage is not our answer
+                    except Exception:  # noqa: BLE001, S112 - someone else's garbage is not our answer
                         continue
                     if ack.request_id == req.request_id:
                         return ack

@@ -167,6 +167,7 @@ SERVICE_PREFIXES = (
     "AITRADER_MCP_",
     "AITRADER_REPLAY_",
     "AITRADER_API_",
+    "AITRADER_ADMIN_",  # the API's first admin (backend.api.config.AdminSettings)
 )
 
 

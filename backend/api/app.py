@@ -1,0 +1,86 @@
+"""The API application: ``create_app(settings)`` builds it (database checked, first admin ensured)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from backend.api.config import AdminSettings, ApiSettings
+from backend.api.deps import ApiContext
+from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
+from backend.api.ratelimit import SlidingWindowLimiter
+from backend.api.routes import auth, health, kill_switch, views
+from backend.api.users import ensure_admin
+from common.config import CommonSettings, ConfigError, load
+from common.db import make_engine
+
+__all__ = ["REQUIRED_TABLES", "create_app"]
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TABLES = ("users", "refresh_tokens", "orders", "fills", "trading_state", "audit_log", "control_requests")
+
+
+def _check_schema(engine: sa.Engine, url: str) -> None:
+    try:
+        names = set(sa.inspect(engine).get_table_names())
+    except sa.exc.SQLAlchemyError as e:
+        raise ConfigError(f"database unreachable ({url}): {str(e).splitlines()[0]}") from e
+    missing = [t for t in REQUIRED_TABLES if t not in names]
+    if missing:
+        raise ConfigError(f"database not migrated (missing tables {', '.join(missing)}): run scripts/run_migrations.sh")
+
+
+def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | None = None,
+               admin: AdminSettings | None = None) -> FastAPI:
+    """The API, ready to serve. Settings not given are loaded from the environment (``ConfigError`` naming
+    the key when one is bad or the JWT secret is missing). The database must be migrated; when it holds no
+    admin, the one from ``AITRADER_ADMIN_USERNAME`` / ``AITRADER_ADMIN_PASSWORD`` is created."""
+    settings = settings if settings is not None else load(ApiSettings)
+    common = common if common is not None else load(CommonSettings)
+    admin = admin if admin is not None else load(AdminSettings)
+    engine = make_engine(common.db_url)
+    try:
+        _check_schema(engine, sa.engine.make_url(common.db_url).render_as_string(hide_password=True))
+        log.info("first admin: %s", ensure_admin(engine, admin.username, admin.password))
+    except Exception:
+        engine.dispose()
+        raise
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="AITrader API",
+        version="0.1.0",
+        description=(
+            "Orders, fills, positions and the kill switch of the AITrader pipeline. Log in with "
+            "POST /auth/login, then send `Authorization: Bearer <access_token>`. Roles: viewer < trader < admin. "
+            f"Every error has the shape `{{\"error\": {{code, message, request_id, details}}}}`; every response "
+            f"carries {REQUEST_ID_HEADER}."
+        ),
+        lifespan=lifespan,
+        responses={"default": {"description": "an error", "content": {"application/json": {"schema": ErrorBody}}}},
+    )
+    app.state.ctx = ApiContext(
+        settings=settings, common=common, engine=engine,
+        login_limiter=SlidingWindowLimiter(settings.login_rate_limit, settings.login_rate_window_s),
+    )
+    install_error_handlers(app)
+    for r in (health.router, auth.router, views.router, kill_switch.router):
+        app.include_router(r)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
+            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response, CORS preflights and 500s included
+    return app

@@ -1,0 +1,109 @@
+"""What routes depend on: the app's context (settings, database) and the caller's role.
+
+Every route but the anonymous ones (``/health``, ``/auth/login``, ``/auth/refresh``, the
+docs) declares ``Depends(require(role))``: the bearer access token must be valid, its user
+enabled with the role the token names, its login not revoked (logout, refresh reuse), and
+that role at least ``role`` (viewer < trader < admin). ``tests/unit/backend/test_api_auth.py``
+checks every route in the OpenAPI schema against the endpoint x role matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from backend.api.config import ApiSettings
+from backend.api.errors import ApiError
+from backend.api.ratelimit import SlidingWindowLimiter
+from backend.api.security import TokenError, decode_token
+from backend.api.users import ROLE_RANK, User, family_revoked, get_user
+from common.config import CommonSettings
+
+__all__ = ["ANONYMOUS_PATHS", "ApiContext", "Caller", "context", "require"]
+
+ANONYMOUS_PATHS = frozenset({"/health", "/auth/login", "/auth/refresh", "/docs", "/docs/oauth2-redirect",
+                             "/openapi.json", "/redoc"})
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """Everything the routes share, built once by ``create_app``."""
+
+    settings: ApiSettings
+    common: CommonSettings
+    engine: Engine
+    login_limiter: SlidingWindowLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated user of this request and the login (token family) it came through."""
+
+    user: User
+    family_id: str
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+    @property
+    def role(self) -> str:
+        return self.user.role
+
+
+def context(request: Request) -> ApiContext:
+    return request.app.state.ctx
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _authenticate(ctx: ApiContext, creds: HTTPAuthorizationCredentials | None) -> Caller:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise _unauthorized("authentication required: send 'Authorization: Bearer <access token>'")
+    try:
+        claims = decode_token(ctx.settings.jwt_secret, creds.credentials, "access")
+        user_id = int(claims["sub"])
+    except TokenError as e:
+        raise _unauthorized(str(e)) from None
+    except ValueError:
+        raise _unauthorized("invalid token: claim 'sub' malformed") from None
+    try:
+        user = get_user(ctx.engine, user_id)
+        revoked = user is not None and family_revoked(ctx.engine, claims["fam"])
+    except SQLAlchemyError as e:
+        raise ApiError(503, "database unavailable: cannot check the token") from e
+    if user is None or user.disabled:
+        raise _unauthorized("user unknown or disabled")
+    if user.role != claims["role"]:
+        raise _unauthorized("the user's role changed since this token was issued: log in again")
+    if revoked:
+        raise _unauthorized("this login was revoked (logout or a reused refresh token): log in again")
+    return Caller(user=user, family_id=claims["fam"])
+
+
+def require(role: str) -> Callable[..., Caller]:
+    """A dependency admitting callers whose role is at least ``role``; 401 without a valid token, 403 below it."""
+    if role not in ROLE_RANK:
+        raise ValueError(f"unknown role {role!r}")
+
+    def dependency(
+        ctx: Annotated[ApiContext, Depends(context)],
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller:
+        caller = _authenticate(ctx, creds)
+        if ROLE_RANK[caller.role] < ROLE_RANK[role]:
+            raise ApiError(403, f"needs the {role} role (you are {caller.role})",
+                           details={"required_role": role, "role": caller.role})
+        return caller
+
+    return dependency

@@ -1,0 +1,181 @@
+"""Request and response bodies of the API. Requests are strict: unknown fields, wrong types and
+out-of-range values are refused with 422. Money and quantities go out as exact decimal strings."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+__all__ = [
+    "SCOPE_PATTERN",
+    "SYMBOL_PATTERN",
+    "ControlResult",
+    "FillOut",
+    "Health",
+    "KillEngage",
+    "KillRelease",
+    "KillSwitchState",
+    "LoginRequest",
+    "LogoutResult",
+    "Me",
+    "OrderOut",
+    "PositionOut",
+    "RefreshRequest",
+    "ScopeState",
+    "TokenPair",
+]
+
+# global, strategy:<name> or symbol:<SYM>; at most 64 characters (trading_state.scope)
+SCOPE_PATTERN = r"^(global|strategy:[A-Za-z0-9][A-Za-z0-9._\-]{0,54}|symbol:[A-Za-z0-9][A-Za-z0-9._/:\-]{0,56})$"
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:\-]{0,63}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Scope = Annotated[str, StringConstraints(pattern=SCOPE_PATTERN, max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LoginRequest(_Strict):
+    username: Username
+    password: Password
+
+
+class RefreshRequest(_Strict):
+    refresh_token: Token
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds the access token is valid.")
+    refresh_expires_in: int = Field(description="Seconds the refresh token is valid (single use).")
+    role: str
+
+
+class Me(BaseModel):
+    id: int
+    username: str
+    role: str
+
+
+class LogoutResult(BaseModel):
+    revoked: int = Field(description="Refresh tokens of this login that were still live and are now revoked.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+def _reason(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be empty (every kill-switch change is audited with its reason)")
+    if _CONTROL_CHARS.search(v):
+        raise ValueError("must not contain control characters")
+    return v
+
+
+class KillEngage(_Strict):
+    scope: Scope = Field("global", description="global, strategy:<name> or symbol:<SYM>")
+    action: Literal["halt", "reduce"] = Field(
+        "halt", description="halt: HALTED (open orders cancelled); reduce: REDUCING (only exposure-reducing orders)"
+    )
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("reason")
+    @classmethod
+    def _check_reason(cls, v: str) -> str:
+        return _reason(v)
+
+
+class KillRelease(_Strict):
+    scope: Scope = Field("global", description="global, strategy:<name> or symbol:<SYM>")
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("reason")
+    @classmethod
+    def _check_reason(cls, v: str) -> str:
+        return _reason(v)
+
+
+class ControlResult(BaseModel):
+    ok: bool
+    scope: str
+    state: str = Field(description="The scope's trading state after the command: ACTIVE, REDUCING or HALTED.")
+    detail: str
+    via: Literal["bus", "database"] = Field(description="The path the command took to the gateway.")
+    request_id: str = Field(description="The control request's id (ctl:commands / control_requests).")
+
+
+class ScopeState(BaseModel):
+    scope: str
+    state: str
+    reason: str
+    actor: str
+    changed_at: int | None = Field(description="ns since the epoch")
+
+
+class KillSwitchState(BaseModel):
+    scopes: list[ScopeState] = Field(description="Every scope that was ever changed, with its persisted state.")
+    global_state: str = Field(description="The global scope's state (ACTIVE when it was never changed).")
+
+
+class OrderOut(BaseModel):
+    id: int
+    client_order_id: str
+    signal_id: str
+    strategy: str
+    symbol: str
+    side: Literal["BUY", "SELL"]
+    order_type: str
+    tif: str
+    qty: str
+    limit_price: str | None
+    ref_price: str
+    status: str
+    reason: str
+    cum_qty: str
+    leaves_qty: str
+    avg_px: str
+    fees: str
+    venue: str
+    ts_intent: int
+    ts_accepted: int | None
+    ts_done: int | None
+
+
+class FillOut(BaseModel):
+    id: int
+    exec_id: str
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Literal["BUY", "SELL"]
+    qty: str
+    price: str
+    fee: str
+    liquidity: str
+    venue: str
+    venue_trade_id: str
+    ts_exec: int
+
+
+class PositionOut(BaseModel):
+    symbol: str
+    qty: str
+    avg_px: str
+    realized_pnl: str
+    fees: str
+    fills: int
+    mark: str | None
+    unrealized_pnl: str | None
