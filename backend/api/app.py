@@ -47,7 +47,16 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     engine = make_engine(common.db_url)
     try:
         _check_schema(engine, sa.engine.make_url(common.db_url).render_as_string(hide_password=True))
-        log.info("first admin: %s", ensure_admin(engine, admin.username, admin.password))
+        try:
+            done = ensure_admin(engine, admin.username, admin.password)
+        except ValueError as e:
+            raise ConfigError(f"invalid setting {e}") from e
+        except sa.exc.SQLAlchemyError as e:
+            raise ConfigError(f"database error while checking the first admin: {str(e).splitlines()[0]}") from e
+        if done.startswith("no admin"):
+            log.warning("first admin: %s; nobody can log in until one is created", done)
+        else:
+            log.info("first admin: %s", done)
     except Exception:
         engine.dispose()
         raise
