@@ -108,7 +108,7 @@ def test_f3_forged_expired_and_malformed_access_tokens_are_401(api):
     secret = api.settings.jwt_secret
     header, payload, sig = good.split(".")
     viewer = api.login("viewer")["access_token"]
-    vh, vp, vs = viewer.split(".")
+    vh, _vp, vs = viewer.split(".")
     vclaims = jwt.decode(viewer, options={"verify_signature": False})
     cases = {
         "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",

@@ -130,7 +130,7 @@ def test_an_unmigrated_database_is_refused(tmp_path, redis_url, clean_env):
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("AITRADER_") and k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, *args], env={**base, **env}, cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *args], check=False, env={**base, **env}, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
 
 
