@@ -10,6 +10,7 @@ rate-limited (429) the kill switch keeps answering; only the admin can release. 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Self
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from common.db import make_engine
 
 from .harness import ROOT, Pipeline, free_port
 from .kill_drill import Reports, drill_env, publish_mark, rest_orders
+from .test_resilience import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +59,10 @@ class ApiProcess:
                     "AITRADER_ADMIN_USERNAME": "chief", "AITRADER_ADMIN_PASSWORD": ADMIN_PW, **env}
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> ApiProcess:
+    def __enter__(self) -> Self:
+        self._out = open(self.log, "ab")  # noqa: SIM115 - held for the process's life, closed in __exit__
         self.proc = subprocess.Popen([sys.executable, "-m", "backend.api"], env=self.env, cwd=ROOT,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+                                     stdout=self._out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,6 +83,8 @@ class ApiProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        finally:
+            self._out.close()
 
 
 def _login(c: httpx.Client, username: str, password: str) -> dict[str, str]:
@@ -164,3 +170,37 @@ def test_b4_trader_halts_through_the_api_with_no_strategy_engine(redis_url, data
           f"answered HALTED in {engage_ms:.0f} ms; 30 hammered engages while logins were 429: median "
           f"{statistics.median(times):.1f} ms, max {max(times):.1f} ms, all 200 "
           f"({os.environ.get('DATABASE_URL', 'sqlite')[:10]}…)")
+
+
+def test_b4_the_api_halts_through_the_database_while_redis_is_down(database_url, tmp_path):
+    """Redis stops after the API started: the engage falls back to control_requests, like the CLI's."""
+    rs = PrivateRedis(tmp_path / "redis", persistent=True)
+    rs.start()
+    home = tmp_path / "home"
+    try:
+        with Pipeline(rs.url(), database_url, home, drill_env(home)) as p:
+            p.start(("execution",))
+            eng = make_engine(database_url)
+            try:
+                create_user(eng, "tina", TRADER_PW, "trader")
+            finally:
+                eng.dispose()
+            with ApiProcess(p) as api, httpx.Client(base_url=api.url, timeout=30) as c:
+                trader = _login(c, "tina", TRADER_PW)
+                rs.stop()
+                t0 = time.perf_counter()
+                res = c.post("/kill-switch/engage", headers=trader,
+                             json={"scope": "strategy:drill", "action": "halt", "reason": "redis down"})
+                engage_ms = (time.perf_counter() - t0) * 1e3
+                assert res.status_code == 200, res.text
+                assert res.json()["via"] == "database" and res.json()["state"] == "HALTED"
+                assert c.get("/positions", headers=trader).status_code == 200  # marks unavailable, not an error
+            assert _rows(database_url, "SELECT state, actor FROM trading_state WHERE scope = 'strategy:drill'") \
+                == [("HALTED", "api:tina")]
+            assert _rows(database_url, "SELECT actor, ok FROM control_requests") == [("api:tina", True)]
+            [(detail,)] = _rows(database_url, "SELECT detail FROM audit_log WHERE action = 'api.kill.engage'")
+            assert (detail if isinstance(detail, dict) else json.loads(detail))["via"] == "database"
+    finally:
+        rs.stop()
+    print(f"\nB4 via the API with Redis down: POST /kill-switch/engage answered HALTED through the database in "
+          f"{engage_ms:.0f} ms (the failed bus attempt and one gateway poll of <= 100 ms included)")
