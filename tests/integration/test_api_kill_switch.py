@@ -60,7 +60,7 @@ class ApiProcess:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Self:
-        self._out = open(self.log, "ab")  # noqa: SIM115 - held for the process's life, closed in __exit__
+        self._out = open(self.log, "ab")  # held for the process's life, closed in __exit__
         self.proc = subprocess.Popen([sys.executable, "-m", "backend.api"], env=self.env, cwd=ROOT,
                                      stdout=self._out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
