@@ -301,6 +301,25 @@ class ControlRequest(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class RiskOverride(Base):
+    """A risk limit changed while running (``aitrader risk set``, ``PUT /risk``), applied over the risk file.
+
+    One row per dotted key of the file (``global.max_open_orders``,
+    ``symbols.BTCUSDT.max_order_qty``, ...); the gateway applies every row over the file on
+    start and writes / deletes rows in the transaction that acknowledges the change. The
+    history of changes is in ``audit_log`` (0005).
+    """
+
+    __tablename__ = "risk_overrides"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
+
+
 # -- engine and sessions -------------------------------------------------------------------
 def normalize_url(url: str) -> str:
     """``postgres://`` / ``postgresql://`` → ``postgresql+psycopg://`` (psycopg 3); others unchanged."""

@@ -114,12 +114,7 @@ class TriggerMonitor:
     """The triggers' state; every time is a reading of the OMS clock (ns)."""
 
     def __init__(self, config: TriggerConfig) -> None:
-        self.config = config
-        c = config
-        self._window_ns = int(c.message_rate_window_s * NS_PER_S)
-        self._stale_ns = int(c.stale_market_data_s * NS_PER_S) if c.stale_market_data_s else None
-        self._silence_ns = int(c.upstream_silence_s * NS_PER_S) if c.upstream_silence_s else None
-        self._watched = frozenset(c.upstream_services)
+        self.reconfigure(config)
         self.armed = False
         self.day = -1
         self.day_start: Decimal | None = None
@@ -128,6 +123,15 @@ class TriggerMonitor:
         self.denials: deque[int] = deque()
         self.last_tick = 0
         self.seen: dict[str, int] = {}  # upstream service -> when its last heartbeat was observed
+
+    def reconfigure(self, config: TriggerConfig) -> None:
+        """Evaluate ``config``'s thresholds from now on; what was observed so far (the day's
+        start, the peak, the streak, denials, heartbeats) is kept."""
+        self.config = c = config
+        self._window_ns = int(c.message_rate_window_s * NS_PER_S)
+        self._stale_ns = int(c.stale_market_data_s * NS_PER_S) if c.stale_market_data_s else None
+        self._silence_ns = int(c.upstream_silence_s * NS_PER_S) if c.upstream_silence_s else None
+        self._watched = frozenset(c.upstream_services)
 
     @property
     def enabled(self) -> bool:

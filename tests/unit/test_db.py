@@ -14,7 +14,8 @@ from alembic.migration import MigrationContext
 
 from common import db
 
-TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests"}
+TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
+          "risk_overrides"}
 
 
 def tables(url: str) -> set[str]:
