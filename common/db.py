@@ -320,6 +320,20 @@ class RiskOverride(Base):
     ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
 
 
+class GatewayState(Base):
+    """Small pieces of the gateway's memory that must survive a restart, by key (JSON values).
+
+    ``kill_triggers.baselines``: the daily-loss trigger's equity at the UTC day start and the
+    drawdown trigger's peak, so that a restart does not forgive the day's loss (0005).
+    """
+
+    __tablename__ = "gateway_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch, last written
+
+
 # -- engine and sessions -------------------------------------------------------------------
 def normalize_url(url: str) -> str:
     """``postgres://`` / ``postgresql://`` → ``postgresql+psycopg://`` (psycopg 3); others unchanged."""

@@ -68,6 +68,8 @@ RISK_COMMANDS = ("risk.set", "risk.unset")
 LATE_FILL = "LATE_FILL"  # reason of the alert report of a fill for an order that is no longer open
 _KEPT = 20_000  # most recent orders kept whole, to answer a duplicate id without the database
 _TRIGGER_EVERY_NS = 200_000_000  # automatic kill triggers are evaluated at most this often
+_BASELINES_EVERY_NS = 1_000_000_000  # a new drawdown peak is written at most this often (a new day at once)
+TRIGGER_BASELINES = "kill_triggers.baselines"  # gateway_state key: the day's starting equity, the peak
 
 Key = tuple[str, bytes]
 
@@ -157,6 +159,8 @@ class OrderManager:
         self.switches = KillSwitches()
         self.triggers = TriggerMonitor(risk.config.triggers)
         self._trigger_at = 0
+        self._baselines_saved: dict[str, Any] | None = None  # the trigger baselines last written
+        self._baselines_at = 0
         self.portfolio = Portfolio(initial_cash)
         self.orders: dict[str, Order] = {}  # open orders only
         self.marks: dict[str, float] = {}
@@ -182,6 +186,8 @@ class OrderManager:
         self.switches = KillSwitches(st)
         self.apply_risk_overrides(snap.risk_overrides)
         self.triggers.armed = False
+        self.triggers.restore(snap.gateway_state.get(TRIGGER_BASELINES))
+        self._baselines_saved = self.triggers.baselines()
         self.portfolio = Portfolio.from_fills(self.initial_cash, snap.fills)
         self.venue.forget()
         self.orders = {}
@@ -438,6 +444,11 @@ class OrderManager:
         ``kill.engage`` command (open orders cancelled, state row, kill event, audit row, ack)
         plus an alert (the command, with the numbers in ``args``) on ``sys:alerts``. Returns
         the writes (to commit, then publish from the outbox) and the result, or None.
+
+        The daily-loss and drawdown baselines (the equity at the UTC day's first check, the
+        peak since the last release) go to ``gateway_state`` with these writes: a new day at
+        once, a new peak at most once a second; ``load`` restores them, so a restart does not
+        forgive the day's loss or the drawdown.
         """
         mon = self.triggers
         if not mon.enabled:
@@ -453,10 +464,20 @@ class OrderManager:
         if not mon.armed:
             mon.arm(now, equity)
         trip = mon.evaluate(now, equity, len(self.orders))
-        if trip is None:
+        baselines = mon.baselines()
+        save = baselines != self._baselines_saved and (
+            trip is not None or now - self._baselines_at >= _BASELINES_EVERY_NS
+            or baselines is None or self._baselines_saved is None or baselines["day"] != self._baselines_saved["day"]
+        )
+        if trip is None and not save:
             return None
-        log.error("automatic kill trigger %s: %s; halting", trip.trigger, trip.reason)
         ch, res = Changes(), EntryResult()
+        if save:
+            ch.gateway_state[TRIGGER_BASELINES] = baselines
+            self._baselines_saved, self._baselines_at = baselines, now
+        if trip is None:
+            return ch, res
+        log.error("automatic kill trigger %s: %s; halting", trip.trigger, trip.reason)
         self._ch = ch
         ctl = Control(request_id=f"auto-{trip.trigger}-{now}", command="kill.engage", scope=GLOBAL,
                       reason=f"{trip.trigger}: {trip.reason}", actor=f"auto:{trip.trigger}",

@@ -1,4 +1,5 @@
-"""risk_overrides: risk limits changed while running, applied over the risk file
+"""risk_overrides: risk limits changed while running, applied over the risk file;
+gateway_state: the gateway's memory that must survive a restart (kill trigger baselines)
 
 Revision ID: 0005
 Revises: 0004
@@ -30,7 +31,15 @@ def upgrade() -> None:
         sa.Column("ts", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_risk_overrides")),
     )
+    op.create_table(
+        "gateway_state",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("value", sa.JSON(), nullable=True),
+        sa.Column("ts", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_gateway_state")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("gateway_state")
     op.drop_table("risk_overrides")

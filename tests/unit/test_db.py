@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
-          "risk_overrides"}
+          "risk_overrides", "gateway_state"}
 
 
 def tables(url: str) -> set[str]:
