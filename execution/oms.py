@@ -107,6 +107,11 @@ def _text(s: str) -> str:
     return s.replace("\x00", "")
 
 
+def _halts(entry: Entry) -> bool:
+    msg = entry.msg
+    return isinstance(msg, Control) and msg.command in ("kill.engage", "kill.reduce")
+
+
 def _shown(v: Any) -> str:
     """A limit's value as an operator reads it."""
     if v is None:
@@ -249,6 +254,10 @@ class OrderManager:
         plan = BatchPlan(results={}, tx1=Changes())
         self._ch = plan.tx1
         self._deferred.extend(self.venue.poll())  # what an asynchronous venue reported since
+        if len(entries) > 1 and any(_halts(e) for e in entries):
+            # A halt read together with new intents goes first: they are refused, not routed
+            # (streams have no order between them; the kill switch wins the tie).
+            entries = [e for e in entries if _halts(e)] + [e for e in entries if not _halts(e)]
         for entry in entries:
             key = (entry.stream, entry.id)
             res = plan.results[key] = EntryResult()

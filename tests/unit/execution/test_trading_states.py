@@ -143,6 +143,24 @@ def test_release_needs_a_reason_and_an_actor_and_loosening_to_reducing_too():
     assert not d.ok
 
 
+def test_a_halt_read_with_new_intents_goes_first(engine, risk_config, instruments):
+    g = Gw(engine, risk_config, instruments)
+    g.tick(BAC=10.0)
+    it = intent("BAC", 1, "10", "10", tick_seq=g.seq, cid="same-batch")
+    out, _ = g.run(it, ctl("kill.engage", "symbol:BAC", "bad prints"))
+    assert isinstance(out[0], ControlAck) and out[0].state == "HALTED"
+    [rep] = [x for x in out if isinstance(x, ExecutionReport)]
+    assert (rep.client_order_id, rep.status, rep.reason) == ("same-batch", OrdStatus.REJECTED, "KILL_SWITCH")
+    assert g.venue.working() == []
+    # other commands keep their place: a cancel read with its order's intent still finds it
+    g.run(ctl("kill.release", "symbol:BAC", "ok"))
+    it2 = intent("BAC", 1, "10", "10", tick_seq=g.seq, cid="then-cancel", order_type=OrdType.LIMIT, limit="9.95")
+    cancel = Control(request_id="c1", command="order.cancel", reason="r", actor="t",
+                     args={"client_order_id": "then-cancel"})
+    out, _ = g.run(it2, cancel)
+    assert [x.status for x in out if isinstance(x, ExecutionReport)][-1] == OrdStatus.CANCELLED
+
+
 def test_scope_halt_cancels_only_its_orders_refuses_only_its_intents_and_persists(engine, risk_config, instruments):
     g = Gw(engine, risk_config, instruments)
     g.tick(BAC=10.0, XYZ=20.0)
