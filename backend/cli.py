@@ -12,6 +12,8 @@
     aitrader fills [--symbol S] [--limit N] [--json]
     aitrader positions [--json]                                net qty, average cost, P&L per symbol
     aitrader risk show [--json]                                the gateway's effective pre-trade limits
+    aitrader risk set KEY VALUE --reason TEXT [--json]         change one limit now (durable, audited)
+    aitrader risk unset KEY --reason TEXT [--json]             back to the risk file's value
 """
 
 from __future__ import annotations
@@ -309,38 +311,118 @@ def cmd_positions(args: argparse.Namespace, common: CommonSettings) -> int:
     return _view(common, "positions", show)
 
 
+def _risk_overrides_from_db(common: CommonSettings) -> tuple[list[dict[str, Any]] | None, str]:
+    """The ``risk_overrides`` rows (oldest change first), or (None, why) when the database cannot say."""
+    import sqlalchemy as sa
+
+    from common import db
+
+    try:
+        eng = db.make_engine(common.db_url)
+    except (sa.exc.SQLAlchemyError, ValueError) as e:
+        return None, str(e).splitlines()[0]
+    try:
+        t = db.RiskOverride.__table__
+        with eng.connect() as c:
+            return [dict(r) for r in c.execute(sa.select(t).order_by(t.c.ts)).mappings()], ""
+    except sa.exc.SQLAlchemyError as e:
+        return None, str(e).splitlines()[0]
+    finally:
+        eng.dispose()
+
+
 def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
     from execution.config import ExecutionSettings
     from execution.risk import LIMIT_KEYS, RiskConfig
 
+    what = f"aitrader risk {args.action}"
     try:
         settings = load(ExecutionSettings)
-        cfg = RiskConfig.load(settings.risk_file)
+        base = RiskConfig.load(settings.risk_file)
     except ConfigError as e:
-        print(f"aitrader risk show: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"{what}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.action in ("set", "unset"):
+        return _risk_change(args, common, base)
+    rows, why = _risk_overrides_from_db(common)
+    try:
+        cfg = base.with_overrides({r["key"]: r["value"] for r in rows or []})
+    except ConfigError as e:
+        print(f"{what}: a change stored in the database is not valid: {str(e).splitlines()[0]}", file=sys.stderr)
         return EXIT_FAIL
     limits = cfg.as_dict()
     defaults = limits["defaults"]
     overrides = {s: [k for k in LIMIT_KEYS if v[k] != defaults[k]] for s, v in limits["symbols"].items()}
+    changes = [{"key": r["key"], "value": r["value"], "actor": r["actor"], "reason": r["reason"],
+                "changed_at": _fmt_ns(r["ts"])} for r in rows or []]
     if args.json:
-        _print_json({"risk_file": str(settings.risk_file), **limits, "overrides": overrides})
+        _print_json({"risk_file": str(settings.risk_file), **limits, "overrides": overrides, "changes": changes,
+                     "changes_unknown": why or None})
         return EXIT_OK
-    print(f"risk file {settings.risk_file} (read by the gateway at start; restart it after an edit)")
+    print(f"risk file {settings.risk_file}, with the changes made while running (aitrader risk set) applied")
     g = limits["global"]
     print("global: " + "  ".join(
         f"{k}={','.join(v) or '-' if isinstance(v, list) else v}" for k, v in g.items()
     ))
-    rows = [["(defaults)", *(defaults[k] for k in LIMIT_KEYS)]]
+    rows_ = [["(defaults)", *(defaults[k] for k in LIMIT_KEYS)]]
     for sym, v in sorted(limits["symbols"].items()):
-        rows.append([sym, *(v[k] + ("*" if k in overrides[sym] else " ") for k in LIMIT_KEYS)])
-    rows[0] = [rows[0][0], *(c + " " for c in rows[0][1:])]
-    print(_table(["SYMBOL", *(k.upper() for k in LIMIT_KEYS)], rows, right=set(range(1, len(LIMIT_KEYS) + 1))))
+        rows_.append([sym, *(v[k] + ("*" if k in overrides[sym] else " ") for k in LIMIT_KEYS)])
+    rows_[0] = [rows_[0][0], *(c + " " for c in rows_[0][1:])]
+    print(_table(["SYMBOL", *(k.upper() for k in LIMIT_KEYS)], rows_, right=set(range(1, len(LIMIT_KEYS) + 1))))
     print("* overrides the default for that symbol; symbols not listed use the defaults")
     print("kill_triggers: " + "  ".join(
         f"{k}={','.join(v) or '-' if isinstance(v, list) else ('off' if v is None else v)}"
         for k, v in limits["kill_triggers"].items()
     ))
+    if rows is None:
+        print(f"changes made while running: unknown (database: {why}); the file's limits are shown")
+    elif changes:
+        print("changes made while running (over the file; `aitrader risk unset KEY` goes back to the file's value):")
+        print(_table(["KEY", "VALUE", "BY", "AT", "REASON"],
+                     [[c["key"], c["value"], c["actor"], c["changed_at"], c["reason"]] for c in changes]))
+    else:
+        print("changes made while running: none")
     return EXIT_OK
+
+
+def _fmt_ns(ts: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _risk_change(args: argparse.Namespace, common: CommonSettings, base: Any) -> int:
+    """``risk set KEY VALUE`` / ``risk unset KEY``: checked here first, applied by the gateway."""
+    what = f"aitrader risk {args.action}"
+    if not args.key or (args.action == "set" and args.value is None):
+        usage = "KEY VALUE" if args.action == "set" else "KEY"
+        print(f"{what} needs {usage}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "unset" and args.value is not None:
+        print(f"{what} takes only KEY", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.reason.strip():
+        print(f"{what} needs --reason TEXT (every change of a limit is audited)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        base.with_override(args.key, args.value)  # the gateway checks again against its own file
+    except ConfigError as e:
+        print(f"{what}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    cargs = {"key": args.key} | ({"value": args.value} if args.action == "set" else {})
+    ack, path, err = _control_via(common, _control(f"risk.{args.action}", args.reason, "global", cargs),
+                                  args.via, args.timeout)
+    if ack is None:
+        print(f"{what} {args.key}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
+        return EXIT_FAIL
+    result = {"ok": ack.ok, "key": args.key, "state": ack.state, "detail": ack.detail, "service": ack.service,
+              "via": path.split(":")[0]}
+    if args.json:
+        _print_json(result)
+    else:
+        _path_line(path, args.json)
+        print(("" if ack.ok else "refused: ") + ack.detail)
+    return EXIT_OK if ack.ok else EXIT_FAIL
 
 
 def _count(v: str) -> int:
@@ -393,9 +475,15 @@ def _parser() -> argparse.ArgumentParser:
     fp.add_argument("--json", action="store_true")
     pp = sub.add_parser("positions", help="net position, average cost and P&L per symbol (from the fills)")
     pp.add_argument("--json", action="store_true")
-    rk = sub.add_parser("risk", help="the gateway's pre-trade limits")
-    rk.add_argument("action", choices=["show"])
+    rk = sub.add_parser("risk", help="show the gateway's pre-trade limits, or change one while it runs")
+    rk.add_argument("action", choices=["show", "set", "unset"])
+    rk.add_argument("key", nargs="?", help="set/unset: a dotted key of the risk file, e.g. defaults.max_order_qty, "
+                    "symbols.BTCUSDT.max_position_qty, global.restricted_symbols, kill_triggers.daily_loss")
+    rk.add_argument("value", nargs="?", help="set: the new value (lists comma-separated; 'off' disables a trigger)")
+    rk.add_argument("--reason", default="")
+    rk.add_argument("--timeout", type=float, default=5.0)
     rk.add_argument("--json", action="store_true")
+    rk.add_argument("--via", choices=["auto", "bus", "db"], default="auto", help=_VIA_HELP)
     return p
 
 

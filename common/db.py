@@ -306,8 +306,41 @@ class ControlRequest(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class RiskOverride(Base):
+    """A risk limit changed while running (``aitrader risk set``, ``PUT /risk``), applied over the risk file.
+
+    One row per dotted key of the file (``global.max_open_orders``,
+    ``symbols.BTCUSDT.max_order_qty``, ...); the gateway applies every row over the file on
+    start and writes / deletes rows in the transaction that acknowledges the change. The
+    history of changes is in ``audit_log`` (0005).
+    """
+
+    __tablename__ = "risk_overrides"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
+
+
+class GatewayState(Base):
+    """Small pieces of the gateway's memory that must survive a restart, by key (JSON values).
+
+    ``kill_triggers.baselines``: the daily-loss trigger's equity at the UTC day start and the
+    drawdown trigger's peak, so that a restart does not forgive the day's loss (0005).
+    """
+
+    __tablename__ = "gateway_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch, last written
+
+
 class User(Base):
-    """A user of the API with one role (viewer < trader < admin); the password as an argon2 hash (0005)."""
+    """A user of the API with one role (viewer < trader < admin); the password as an argon2 hash (0006)."""
 
     __tablename__ = "users"
 
@@ -322,7 +355,7 @@ class User(Base):
 
 
 class RefreshToken(Base):
-    """One refresh token the API issued, by its ``jti`` (0005).
+    """One refresh token the API issued, by its ``jti`` (0006).
 
     Every token descends from one login: its ``family_id``. A token is single use (``used_at``
     set when it is exchanged); presenting a used one again revokes the whole family

@@ -200,7 +200,11 @@ class Control(msgspec.Struct, tag="ctl", **_COMMON):
     scope: Annotated[str, msgspec.Meta(max_length=128)] = "global"  # "global", "strategy:<name>", "symbol:<sym>"
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     actor: Id = ""
-    args: dict[str, str] = {}
+    # At most 16 arguments, short names, values up to 4 KiB (a list of symbols fits).
+    args: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=4096)]],
+        msgspec.Meta(max_length=16),
+    ] = {}
     ts: int = 0
     v: int = SCHEMA_VERSION
 

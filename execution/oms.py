@@ -43,13 +43,14 @@ from common.messages import (
 from execution.kill_switch import GLOBAL, KillSwitch, KillSwitches, TradingStateName, in_scope
 from execution.order import IllegalTransition, Order
 from execution.portfolio import Portfolio
+from common.config import ConfigError
 from execution.risk import RejectCode, RiskEngine
 from execution.store import Changes, Snapshot
 from execution.triggers import TriggerMonitor
 from execution.venues.base import EventKind, Venue, VenueEvent
 
 __all__ = [
-    "LATE_FILL", "ORDER_COMMANDS", "OUTBOX_HWM", "SERVICE", "BatchPlan", "EntryResult", "OrderManager", "intent_problem",
+    "LATE_FILL", "ORDER_COMMANDS", "RISK_COMMANDS", "OUTBOX_HWM", "SERVICE", "BatchPlan", "EntryResult", "OrderManager", "intent_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,12 @@ _INT64 = 1 << 63
 _MAX_ID = 64
 # Control commands on orders (never throttled): args {"client_order_id"} / optional {"symbol", "strategy"}.
 ORDER_COMMANDS = ("order.cancel", "order.cancel_all")
+RISK_COMMANDS = ("risk.set", "risk.unset")
 LATE_FILL = "LATE_FILL"  # reason of the alert report of a fill for an order that is no longer open
 _KEPT = 20_000  # most recent orders kept whole, to answer a duplicate id without the database
 _TRIGGER_EVERY_NS = 200_000_000  # automatic kill triggers are evaluated at most this often
+_BASELINES_EVERY_NS = 1_000_000_000  # a new drawdown peak is written at most this often (a new day at once)
+TRIGGER_BASELINES = "kill_triggers.baselines"  # gateway_state key: the day's starting equity, the peak
 
 Key = tuple[str, bytes]
 
@@ -101,6 +105,20 @@ def _same_order(o: Order, it: OrderIntent) -> bool:
 
 def _text(s: str) -> str:
     return s.replace("\x00", "")
+
+
+def _halts(entry: Entry) -> bool:
+    msg = entry.msg
+    return isinstance(msg, Control) and msg.command in ("kill.engage", "kill.reduce")
+
+
+def _shown(v: Any) -> str:
+    """A limit's value as an operator reads it."""
+    if v is None:
+        return "off"
+    if isinstance(v, list | tuple):
+        return ",".join(map(str, v)) or "-"
+    return str(v)
 
 
 @dataclass(slots=True)
@@ -146,6 +164,8 @@ class OrderManager:
         self.switches = KillSwitches()
         self.triggers = TriggerMonitor(risk.config.triggers)
         self._trigger_at = 0
+        self._baselines_saved: dict[str, Any] | None = None  # the trigger baselines last written
+        self._baselines_at = 0
         self.portfolio = Portfolio(initial_cash)
         self.orders: dict[str, Order] = {}  # open orders only
         self.marks: dict[str, float] = {}
@@ -169,7 +189,10 @@ class OrderManager:
         """Rebuild memory from the database: trading state, positions, cash, open orders."""
         st = snap.trading_states or ([snap.trading_state] if snap.trading_state else [])
         self.switches = KillSwitches(st)
+        self.apply_risk_overrides(snap.risk_overrides)
         self.triggers.armed = False
+        self.triggers.restore(snap.gateway_state.get(TRIGGER_BASELINES))
+        self._baselines_saved = self.triggers.baselines()
         self.portfolio = Portfolio.from_fills(self.initial_cash, snap.fills)
         self.venue.forget()
         self.orders = {}
@@ -231,6 +254,10 @@ class OrderManager:
         plan = BatchPlan(results={}, tx1=Changes())
         self._ch = plan.tx1
         self._deferred.extend(self.venue.poll())  # what an asynchronous venue reported since
+        if len(entries) > 1 and any(_halts(e) for e in entries):
+            # A halt read together with new intents goes first: they are refused, not routed
+            # (streams have no order between them; the kill switch wins the tie).
+            entries = [e for e in entries if _halts(e)] + [e for e in entries if not _halts(e)]
         for entry in entries:
             key = (entry.stream, entry.id)
             res = plan.results[key] = EntryResult()
@@ -381,6 +408,9 @@ class OrderManager:
         if ctl.command in ORDER_COMMANDS:
             self._on_order_control(ctl, res)
             return
+        if ctl.command in RISK_COMMANDS:
+            self._on_risk_control(ctl, res)
+            return
         now = self.clock()
         d = self.switches.apply(ctl, now)
         if d is None:
@@ -423,6 +453,11 @@ class OrderManager:
         ``kill.engage`` command (open orders cancelled, state row, kill event, audit row, ack)
         plus an alert (the command, with the numbers in ``args``) on ``sys:alerts``. Returns
         the writes (to commit, then publish from the outbox) and the result, or None.
+
+        The daily-loss and drawdown baselines (the equity at the UTC day's first check, the
+        peak since the last release) go to ``gateway_state`` with these writes: a new day at
+        once, a new peak at most once a second; ``load`` restores them, so a restart does not
+        forgive the day's loss or the drawdown.
         """
         mon = self.triggers
         if not mon.enabled:
@@ -438,10 +473,20 @@ class OrderManager:
         if not mon.armed:
             mon.arm(now, equity)
         trip = mon.evaluate(now, equity, len(self.orders))
-        if trip is None:
+        baselines = mon.baselines()
+        save = baselines != self._baselines_saved and (
+            trip is not None or now - self._baselines_at >= _BASELINES_EVERY_NS
+            or baselines is None or self._baselines_saved is None or baselines["day"] != self._baselines_saved["day"]
+        )
+        if trip is None and not save:
             return None
-        log.error("automatic kill trigger %s: %s; halting", trip.trigger, trip.reason)
         ch, res = Changes(), EntryResult()
+        if save:
+            ch.gateway_state[TRIGGER_BASELINES] = baselines
+            self._baselines_saved, self._baselines_at = baselines, now
+        if trip is None:
+            return ch, res
+        log.error("automatic kill trigger %s: %s; halting", trip.trigger, trip.reason)
         self._ch = ch
         ctl = Control(request_id=f"auto-{trip.trigger}-{now}", command="kill.engage", scope=GLOBAL,
                       reason=f"{trip.trigger}: {trip.reason}", actor=f"auto:{trip.trigger}",
@@ -495,6 +540,63 @@ class OrderManager:
             self._emit(res, streams.EXEC_EVENTS, self._report(o, f"{o.client_order_id}:C", ts, reason=reason,
                                                               text=text))
         return ch, res
+
+    def apply_risk_overrides(self, overrides: Mapping[str, str]) -> None:
+        """Check against the risk file with ``overrides`` (from the database) from now on.
+
+        Raises ``ConfigError`` naming the key when one is no longer valid: the gateway then
+        refuses to start rather than trade on limits nobody set."""
+        cfg = self.risk.config.with_overrides(dict(overrides))
+        self.risk.reconfigure(cfg)
+        self.triggers.reconfigure(cfg.triggers)
+
+    def _on_risk_control(self, ctl: Control, res: EntryResult) -> None:
+        """``risk.set`` (args key, value) / ``risk.unset`` (args key): change one limit now.
+
+        The new limits are validated exactly as the file is; a refused change leaves every
+        limit as it was. A change is durable (``risk_overrides`` row, audit row) in the
+        transaction that acknowledges it, and the next order is checked against it."""
+        now = self.clock()
+        ch = self._ch
+        actor = _text(ctl.actor or "unknown")[:64]
+        request_id = _text(ctl.request_id)[:64]
+        key = ctl.args.get("key", "")
+        value = ctl.args.get("value") if ctl.command == "risk.set" else None
+        old_cfg = self.risk.config
+        ok, detail = False, ""
+        if not key:
+            detail = f"{ctl.command} needs args.key"
+        elif ctl.command == "risk.set" and value is None:
+            detail = "risk.set needs args.value"
+        elif not _text(ctl.reason).strip():
+            detail = f"{ctl.command} needs a reason"
+        else:
+            try:
+                was = old_cfg.value_of(key)
+                cfg = old_cfg.with_override(key, value)
+            except ConfigError as e:
+                detail = str(e)
+            else:
+                self.risk.reconfigure(cfg)
+                self.triggers.reconfigure(cfg.triggers)
+                now_v = cfg.value_of(key)
+                ok = True
+                detail = f"{key}: {_shown(was)} -> {_shown(now_v)}" + ("" if value is not None else " (the file's value)")
+                ch.risk_overrides[key] = None if value is None else {
+                    "key": key, "value": value, "actor": actor, "reason": _text(ctl.reason)[:2000],
+                    "request_id": request_id, "ts": now,
+                }
+        res.incr(f"control.{ctl.command}" + ("" if ok else ".refused"))
+        if ok:
+            log.warning("risk limit changed by %s: %s (%s)", actor, detail, _text(ctl.reason))
+        ch.audit.append({
+            "ts": now, "actor": actor, "action": ctl.command + ("" if ok else ".refused"),
+            "entity": "risk_limit", "entity_id": _text(key)[:128] or "-",
+            "detail": {"request_id": request_id, "value": value, "reason": _text(ctl.reason), "detail": detail},
+        })
+        ack = ControlAck(request_id=ctl.request_id, service=SERVICE, ok=ok, state="SET" if ok else "REFUSED",
+                         detail=detail, ts=now)
+        self._emit(res, streams.CONTROL_ACKS, ack, durable=True)
 
     def _on_order_control(self, ctl: Control, res: EntryResult) -> None:
         """``order.cancel`` / ``order.cancel_all``: PENDING_CANCEL, then CANCELLED or a cancel reject."""

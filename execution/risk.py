@@ -10,11 +10,21 @@ on the engine's injectable clock): ``check`` takes a message slot for every orde
 sees and an order slot for every order it lets through. Only new orders go through
 ``check``: a cancel (the kill switch's, or any later cancel command) must never call it, so
 cancels are never throttled and never use up a slot.
+
+Limits can change while the gateway runs: ``risk.set`` / ``risk.unset`` commands (``aitrader
+risk set KEY VALUE``, ``PUT /risk``) name one key of the file by its dotted path
+(``global.max_open_orders``, ``defaults.max_order_qty``, ``symbols.BTCUSDT.max_position_qty``,
+``kill_triggers.daily_loss``). ``RiskConfig.with_override`` applies it to the file's own
+document and validates the result exactly as the file is validated at start, so an override
+can never make a limit the file could not hold; the gateway keeps the overrides in the
+database (``risk_overrides``) and applies them over the file on every start.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,9 +38,9 @@ import yaml
 from common.config import ConfigError
 from common.instruments import Instruments
 from common.messages import OrderIntent, OrdType
-from execution.triggers import TriggerConfig
+from execution.triggers import TRIGGER_KEYS, TriggerConfig
 
-__all__ = ["GLOBAL_KEYS", "LIMIT_KEYS", "GlobalLimits", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits",
+__all__ = ["GLOBAL_KEYS", "LIMIT_KEYS", "GlobalLimits", "override_value", "parse_override_key", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits",
            "Throttle"]
 
 _BPS = Decimal(10_000)
@@ -156,6 +166,9 @@ class RiskConfig:
         self.defaults = defaults
         self.symbols = dict(symbols or {})
         self.triggers = triggers if triggers is not None else TriggerConfig()
+        self.source: Path = Path("<dict>")  # where the document came from
+        self.doc: dict[str, Any] | None = None  # the document before overrides (from_dict)
+        self.overrides: dict[str, str] = {}  # dotted key -> value as given, applied over ``doc``
 
     def limits(self, symbol: str) -> RiskLimits:
         return self.symbols.get(symbol, self.defaults)
@@ -194,7 +207,57 @@ class RiskConfig:
                 defaults, **{k: _decimal(v, f"symbols.{sym}.{k}", p) for k, v in over.items()}
             )
         triggers = TriggerConfig.from_dict(doc.get("kill_triggers"), p)
-        return cls(_global(doc.get("global"), p), defaults, symbols, triggers)
+        cfg = cls(_global(doc.get("global"), p), defaults, symbols, triggers)
+        cfg.source = p
+        cfg.doc = copy.deepcopy(doc)
+        return cfg
+
+    def with_overrides(self, overrides: dict[str, str]) -> RiskConfig:
+        """This file's limits with ``overrides`` (dotted key -> value) applied, validated as the file is.
+
+        Raises ``ConfigError`` naming the key when a key is not a limit or a value is not valid
+        for it. The result remembers the document and the overrides, so overrides can be
+        added or removed again later (``with_override``).
+        """
+        if self.doc is None:
+            raise ConfigError("risk limits built without a document cannot take overrides")
+        doc = copy.deepcopy(self.doc)
+        for key, value in sorted(overrides.items()):
+            section, sym, name = parse_override_key(key)
+            if section == "symbols":
+                syms = doc.get("symbols")
+                if not isinstance(syms, dict):
+                    syms = doc["symbols"] = {}
+                row = syms.get(sym)
+                if not isinstance(row, dict):
+                    row = syms[sym] = {}
+                row[name] = override_value(key, value)
+            else:
+                sec = doc.get(section)
+                if not isinstance(sec, dict):
+                    sec = doc[section] = {}
+                sec[name] = override_value(key, value)
+        where = f"{self.source} with overrides" if overrides else self.source
+        cfg = RiskConfig.from_dict(doc, where)
+        cfg.source, cfg.doc, cfg.overrides = self.source, self.doc, dict(overrides)
+        return cfg
+
+    def with_override(self, key: str, value: str | None) -> RiskConfig:
+        """These limits with ``key`` set to ``value`` (None: back to the file's value)."""
+        over = dict(self.overrides)
+        if value is None:
+            over.pop(key, None)
+        else:
+            over[key] = value
+        return self.with_overrides(over)
+
+    def value_of(self, key: str) -> Any:
+        """The effective value of a dotted key (as ``as_dict`` shows it), or None when unset."""
+        section, sym, name = parse_override_key(key)
+        d = self.as_dict()
+        if section == "symbols":
+            return d["symbols"].get(sym, d["defaults"]).get(name)
+        return d[section].get(name)
 
     def as_dict(self) -> dict[str, Any]:
         def row(lim: RiskLimits) -> dict[str, str]:
@@ -211,6 +274,47 @@ class RiskConfig:
             "symbols": {s: row(v) for s, v in self.symbols.items()},
             "kill_triggers": self.triggers.as_dict(),
         }
+
+
+_LIST_KEYS = {"global.restricted_symbols", "kill_triggers.upstream_services"}
+_SECTIONS = {"global": GLOBAL_KEYS, "defaults": LIMIT_KEYS, "kill_triggers": TRIGGER_KEYS}
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+_OFF = {"off", "null", "none"}
+
+
+def parse_override_key(key: str) -> tuple[str, str, str]:
+    """``(section, symbol, name)`` of a dotted risk key (symbol is '' outside ``symbols``).
+
+    Raises ``ConfigError`` naming the key when it is not one of the file's limits.
+    """
+    if not isinstance(key, str) or len(key) > 160:
+        raise ConfigError(f"risk key {str(key)[:160]!r}: not a risk limit")
+    if key.startswith("symbols."):
+        sym, _, name = key[len("symbols."):].rpartition(".")
+        if not _SYMBOL_RE.match(sym) or name not in LIMIT_KEYS:
+            raise ConfigError(f"risk key {key!r}: expected symbols.<SYMBOL>.<one of {', '.join(LIMIT_KEYS)}>")
+        return "symbols", sym, name
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS or name not in _SECTIONS[section]:
+        raise ConfigError(
+            f"risk key {key!r}: not a risk limit (global.<key>, defaults.<key>, symbols.<SYMBOL>.<key> or "
+            f"kill_triggers.<key>; see config/risk.yml)"
+        )
+    return section, "", name
+
+
+def override_value(key: str, value: str) -> Any:
+    """The document value of an override given as text: lists comma-separated ('' or '-' for
+    none), 'off' / 'null' / 'none' for a disabled kill trigger, anything else as given (the
+    file's validation then checks it as it checks the file)."""
+    if not isinstance(value, str) or len(value) > 4096:
+        raise ConfigError(f"risk key {key!r}: value must be text of at most 4096 characters")
+    v = value.strip()
+    if key in _LIST_KEYS:
+        return [] if v in ("", "-") else [x.strip() for x in v.split(",") if x.strip()]
+    if v.lower() in _OFF:
+        return None
+    return v
 
 
 class Throttle:
@@ -257,6 +361,13 @@ class RiskEngine:
         self.messages = Throttle(g.max_messages_per_sec)  # every order message checked
         self.orders = Throttle(g.max_orders_per_sec)  # every new order let through
         self._max_age_ns: dict[str, int] = {}
+
+    def reconfigure(self, config: RiskConfig) -> None:
+        """Check against ``config`` from now on; the throttles keep their windows (only the limits change)."""
+        self.config = config
+        self.messages.limit = config.glob.max_messages_per_sec
+        self.orders.limit = config.glob.max_orders_per_sec
+        self._max_age_ns = {}
 
     def max_mark_age_ns(self, symbol: str) -> int:
         age = self._max_age_ns.get(symbol)

@@ -565,7 +565,9 @@ class ExecutionGateway(Service):
             return
         ch, res = out
         # Not durable: memory must not say halted while the database does not (it is retried).
-        if not await self._write_aside(ch, "the automatic halt"):
+        if not await self._write_aside(ch, "the automatic halt" if ch.outbox else "the kill triggers' baselines"):
+            return
+        if not (ch.outbox or res.ops or res.counters):  # only the baselines: nothing to publish
             return
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=True)

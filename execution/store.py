@@ -9,6 +9,8 @@ taken from the database (``control_requests``: the path that works while Redis i
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,6 +33,8 @@ _kill = db.KillSwitchEvent.__table__
 _audit = db.AuditLog.__table__
 _outbox = db.OutboxMessage.__table__
 _controls = db.ControlRequest.__table__
+_risk = db.RiskOverride.__table__
+_gstate = db.GatewayState.__table__
 
 _CONTROL_RESULT_COLS = ("ts_handled", "ok", "state", "detail")
 _ORDER_UPDATE_COLS = ("status", "reject_reason", "cum_qty", "avg_px", "fees", "ts_accepted", "ts_done")
@@ -61,6 +65,10 @@ class Changes:
     outbox_delete_upto: int | None = None
     # control_requests rows handled by this transaction: {id, ts_handled, ok, state, detail}
     control_results: list[dict[str, Any]] = field(default_factory=list)
+    # gateway_state values written by this transaction, by key
+    gateway_state: dict[str, Any] = field(default_factory=dict)
+    # risk limit overrides set (the row) or removed (None) by this transaction, by key
+    risk_overrides: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def order_changed(self, order: Order) -> None:
         if order.client_order_id not in self.new_orders:
@@ -70,6 +78,7 @@ class Changes:
         return bool(
             self.new_orders or self.changed_orders or self.fills or self.trading_states or self.kill_events
             or self.audit or self.outbox or self.outbox_delete_upto is not None or self.control_results
+            or self.risk_overrides or self.gateway_state
         )
 
 
@@ -83,6 +92,8 @@ class Snapshot:
     outbox_max_seq: int
     recent_ids: list[str]
     trading_states: list[dict[str, Any]] = field(default_factory=list)  # every scope's row
+    risk_overrides: dict[str, str] = field(default_factory=dict)  # dotted risk key -> value
+    gateway_state: dict[str, Any] = field(default_factory=dict)  # key -> value (JSON)
 
 
 class Store:
@@ -96,7 +107,7 @@ class Store:
     def check_schema(self) -> None:
         names = set(sa.inspect(self.engine).get_table_names())
         missing = [t for t in ("orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox",
-                               "control_requests") if t not in names]
+                               "control_requests", "risk_overrides", "gateway_state") if t not in names]
         if missing:
             raise SchemaMissing(
                 f"database not migrated (missing tables {missing}); run scripts/run_migrations.sh "
@@ -128,6 +139,8 @@ class Store:
                 )
             ]
             max_seq = c.execute(sa.select(sa.func.max(_outbox.c.seq))).scalar() or 0
+            overrides = {k: v for k, v in c.execute(sa.select(_risk.c.key, _risk.c.value))}
+            gstate = {k: v for k, v in c.execute(sa.select(_gstate.c.key, _gstate.c.value))}
             recent = list(
                 c.execute(
                     sa.select(_orders.c.client_order_id).order_by(_orders.c.id.desc()).limit(recent_ids)
@@ -140,6 +153,8 @@ class Store:
             outbox_max_seq=int(max_seq),
             recent_ids=recent[::-1],
             trading_states=states,
+            risk_overrides=overrides,
+            gateway_state=gstate,
         )
 
     def existing(self, cids: list[str]) -> dict[str, Order]:
@@ -233,6 +248,13 @@ class Store:
                 c.execute(_outbox.delete().where(_outbox.c.seq <= ch.outbox_delete_upto))
             if ch.outbox:
                 c.execute(_outbox.insert(), ch.outbox)
+            for key, value in ch.gateway_state.items():
+                c.execute(_gstate.delete().where(_gstate.c.key == key))
+                c.execute(_gstate.insert().values(key=key, value=value, ts=time.time_ns()))
+            for key, row in ch.risk_overrides.items():
+                c.execute(_risk.delete().where(_risk.c.key == key))
+                if row is not None:
+                    c.execute(_risk.insert().values(**row))
             if ch.control_results:
                 stmt = (
                     _controls.update()

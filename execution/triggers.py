@@ -14,6 +14,7 @@ first evaluation of the UTC day (or at the gateway's start, when that is later).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TRIGGER_KEYS", "TriggerConfig", "TriggerMonitor", "Trip"]
 
@@ -114,12 +117,7 @@ class TriggerMonitor:
     """The triggers' state; every time is a reading of the OMS clock (ns)."""
 
     def __init__(self, config: TriggerConfig) -> None:
-        self.config = config
-        c = config
-        self._window_ns = int(c.message_rate_window_s * NS_PER_S)
-        self._stale_ns = int(c.stale_market_data_s * NS_PER_S) if c.stale_market_data_s else None
-        self._silence_ns = int(c.upstream_silence_s * NS_PER_S) if c.upstream_silence_s else None
-        self._watched = frozenset(c.upstream_services)
+        self.reconfigure(config)
         self.armed = False
         self.day = -1
         self.day_start: Decimal | None = None
@@ -128,6 +126,15 @@ class TriggerMonitor:
         self.denials: deque[int] = deque()
         self.last_tick = 0
         self.seen: dict[str, int] = {}  # upstream service -> when its last heartbeat was observed
+
+    def reconfigure(self, config: TriggerConfig) -> None:
+        """Evaluate ``config``'s thresholds from now on; what was observed so far (the day's
+        start, the peak, the streak, denials, heartbeats) is kept."""
+        self.config = c = config
+        self._window_ns = int(c.message_rate_window_s * NS_PER_S)
+        self._stale_ns = int(c.stale_market_data_s * NS_PER_S) if c.stale_market_data_s else None
+        self._silence_ns = int(c.upstream_silence_s * NS_PER_S) if c.upstream_silence_s else None
+        self._watched = frozenset(c.upstream_services)
 
     @property
     def enabled(self) -> bool:
@@ -138,15 +145,43 @@ class TriggerMonitor:
     def arm(self, now: int, equity: Decimal) -> None:
         """Start watching (at start, after a release): the drawdown peak and the market data clock start now."""
         self.armed = True
-        self.peak = equity
+        if self.peak is None:  # kept when restored from the database (``restore``); reset by ``disarm``
+            self.peak = equity
         self.last_tick = now
 
     def disarm(self) -> None:
         """Stop watching (the global scope is not ACTIVE): what led here is not counted again."""
         self.armed = False
+        self.peak = None  # the drawdown counts from the next arm (a release), not from before the halt
         self.streak = 0
         self.denials.clear()
         self.seen.clear()
+
+    # -- what survives a restart ----------------------------------------------------------
+    def baselines(self) -> dict[str, str | int] | None:
+        """The day's starting equity and the drawdown peak, as stored (``gateway_state``), or None before any."""
+        if self.day_start is None and self.peak is None:
+            return None
+        return {"day": self.day, "day_start": None if self.day_start is None else str(self.day_start),
+                "peak": None if self.peak is None else str(self.peak)}
+
+    def restore(self, saved: dict[str, Any] | None) -> None:
+        """Continue from stored baselines: a restart does not forgive the day's loss or the drawdown.
+
+        Unreadable values are ignored (the baselines then start afresh, as on a first start)."""
+        if not isinstance(saved, dict):
+            return
+        try:
+            day = int(saved.get("day", -1))
+            day_start = None if saved.get("day_start") is None else Decimal(str(saved["day_start"]))
+            peak = None if saved.get("peak") is None else Decimal(str(saved["peak"]))
+        except (ValueError, TypeError, ArithmeticError):
+            log.warning("kill triggers: stored baselines unreadable (%r); starting afresh", saved)
+            return
+        if any(v is not None and not v.is_finite() for v in (day_start, peak)):
+            log.warning("kill triggers: stored baselines not finite (%r); starting afresh", saved)
+            return
+        self.day, self.day_start, self.peak = day, day_start, peak
 
     # -- inputs --------------------------------------------------------------------------
     def on_tick(self, now: int) -> None:

@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
-          "users", "refresh_tokens"}
+          "risk_overrides", "gateway_state", "users", "refresh_tokens"}
 
 
 def tables(url: str) -> set[str]:
@@ -145,8 +145,8 @@ def test_make_engine_sqlite_pragmas_and_url_normalisation(tmp_path):
     assert db.normalize_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
-def test_0005_users_and_refresh_tokens_downgrade_alone(database_url):
-    """0005 down removes exactly the API's tables (data elsewhere stays); up again restores them."""
+def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
+    """0006 down removes exactly the API's tables (data elsewhere stays); up again restores them."""
     db.migrate(database_url)
     eng = db.make_engine(database_url)
     try:
@@ -159,7 +159,7 @@ def test_0005_users_and_refresh_tokens_downgrade_alone(database_url):
                                                            "issued_at": 1, "expires_at": 2})
     finally:
         eng.dispose()
-    db.downgrade(database_url, "0004")
+    db.downgrade(database_url, "0005")
     assert tables(database_url) == TABLES - {"users", "refresh_tokens"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES

@@ -252,7 +252,8 @@ def test_cli_risk_show_prints_the_file_the_gateway_loads(clean_env, capsys, tmp_
                                             if k not in ("max_order_qty", "max_position_qty") else
                                             {"max_order_qty": "2*", "max_position_qty": "3*"}[k] for k in LIMIT_KEYS)]
     # no kill_triggers section: every automatic trigger is off
-    assert lines[-1].startswith("kill_triggers: daily_loss=off ") and "upstream_services=strategy_engine" in lines[-1]
+    assert lines[-2].startswith("kill_triggers: daily_loss=off ") and "upstream_services=strategy_engine" in lines[-2]
+    assert lines[-1].startswith("changes made while running: unknown")
     assert set(doc["kill_triggers"]) >= {"daily_loss", "reject_streak", "stale_market_data_s"}
 
 

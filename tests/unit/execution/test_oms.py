@@ -147,7 +147,7 @@ def test_positions_and_cash_are_rebuilt_from_fills(h, engine, risk_config, instr
     assert pf.cash == D("100000") - D("1001") + D("299.7") - D("0.1001") - D("0.02997")
 
 
-def test_kill_switch_cancels_an_order_accepted_in_the_same_batch_before_it_is_routed(h, engine):
+def test_kill_switch_goes_before_the_intents_of_its_batch(h, engine):
     h.run(tick_entry(trade("BAC", 1, 10.0)))
     reports, _, _ = h.run(
         intent_entry(intent(tick_seq=1)),
@@ -155,9 +155,9 @@ def test_kill_switch_cancels_an_order_accepted_in_the_same_batch_before_it_is_ro
         tick_entry(trade("BAC", 2, 10.0)),
         intent_entry(intent(tick_seq=2)),
     )
-    # the refusal is reported with the halting batch; the cancellation is recorded right after it
+    # read in one batch with the halt: both refused, nothing reached the venue
     assert [(r.status, r.reason) for r in reports] == [
-        (OrdStatus.ACCEPTED, ""), (OrdStatus.REJECTED, "KILL_SWITCH"), (OrdStatus.CANCELLED, "KILL_SWITCH"),
+        (OrdStatus.REJECTED, "KILL_SWITCH"), (OrdStatus.REJECTED, "KILL_SWITCH"),
     ]
     assert rows(engine, db.Fill.__table__) == [] and h.oms.venue.working() == []
     assert h.oms.portfolio.open_qty("BAC", 1) == 0 and h.oms.portfolio.open_buy_notional == 0

@@ -88,6 +88,8 @@ class Gw:
         got = self.oms.check_triggers()
         if got is not None:
             self.store.write(got[0])
+            if not got[0].outbox:  # only the baselines were written: no halt
+                return None
         return got
 
 
@@ -139,6 +141,24 @@ def test_release_needs_a_reason_and_an_actor_and_loosening_to_reducing_too():
     assert ks.effective("s", "BAC") == (ACTIVE, GLOBAL)
     d = ks.apply(ctl("kill.release", "symbol:BAC", ""), 6)  # even when already active
     assert not d.ok
+
+
+def test_a_halt_read_with_new_intents_goes_first(engine, risk_config, instruments):
+    g = Gw(engine, risk_config, instruments)
+    g.tick(BAC=10.0)
+    it = intent("BAC", 1, "10", "10", tick_seq=g.seq, cid="same-batch")
+    out, _ = g.run(it, ctl("kill.engage", "symbol:BAC", "bad prints"))
+    assert isinstance(out[0], ControlAck) and out[0].state == "HALTED"
+    [rep] = [x for x in out if isinstance(x, ExecutionReport)]
+    assert (rep.client_order_id, rep.status, rep.reason) == ("same-batch", OrdStatus.REJECTED, "KILL_SWITCH")
+    assert g.venue.working() == []
+    # other commands keep their place: a cancel read with its order's intent still finds it
+    g.run(ctl("kill.release", "symbol:BAC", "ok"))
+    it2 = intent("BAC", 1, "10", "10", tick_seq=g.seq, cid="then-cancel", order_type=OrdType.LIMIT, limit="9.95")
+    cancel = Control(request_id="c1", command="order.cancel", reason="r", actor="t",
+                     args={"client_order_id": "then-cancel"})
+    out, _ = g.run(it2, cancel)
+    assert [x.status for x in out if isinstance(x, ExecutionReport)][-1] == OrdStatus.CANCELLED
 
 
 def test_scope_halt_cancels_only_its_orders_refuses_only_its_intents_and_persists(engine, risk_config, instruments):
@@ -322,6 +342,74 @@ def test_b5_daily_loss_halts_within_5s(engine, instruments):
     alert = _check_halt(g, engine, got, "daily_loss")
     assert D(alert.args["value"]) < D(-500)
     _report("daily_loss", took, alert)
+
+
+def test_a_restart_does_not_forgive_the_days_loss_or_the_drawdown(engine, instruments):
+    cfg = _only("daily_loss", kill_triggers={"drawdown": "700"})
+    g = Gw(engine, cfg, instruments)
+    g.tick(BAC=100.0)
+    g.triggers()
+    g.order("long", "BAC", 1, "100", "100")
+    g.tick(BAC=100.0)  # filled
+    g.tick(BAC=103.0)  # +300: the peak
+    g.clock.now += 2 * SEC
+    assert g.triggers() is None
+    g.tick(BAC=96.0)  # -400 (and fees) on the day, -700 from the peak: within both limits
+    g.clock.now += 2 * SEC
+    assert g.triggers() is None
+    [saved] = rows(engine, db.GatewayState.__table__, "key")
+    assert saved["key"] == "kill_triggers.baselines"
+    day_start, peak = D(saved["value"]["day_start"]), D(saved["value"]["peak"])
+    assert peak - day_start > D(298)  # +300 less the fee
+
+    g2 = Gw(engine, cfg, instruments, clock=g.clock)  # a restart, same day
+    g2.tick(BAC=96.0)
+    g2.clock.now += SEC
+    assert g2.triggers() is None
+    assert (g2.oms.triggers.day_start, g2.oms.triggers.peak) == (day_start, peak)
+    g2.tick(BAC=94.5)  # -150 more: -550 on the day (a fresh baseline would say -150)
+    got, _took = _until_halted(g2, g2.clock.now)
+    assert _check_halt(g2, engine, got, "daily_loss").args["threshold"] == "-500"
+
+    # the day's loss is still beyond the limit: a release the same day halts again at once
+    g2.run(ctl("kill.release", GLOBAL, "reviewed", actor="admin"))
+    g2.clock.now += SEC
+    got, _took = _until_halted(g2, g2.clock.now)
+    assert got[1].counters["kill_triggers.daily_loss"] == 1
+
+
+def test_baselines_after_a_release_and_on_a_new_day(engine, instruments):
+    g = Gw(engine, _only("drawdown"), instruments)
+    g.tick(BAC=100.0)
+    g.triggers()
+    g.order("long", "BAC", 1, "100", "100")
+    g.tick(BAC=100.0)
+    g.tick(BAC=105.0)  # the peak: +500
+    g.clock.now += 2 * SEC
+    g.triggers()
+    peak = D(rows(engine, db.GatewayState.__table__, "key")[0]["value"]["peak"])
+    g.run(ctl("kill.engage", GLOBAL, "manual", actor="ops"))
+    g.tick(BAC=101.0)
+    g.run(ctl("kill.release", GLOBAL, "reviewed", actor="admin"))
+    g.clock.now += 2 * SEC
+    assert g.triggers() is None  # armed afresh: the drawdown counts from the equity at the release
+    g.clock.now += 2 * SEC
+    assert g.triggers() is None
+    [saved] = rows(engine, db.GatewayState.__table__, "key")
+    assert D(saved["value"]["peak"]) == peak - D(400)
+    g.clock.now += 86_400 * SEC  # a new UTC day: its start is written at once
+    g.tick(BAC=101.0)
+    g.triggers()
+    [saved2] = rows(engine, db.GatewayState.__table__, "key")
+    assert saved2["value"]["day"] == saved["value"]["day"] + 1
+
+
+def test_unreadable_baselines_start_afresh(engine, instruments):
+    with engine.begin() as c:
+        c.execute(sa.insert(db.GatewayState.__table__).values(
+            key="kill_triggers.baselines", value={"day": "x", "day_start": "nan?", "peak": None}, ts=1))
+    g = Gw(engine, _only("daily_loss"), instruments)
+    assert (g.oms.triggers.day_start, g.oms.triggers.peak) == (None, None)
 
 
 def test_b5_drawdown_halts_within_5s_measured_from_the_peak(engine, instruments):
