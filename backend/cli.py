@@ -311,26 +311,6 @@ def cmd_positions(args: argparse.Namespace, common: CommonSettings) -> int:
     return _view(common, "positions", show)
 
 
-def _risk_overrides_from_db(common: CommonSettings) -> tuple[list[dict[str, Any]] | None, str]:
-    """The ``risk_overrides`` rows (oldest change first), or (None, why) when the database cannot say."""
-    import sqlalchemy as sa
-
-    from common import db
-
-    try:
-        eng = db.make_engine(common.db_url)
-    except (sa.exc.SQLAlchemyError, ValueError) as e:
-        return None, str(e).splitlines()[0]
-    try:
-        t = db.RiskOverride.__table__
-        with eng.connect() as c:
-            return [dict(r) for r in c.execute(sa.select(t).order_by(t.c.ts)).mappings()], ""
-    except sa.exc.SQLAlchemyError as e:
-        return None, str(e).splitlines()[0]
-    finally:
-        eng.dispose()
-
-
 def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
     from execution.config import ExecutionSettings
     from execution.risk import LIMIT_KEYS, RiskConfig
@@ -344,21 +324,26 @@ def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
         return EXIT_FAIL
     if args.action in ("set", "unset"):
         return _risk_change(args, common, base)
-    rows, why = _risk_overrides_from_db(common)
+    from backend.views import ViewError, open_database, risk_limits
+
     try:
-        cfg = base.with_overrides({r["key"]: r["value"] for r in rows or []})
+        eng, why = open_database(common.db_url), ""
+    except ViewError as e:  # no database (yet): the file's limits, saying so
+        eng, why = None, str(e).splitlines()[0]
+    try:
+        limits = risk_limits(settings.risk_file, eng)
+        if why:
+            limits["changes_unknown"] = why
     except ConfigError as e:
-        print(f"{what}: a change stored in the database is not valid: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"{what}: {str(e).splitlines()[0]}", file=sys.stderr)
         return EXIT_FAIL
-    limits = cfg.as_dict()
-    defaults = limits["defaults"]
-    overrides = {s: [k for k in LIMIT_KEYS if v[k] != defaults[k]] for s, v in limits["symbols"].items()}
-    changes = [{"key": r["key"], "value": r["value"], "actor": r["actor"], "reason": r["reason"],
-                "changed_at": _fmt_ns(r["ts"])} for r in rows or []]
+    finally:
+        if eng is not None:
+            eng.dispose()
     if args.json:
-        _print_json({"risk_file": str(settings.risk_file), **limits, "overrides": overrides, "changes": changes,
-                     "changes_unknown": why or None})
+        _print_json(limits)
         return EXIT_OK
+    defaults, overrides, changes = limits["defaults"], limits["overrides"], limits["changes"]
     print(f"risk file {settings.risk_file}, with the changes made while running (aitrader risk set) applied")
     g = limits["global"]
     print("global: " + "  ".join(
@@ -374,21 +359,16 @@ def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
         f"{k}={','.join(v) or '-' if isinstance(v, list) else ('off' if v is None else v)}"
         for k, v in limits["kill_triggers"].items()
     ))
-    if rows is None:
-        print(f"changes made while running: unknown (database: {why}); the file's limits are shown")
+    if limits["changes_unknown"]:
+        print(f"changes made while running: unknown (database: {limits['changes_unknown']}); "
+              "the file's limits are shown")
     elif changes:
         print("changes made while running (over the file; `aitrader risk unset KEY` goes back to the file's value):")
-        print(_table(["KEY", "VALUE", "BY", "AT", "REASON"],
+        print(_table(["KEY", "VALUE", "BY", "AT (UTC)", "REASON"],
                      [[c["key"], c["value"], c["actor"], c["changed_at"], c["reason"]] for c in changes]))
     else:
         print("changes made while running: none")
     return EXIT_OK
-
-
-def _fmt_ns(ts: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _risk_change(args: argparse.Namespace, common: CommonSettings, base: Any) -> int:

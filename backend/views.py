@@ -29,6 +29,8 @@ __all__ = [
     "open_database",
     "positions",
     "read_marks",
+    "risk_limits",
+    "risk_overrides",
 ]
 
 _orders = db.Order.__table__
@@ -215,3 +217,46 @@ def positions(engine: Engine, marks: dict[str, Decimal] | None = None) -> list[d
             "unrealized_pnl": upnl,
         })
     return out
+
+
+# -- risk limits ----------------------------------------------------------------------------
+def risk_overrides(engine: Engine) -> list[dict[str, Any]]:
+    """The ``risk_overrides`` rows (the limits changed while running), oldest change first."""
+    t = db.RiskOverride.__table__
+    with engine.connect() as c:
+        return [dict(r) for r in c.execute(sa.select(t).order_by(t.c.ts)).mappings()]
+
+
+def risk_limits(risk_file: Path | str, engine: Engine | None) -> dict[str, Any]:
+    """The limits in force: the risk file with the changes stored in the database applied.
+
+    ``changes`` lists those changes (who, when, why); when the database cannot say (``engine``
+    None or an error), ``changes_unknown`` says why and the file's limits are shown. Raises
+    ``ConfigError`` (naming the key) when the file, or a stored change, is not valid.
+    """
+    from common.config import ConfigError
+    from execution.risk import LIMIT_KEYS, RiskConfig
+
+    base = RiskConfig.load(risk_file)
+    rows: list[dict[str, Any]] | None = None
+    why = "no database"
+    if engine is not None:
+        try:
+            rows = risk_overrides(engine)
+        except sa.exc.SQLAlchemyError as e:
+            why = str(e).splitlines()[0][:200]
+    try:
+        cfg = base.with_overrides({r["key"]: r["value"] for r in rows or []})
+    except ConfigError as e:
+        raise ConfigError(f"a change stored in the database is not valid: {str(e).splitlines()[0]}") from e
+    limits = cfg.as_dict()
+    defaults = limits["defaults"]
+    return {
+        "risk_file": str(risk_file),
+        **limits,
+        "overrides": {s: [k for k in LIMIT_KEYS if v[k] != defaults[k]] for s, v in limits["symbols"].items()},
+        "changes": [{"key": r["key"], "value": r["value"], "actor": r["actor"], "reason": r["reason"],
+                     "changed_at": fmt_ts(r["ts"])} for r in rows or []],
+        "changes_unknown": None if rows is not None else why,
+    }
+

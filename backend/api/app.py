@@ -14,7 +14,7 @@ from backend.api.config import AdminSettings, ApiSettings
 from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
 from backend.api.ratelimit import SlidingWindowLimiter
-from backend.api.routes import auth, health, kill_switch, views
+from backend.api.routes import auth, health, kill_switch, risk, views
 from backend.api.users import ensure_admin
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
@@ -23,7 +23,8 @@ __all__ = ["REQUIRED_TABLES", "create_app"]
 
 log = logging.getLogger(__name__)
 
-REQUIRED_TABLES = ("users", "refresh_tokens", "orders", "fills", "trading_state", "audit_log", "control_requests")
+REQUIRED_TABLES = ("users", "refresh_tokens", "orders", "fills", "trading_state", "audit_log", "control_requests",
+                   "risk_overrides")
 
 
 def _check_schema(engine: sa.Engine, url: str) -> None:
@@ -83,12 +84,12 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
         login_limiter=SlidingWindowLimiter(settings.login_rate_limit, settings.login_rate_window_s),
     )
     install_error_handlers(app)
-    for r in (health.router, auth.router, views.router, kill_switch.router):
+    for r in (health.router, auth.router, views.router, kill_switch.router, risk.router):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
-            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            allow_methods=["GET", "POST", "PUT"], allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         )
     app.add_middleware(RequestIdMiddleware)  # outermost: every response, CORS preflights and 500s included

@@ -4,7 +4,7 @@ out-of-range values are refused with 422. Money and quantities go out as exact d
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -23,6 +23,10 @@ __all__ = [
     "OrderOut",
     "PositionOut",
     "RefreshRequest",
+    "RiskChange",
+    "RiskChangeOut",
+    "RiskChangeResult",
+    "RiskLimits",
     "ScopeState",
     "TokenPair",
 ]
@@ -179,3 +183,52 @@ class PositionOut(BaseModel):
     fills: int
     mark: str | None
     unrealized_pnl: str | None
+
+
+# -- risk limits -------------------------------------------------------------------------------
+RISK_KEY_PATTERN = (r"^(global|defaults|kill_triggers)\.[a-z_]{1,40}$"
+                    r"|^symbols\.[A-Za-z0-9][A-Za-z0-9._:/\-]{0,63}\.[a-z_]{1,40}$")
+
+
+class RiskChange(_Strict):
+    key: str = Field(pattern=RISK_KEY_PATTERN, max_length=160,
+                     description="A dotted key of the risk file: global.<key>, defaults.<key>, "
+                                 "symbols.<SYMBOL>.<key> or kill_triggers.<key>.")
+    value: str | None = Field(max_length=4096, description="The new value as text (lists comma-separated, 'off' "
+                                                           "disables a trigger); null goes back to the file's value.")
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("reason")
+    @classmethod
+    def _check_reason(cls, v: str) -> str:
+        return _reason(v)
+
+
+class RiskChangeOut(BaseModel):
+    key: str
+    value: str
+    actor: str
+    reason: str
+    changed_at: str = Field(description="UTC")
+
+
+class RiskLimits(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    risk_file: str
+    global_: dict[str, Any] = Field(alias="global", description="Limits over the whole gateway.")
+    defaults: dict[str, str] = Field(description="Per-symbol limits of every symbol not listed under symbols.")
+    symbols: dict[str, dict[str, str]] = Field(description="Every listed symbol's limits (defaults filled in).")
+    kill_triggers: dict[str, Any]
+    overrides: dict[str, list[str]] = Field(description="Per symbol, the keys that differ from the defaults.")
+    changes: list[RiskChangeOut] = Field(description="The changes made while running (applied over the file).")
+    changes_unknown: str | None = Field(description="Why the changes could not be read (the file's limits shown).")
+
+
+class RiskChangeResult(BaseModel):
+    ok: bool
+    key: str
+    detail: str = Field(description="KEY: old -> new, as the gateway applied it.")
+    via: Literal["bus", "database"]
+    request_id: str
+

@@ -154,6 +154,17 @@ def test_b4_trader_halts_through_the_api_with_no_strategy_engine(redis_url, data
                               json={"scope": "global", "reason": "not mine"}).status_code == 403
             res = c.post("/kill-switch/release", headers=admin, json={"scope": "global", "reason": "drill over"})
             assert res.status_code == 200 and res.json()["state"] == "ACTIVE", res.text
+
+            # limits: only the admin changes one; the running gateway applies and stores it
+            change = {"key": "symbols.KSW.max_order_qty", "value": "3", "reason": "drill limit"}
+            assert c.put("/risk", headers=trader, json=change).status_code == 403
+            res = c.put("/risk", headers=admin, json=change)
+            assert res.status_code == 200, res.text
+            assert res.json()["detail"].startswith("symbols.KSW.max_order_qty: ") and \
+                res.json()["detail"].endswith(" -> 3")
+            shown = c.get("/risk", headers=viewer).json()
+            assert shown["symbols"]["KSW"]["max_order_qty"] == "3"
+            assert [(x["key"], x["actor"]) for x in shown["changes"]] == [("symbols.KSW.max_order_qty", "api:chief")]
         r.close()
 
     assert _rows(database_url, "SELECT state, actor FROM trading_state WHERE scope = 'global'") \
@@ -162,7 +173,8 @@ def test_b4_trader_halts_through_the_api_with_no_strategy_engine(redis_url, data
     api_audit = _rows(database_url, "SELECT actor, action, entity_id FROM audit_log WHERE action LIKE 'api.%' "
                                     "ORDER BY id")
     assert api_audit == ([("tina", "api.kill.engage", "global")] + [("tina", "api.kill.reduce", "symbol:KSW")] * 30
-                         + [("chief", "api.kill.release", "global")])
+                         + [("chief", "api.kill.release", "global"),
+                            ("chief", "api.risk.set", "symbols.KSW.max_order_qty")])
     gateway_audit = _rows(database_url, "SELECT actor, action FROM audit_log WHERE action IN "
                                         "('kill.engage', 'kill.reduce', 'kill.release') ORDER BY id")
     assert gateway_audit == [("api:tina", "kill.engage"), ("api:tina", "kill.reduce"), ("api:chief", "kill.release")]

@@ -10,64 +10,33 @@ not, is also written to ``audit_log`` (action ``api.kill.engage`` / ``api.kill.r
 from __future__ import annotations
 
 import logging
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend import control
+from backend.api.commands import COMMAND_RESPONSES as _RESPONSES
+from backend.api.commands import send_command
 from backend.api.deps import ApiContext, Caller, context, require
 from backend.api.errors import ApiError
 from backend.api.schemas import ControlResult, KillEngage, KillRelease, KillSwitchState, ScopeState
-from common import db
 from execution.kill_switch import GLOBAL, scope_problem
 
 router = APIRouter(prefix="/kill-switch", tags=["kill switch"])
 log = logging.getLogger(__name__)
 Ctx = Annotated[ApiContext, Depends(context)]
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "the gateway refused the command (detail says why)"},
-    503: {"description": "neither Redis nor the database could carry the command"},
-    504: {"description": "the execution gateway did not answer in time"},
-}
-
-
-def _audit(ctx: ApiContext, caller: Caller, req: Any, result: str, details: dict[str, Any]) -> None:
-    row = {"ts": time.time_ns(), "actor": caller.username, "action": f"api.{req.command}", "entity": "trading_state",
-           "entity_id": req.scope,
-           "detail": {"request_id": req.request_id, "reason": req.reason, "role": caller.role, "result": result,
-                      **details}}
-    try:
-        with ctx.engine.begin() as c:
-            c.execute(db.AuditLog.__table__.insert(), row)
-    except SQLAlchemyError:  # the command's own effects are audited by the gateway; say loudly that ours is not
-        log.exception("audit_log row for %s by %s not written: %s", req.command, caller.username, row)
 
 
 def _command(ctx: ApiContext, caller: Caller, command: str, scope: str, reason: str) -> ControlResult:
     bad = scope_problem(scope)
     if bad is not None:  # the schema's pattern is stricter; this keeps the gateway's own rule authoritative
         raise ApiError(422, bad, code="validation_error")
-    req = control.make_control(command, reason, scope, f"api:{caller.username}")
-    out = control.send(ctx.common, req, ctx.settings.control_via, ctx.settings.control_timeout_s)
-    base = {"via": out.via, "request_id": req.request_id}
-    if out.ack is None:
-        _audit(ctx, caller, req, "no_answer" if out.failure == "no_answer" else "unreachable",
-               {**base, "error": out.error})
-        if out.failure == "no_answer":
-            raise ApiError(504, f"{out.error} within {ctx.settings.control_timeout_s:g} s; is the gateway running?",
-                           details=base)
-        raise ApiError(503, f"cannot reach the execution gateway: {out.error}", details=base)
-    ack = out.ack
-    _audit(ctx, caller, req, "ok" if ack.ok else "refused", {**base, "state": ack.state, "detail": ack.detail})
-    log.info("%s %s by %s via %s: ok=%s state=%s", command, scope, caller.username, out.via, ack.ok, ack.state)
-    if not ack.ok:
-        raise ApiError(409, f"the gateway refused {command}: {ack.detail or 'no detail'}", code="refused",
-                       details={**base, "state": ack.state, "detail": ack.detail})
-    return ControlResult(ok=True, scope=scope, state=ack.state, detail=ack.detail, via=out.via,  # type: ignore[arg-type]
-                         request_id=req.request_id)
+    ack, via, request_id = send_command(ctx, caller, command, reason=reason, scope=scope,
+                                        entity="trading_state", entity_id=scope)
+    return ControlResult(ok=True, scope=scope, state=ack.state, detail=ack.detail, via=via,  # type: ignore[arg-type]
+                         request_id=request_id)
 
 
 @router.get("", response_model=KillSwitchState, summary="Every scope's persisted trading state (viewer)")

@@ -31,6 +31,8 @@ MATRIX = [
     ("GET", "/kill-switch", None, "viewer", 200),
     ("POST", "/kill-switch/engage", ENGAGE, "trader", 504),
     ("POST", "/kill-switch/release", RELEASE, "admin", 504),
+    ("GET", "/risk", None, "viewer", 200),
+    ("PUT", "/risk", {"key": "defaults.max_order_qty", "value": "5", "reason": "matrix"}, "admin", 504),
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
