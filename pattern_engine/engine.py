@@ -16,7 +16,6 @@ recognisable downstream.
 from __future__ import annotations
 
 import logging
-import operator
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -27,14 +26,13 @@ import numpy as np
 from common.messages import Side, Signal, Tick, TickBatch, TickType, signal_id_for
 from pattern_engine import kernel
 from pattern_engine.detectors import BatchContext, BatchDetector
-from pattern_engine.features import FeatureState
+from pattern_engine.features import FeatureState, tick_arrays
 from pattern_engine.pattern_config import PatternConfig
 
 __all__ = ["PatternEngine", "UnprocessableTicks"]
 
 log = logging.getLogger(__name__)
 
-_FIELDS = operator.attrgetter("type", "side", "price", "size", "bid", "bid_size", "ask", "ask_size")
 _SIDES = {1: Side.BUY, -1: Side.SELL}
 _WARMUP_SYMBOL = "\x00warmup"
 
@@ -133,12 +131,9 @@ class PatternEngine:
 
     # -- internals -------------------------------------------------------------------------
     def _arrays(self, ticks: Sequence[Tick]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = len(ticks)
         reg = self.state.registry
         try:
-            sym = np.array([reg[t.symbol] for t in ticks], dtype=np.int64)
-            ts = np.array([t.ts_event for t in ticks], dtype=np.int64)
-            x = np.fromiter(chain.from_iterable(map(_FIELDS, ticks)), np.float64, 8 * n).reshape(n, 8)
+            sym, ts, x = tick_arrays(ticks, reg)
         except (OverflowError, ValueError, TypeError) as e:
             raise UnprocessableTicks(f"{type(e).__name__}: {e}") from e
         st = self.state
@@ -156,7 +151,7 @@ class PatternEngine:
             self._out_i = np.zeros((size, 3), dtype=np.int64)
             self._out_f = np.zeros((size, 3), dtype=np.float64)
         st = self.state
-        return kernel.run_batch(sym, ts, x, st.F, st.I, st.ring, st.dq, st.fp, self._dint, self._dpar,
+        return kernel.run_batch(sym, ts, x, st.F, st.I, st.ring, st.dq, st.hist, st.fp, self._dint, self._dpar,
                                 st.last_fire, st.det_state, self._out_i, self._out_f)
 
     def _signal(self, tick: Tick, detector: str, side: int, strength: float, price: float, vol: float,

@@ -9,12 +9,17 @@ Features (``FEATURES``, one column each): last trade, bid/ask and sizes, mid, sp
 reference price, fast/slow EMAs, log return, EWMA realised volatility (log units, per price
 event; ``vol_px`` in price units), z-score of price vs the slow EMA, VWAP and its deviation,
 quote imbalance and its EWMA, trade-flow imbalance (EWMA of signed volume), inter-trade time
-and trade intensity, rolling W-event high/low. Half-lives are counted in events, so the
-features are the same whatever the wall-clock rate of replay.
+and trade intensity, rolling W-event high/low, log returns over 10 and 100 price events.
+Half-lives are counted in events, so the features are the same whatever the wall-clock rate
+of replay. ``docs/features.md`` defines each one; ``batch_features.py`` computes the same
+rows in batch for training (same kernel code).
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -22,10 +27,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pattern_engine import kernel
 
-__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha"]
+__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha", "tick_arrays"]
 
 FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
 COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
+
+
+_FIELDS = operator.attrgetter("type", "side", "price", "size", "bid", "bid_size", "ask", "ask_size")
+
+
+def tick_arrays(ticks: Sequence[Any], registry: SymbolRegistry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's input for ``ticks``: symbol ids (registering new symbols), ts_event, the
+    8-column float matrix. Both drivers (live engine, batch features) convert through here.
+
+    Raises OverflowError / ValueError / TypeError for values the arrays cannot hold.
+    """
+    n = len(ticks)
+    sym = np.array([registry[t.symbol] for t in ticks], dtype=np.int64)
+    ts = np.array([t.ts_event for t in ticks], dtype=np.int64)
+    x = np.fromiter(chain.from_iterable(map(_FIELDS, ticks)), np.float64, 8 * n).reshape(n, 8)
+    return sym, ts, x
 
 
 def alpha(halflife: float) -> float:
@@ -103,6 +124,7 @@ class FeatureState:
         self.I = arrays["I"]
         self.ring = arrays["ring"]
         self.dq = arrays["dq"]
+        self.hist = arrays["hist"]
         self.last_fire = arrays["last_fire"]
         self.det_state = arrays["det_state"]
 
@@ -115,7 +137,7 @@ class FeatureState:
         while cap < n:
             cap *= 2
         fresh = kernel.new_arrays(cap, self.params.window, self.n_detectors)
-        old = {"F": self.F, "I": self.I, "ring": self.ring, "dq": self.dq,
+        old = {"F": self.F, "I": self.I, "ring": self.ring, "dq": self.dq, "hist": self.hist,
                "last_fire": self.last_fire, "det_state": self.det_state}  # fmt: skip
         for name, arr in old.items():
             fresh[name][: self.capacity] = arr

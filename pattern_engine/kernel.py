@@ -15,6 +15,8 @@ Layout (struct of arrays, row = symbol id):
 - ``ring`` float64 ``[S, W+1]``: the last W+1 reference prices (price event ``t`` at ``t % (W+1)``).
 - ``dq`` int64 ``[S, 2, W+1]``: monotonic deques of price-event indices (0: max, 1: min), so the
   rolling W-event high/low is O(1) amortised.
+- ``hist`` float64 ``[S, HIST]``: log reference prices of the last HIST price events (the
+  multi-horizon returns ``ret_10`` / ``ret_100``).
 - ``last_fire`` int64 ``[S, D]`` and ``det_state`` float64 ``[S, D]``: per (symbol, detector)
   cooldown anchor and detector-private state (the imbalance run length).
 
@@ -23,7 +25,10 @@ symbol's first trade, a quote that moves the mid. EMAs, returns, volatility and 
 window advance on price events; quote features advance on every quote update.
 
 Ticks are processed strictly in order, one at a time, so results never depend on how the
-ticks were split into batches.
+ticks were split into batches. Two drivers call the same ``_update``: ``run_batch`` (the live
+hot path: features, then the rule detectors) and ``run_features`` (training: features only,
+the row of each tick's symbol copied out after that tick). Same code, same order, same
+state, so the batch rows equal the live ones bit for bit.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ __all__ = [
     "N_FEATURES",
     "new_arrays",
     "run_batch",
+    "run_features",
     "z_norm",
 ]
 
@@ -77,18 +83,24 @@ INTERTRADE_S = 22  # EWMA of the time between trades, seconds
 INTENSITY = 23  # 1 / INTERTRADE_S: trades per second
 HIGH = 24  # highest REF of the W price events before the last one
 LOW = 25  # lowest REF of the W price events before the last one
-N_FEATURES = 26
+RET_10 = 26  # log return over the last 10 price events (0 until there are 11)
+RET_100 = 27  # log return over the last 100 price events (0 until there are 101)
+N_FEATURES = 28
 # private accumulators
-_VAR_RAW = 26  # zero-seeded EWMA of squared returns
-_VAR_DECAY = 27  # (1 - a_vol) ** n_returns, for the bias correction
-_PV = 28  # VWAP numerator
-_PQ = 29  # VWAP denominator
-NF = 30
+_VAR_RAW = 28  # zero-seeded EWMA of squared returns
+_VAR_DECAY = 29  # (1 - a_vol) ** n_returns, for the bias correction
+_PV = 30  # VWAP numerator
+_PQ = 31  # VWAP denominator
+NF = 32
+
+# Log reference prices of the last HIST price events (event t at t & (HIST - 1)), for RET_10/RET_100.
+HIST = 128
+RET_HORIZONS = (1, 10, 100)  # ``ret``, ``ret_10``, ``ret_100``
 
 FEATURE_NAMES = (
     "last", "bid", "ask", "bid_size", "ask_size", "mid", "spread_bps", "ref", "ema_fast", "ema_slow",
     "ret", "vol", "vol_px", "vol_prev", "zscore", "vwap", "vwap_dev_bps", "qimb", "qimb_ema", "flow",
-    "flow_abs", "flow_imb", "intertrade_s", "intensity", "high", "low",
+    "flow_abs", "flow_imb", "intertrade_s", "intensity", "high", "low", "ret_10", "ret_100",
 )  # fmt: skip
 
 # --- counter columns of I ---------------------------------------------------------------------
@@ -153,8 +165,14 @@ def _window(s: int, t: int, ref: float, F, I, ring, dq) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _price_event(s: int, ref: float, F, I, ring, dq, fp) -> None:
+def _price_event(s: int, ref: float, F, I, ring, dq, hist, fp) -> None:
     t = I[s, N_PRICE]
+    lp = math.log(ref)
+    hist[s, t & (HIST - 1)] = lp
+    if t >= 10:
+        F[s, RET_10] = lp - hist[s, (t - 10) & (HIST - 1)]
+    if t >= 100:
+        F[s, RET_100] = lp - hist[s, (t - 100) & (HIST - 1)]
     if t == 0:
         F[s, EMA_FAST] = ref
         F[s, EMA_SLOW] = ref
@@ -181,7 +199,7 @@ def _price_event(s: int, ref: float, F, I, ring, dq, fp) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _update(s: int, ts: int, x, F, I, ring, dq, fp) -> bool:
+def _update(s: int, ts: int, x, F, I, ring, dq, hist, fp) -> bool:
     """Apply one tick (row ``x`` of the input matrix) to symbol ``s``; True when it was a price event."""
     I[s, N_TICKS] += 1
     quote = False
@@ -259,7 +277,7 @@ def _update(s: int, ts: int, x, F, I, ring, dq, fp) -> bool:
     elif quote and I[s, N_TRADES] == 0 and F[s, MID] > 0.0 and (I[s, N_PRICE] == 0 or F[s, MID] != F[s, REF]):
         ref = F[s, MID]
     if ref > 0.0:
-        _price_event(s, ref, F, I, ring, dq, fp)
+        _price_event(s, ref, F, I, ring, dq, hist, fp)
         return True
     return False
 
@@ -349,7 +367,7 @@ def _imbalance(s: int, d: int, p, F, det_state) -> tuple[int, float]:
 
 
 @njit(cache=True, nogil=True)
-def run_batch(sym, ts, x, F, I, ring, dq, fp, dint, dpar, last_fire, det_state, out_i, out_f) -> int:
+def run_batch(sym, ts, x, F, I, ring, dq, hist, fp, dint, dpar, last_fire, det_state, out_i, out_f) -> int:
     """Process ticks ``0..len(sym)-1`` in order; write fired (tick, detector) rows; return their count.
 
     ``sym`` int64[n] symbol ids, ``ts`` int64[n] ts_event, ``x`` float64[n, 8] (type, side, price,
@@ -360,7 +378,7 @@ def run_batch(sym, ts, x, F, I, ring, dq, fp, dint, dpar, last_fire, det_state, 
     nout = 0
     for k in range(sym.shape[0]):
         s = sym[k]
-        pe = _update(s, ts[k], x[k], F, I, ring, dq, fp)
+        pe = _update(s, ts[k], x[k], F, I, ring, dq, hist, fp)
         for d in range(nd):
             kind = dint[d, 0]
             side = 0
@@ -396,6 +414,24 @@ def run_batch(sym, ts, x, F, I, ring, dq, fp, dint, dpar, last_fire, det_state, 
     return nout
 
 
+@njit(cache=True, nogil=True)
+def run_features(sym, ts, x, F, I, ring, dq, hist, fp, out, out_n) -> None:
+    """The training driver: ``_update`` each tick in order, then copy its symbol's feature row.
+
+    Inputs as ``run_batch``; ``out`` float64[>= n, N_FEATURES] gets the features after tick k,
+    ``out_n`` int64[>= n, 2] the symbol's ticks and price events seen so far (warm-up filters).
+    No detector runs and no detector state is touched.
+    """
+    nf = out.shape[1]
+    for k in range(sym.shape[0]):
+        s = sym[k]
+        _update(s, ts[k], x[k], F, I, ring, dq, hist, fp)
+        for j in range(nf):
+            out[k, j] = F[s, j]
+        out_n[k, 0] = I[s, N_TICKS]
+        out_n[k, 1] = I[s, N_PRICE]
+
+
 def z_norm(a_slow: float) -> float:
     """Std of (price - slow EMA) for a unit-variance random walk: (1 - a) / sqrt(a (2 - a))."""
     return (1.0 - a_slow) / math.sqrt(a_slow * (2.0 - a_slow))
@@ -409,6 +445,7 @@ def new_arrays(capacity: int, window: int, n_detectors: int) -> dict[str, np.nda
         "I": np.zeros((capacity, NI), dtype=np.int64),
         "ring": np.zeros((capacity, cap), dtype=np.float64),
         "dq": np.zeros((capacity, 2, cap), dtype=np.int64),
+        "hist": np.zeros((capacity, HIST), dtype=np.float64),
         "last_fire": np.full((capacity, n_detectors), NEVER_FIRED, dtype=np.int64),
         "det_state": np.zeros((capacity, n_detectors), dtype=np.float64),
     }

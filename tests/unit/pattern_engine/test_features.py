@@ -100,6 +100,8 @@ def reference(ticks: list[Tick], fp: FeatureParams) -> dict[str, dict[str, float
             f["ema_fast"] = ema_seeded(refs, alpha(fp.fast_halflife))
             f["ema_slow"] = ema_seeded(refs, alpha(fp.slow_halflife))
             f["ret"] = rets[-1] if rets else 0.0
+            f["ret_10"] = math.log(p / refs[-11]) if len(refs) > 10 else 0.0
+            f["ret_100"] = math.log(p / refs[-101]) if len(refs) > 100 else 0.0
             f["vol"] = bias_corrected_vol(rets, a_vol)
             f["vol_prev"] = bias_corrected_vol(rets[:-1], a_vol)
             f["vol_px"] = f["vol"] * p
@@ -174,7 +176,7 @@ def _close(name: str, got: float, want: float) -> bool:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(_event, min_size=10, max_size=150), cuts=st.lists(st.integers(1, 25), max_size=30),
+@given(events=st.lists(_event, min_size=10, max_size=250), cuts=st.lists(st.integers(1, 25), max_size=30),
        fp=_params)
 def test_incremental_features_equal_from_scratch_recomputation(events, cuts, fp):
     ticks = build(events)
