@@ -45,15 +45,20 @@ class FeatureBatcher:
     def __init__(self, params: FeatureParams | None = None, capacity: int = 64) -> None:
         self.state = FeatureState(params or FeatureParams(), n_detectors=0, capacity=capacity)
 
-    def run(self, ticks: list[Tick]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Apply ``ticks`` in order; return (symbol ids, ts_event, seq, counters [n, 2], features [n, NF])."""
+    def run(self, ticks: list[Tick], out: np.ndarray | None = None, out_n: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply ``ticks`` in order; return (symbol ids, ts_event, seq, counters [2, n], features [NF, n]).
+
+        ``out`` / ``out_n``: where to write the features and counters (views of a larger table).
+        """
         n = len(ticks)
         st = self.state
         sym, ts, x = tick_arrays(ticks, st.registry)
         st.ensure_capacity()
         seq = np.fromiter((t.seq for t in ticks), np.int64, n)
-        out = np.empty((n, kernel.N_FEATURES), dtype=np.float64)
-        out_n = np.empty((n, 2), dtype=np.int64)
+        if out is None or out_n is None:
+            out = np.empty((kernel.N_FEATURES, n), dtype=np.float64)
+            out_n = np.empty((2, n), dtype=np.int64)
         kernel.run_features(sym, ts, x, st.F, st.I, st.ring, st.dq, st.hist, st.fp, out, out_n)
         return sym, ts, seq, out_n, out
 
@@ -84,23 +89,33 @@ def compute_features(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     fb = FeatureBatcher(params)
-    parts: list[tuple[np.ndarray, ...]] = [fb.run(c) for c in _chunks(ticks, chunk)]
-    if parts:
-        sym, ts, seq, counts, feats = (np.concatenate(cols) for cols in zip(*parts))
+    if isinstance(ticks, list):  # known length: the kernel writes straight into the table's columns
+        n = len(ticks)
+        feats = np.empty((kernel.N_FEATURES, n), dtype=np.float64)
+        counts = np.empty((2, n), dtype=np.int64)
+        sym, ts, seq = (np.empty(n, dtype=np.int64) for _ in range(3))
+        for i in range(0, n, chunk):
+            j = min(n, i + chunk)
+            sym[i:j], ts[i:j], seq[i:j], _, _ = fb.run(ticks[i:j], feats[:, i:j], counts[:, i:j])
     else:
-        sym = ts = seq = np.zeros(0, dtype=np.int64)
-        counts = np.zeros((0, 2), dtype=np.int64)
-        feats = np.zeros((0, kernel.N_FEATURES), dtype=np.float64)
+        parts = [fb.run(c) for c in _chunks(ticks, chunk)]
+        if parts:
+            sym, ts, seq = (np.concatenate([p[c] for p in parts]) for c in range(3))
+            counts, feats = (np.concatenate([p[c] for p in parts], axis=1) for c in (3, 4))
+        else:
+            sym = ts = seq = np.zeros(0, dtype=np.int64)
+            counts = np.zeros((2, 0), dtype=np.int64)
+            feats = np.zeros((kernel.N_FEATURES, 0), dtype=np.float64)
     symbols = fb.state.symbols
     cols: dict[str, Any] = {
         "symbol": pa.DictionaryArray.from_arrays(pa.array(sym.astype(np.int32)), pa.array(symbols, pa.string())),
         "ts_event": ts,
         "seq": seq,
-        "n_ticks": counts[:, 0].copy(),
-        "n_price": counts[:, 1].copy(),
+        "n_ticks": counts[0],
+        "n_price": counts[1],
     }
     for j, name in enumerate(FEATURES):
-        cols[name] = np.ascontiguousarray(feats[:, j])
+        cols[name] = feats[j]
     if books:
         levels = sorted({n for b in books.values() for n in b.levels})
         for n in levels:

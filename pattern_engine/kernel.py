@@ -418,18 +418,19 @@ def run_batch(sym, ts, x, F, I, ring, dq, hist, fp, dint, dpar, last_fire, det_s
 def run_features(sym, ts, x, F, I, ring, dq, hist, fp, out, out_n) -> None:
     """The training driver: ``_update`` each tick in order, then copy its symbol's feature row.
 
-    Inputs as ``run_batch``; ``out`` float64[>= n, N_FEATURES] gets the features after tick k,
-    ``out_n`` int64[>= n, 2] the symbol's ticks and price events seen so far (warm-up filters).
+    Inputs as ``run_batch``. Outputs are column-major so each feature is one contiguous
+    column: ``out`` float64[N_FEATURES, >= n] gets the features after tick k in ``out[:, k]``,
+    ``out_n`` int64[2, >= n] the symbol's ticks and price events seen so far (warm-up filters).
     No detector runs and no detector state is touched.
     """
-    nf = out.shape[1]
+    nf = out.shape[0]
     for k in range(sym.shape[0]):
         s = sym[k]
         _update(s, ts[k], x[k], F, I, ring, dq, hist, fp)
         for j in range(nf):
-            out[k, j] = F[s, j]
-        out_n[k, 0] = I[s, N_TICKS]
-        out_n[k, 1] = I[s, N_PRICE]
+            out[j, k] = F[s, j]
+        out_n[0, k] = I[s, N_TICKS]
+        out_n[1, k] = I[s, N_PRICE]
 
 
 def z_norm(a_slow: float) -> float:
