@@ -10,6 +10,8 @@ input is refused with a 4xx. Deterministic (``derandomize``, no example database
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -100,3 +102,11 @@ def test_f1_schema_fuzz(fuzz_api):
     for label in ("GET /status", "GET /metrics", "GET /orders", "GET /risk", "GET /kill-switch", "GET /auth/me"):
         assert label in ok, sorted(calls)
     assert any(k.startswith("POST /kill-switch/engage 504") for k in calls), sorted(calls)
+
+
+def test_login_with_a_name_no_user_can_have_is_401_not_a_database_error(fuzz_api):
+    """Found by the fuzz on PostgreSQL (which refuses NUL in text): such a name was a 503."""
+    for name in ("\x00L", "ad\x00min", "\udbbc\udcc9", "a" * 64, "x"):
+        body = json.dumps({"username": name, "password": "whatever-pass-1"})  # \u escapes: a lone surrogate too
+        r = fuzz_api.client.post("/auth/login", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials", (name, r.text)
