@@ -36,8 +36,9 @@ UNMATCHED = "<unmatched>"
 # Latency buckets in seconds: the kill path answers in ~10-30 ms, database views in a few ms.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _access = logging.getLogger(ACCESS_LOGGER)
-# LogRecord attributes that are not extras
-_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# LogRecord attributes that are not extras (and uvicorn's color_message: the message with ANSI colours)
+_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName", "color_message"}
 
 
 class RequestMetrics:
