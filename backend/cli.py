@@ -23,15 +23,14 @@ import asyncio
 import getpass
 import json
 import sys
-import time
 from decimal import Decimal
 from typing import Any
 
 from backend.control import make_control, trading_states
 from backend.control import send as send_control
-from common.bus import connect, group_backlog
+from backend.status import snapshot_once
 from common.config import CommonSettings, ConfigError, load
-from common.messages import Control, ControlAck, Heartbeat, decode_as
+from common.messages import Control, ControlAck
 
 __all__ = ["main"]
 
@@ -162,36 +161,24 @@ def cmd_cancel(args: argparse.Namespace, common: CommonSettings) -> int:
 
 
 # -- status ----------------------------------------------------------------------------
-async def _status(common: CommonSettings) -> dict[str, Any]:
-    r = connect(common.redis_url, socket_connect_timeout=3)
-    try:
-        now = time.time_ns()
-        services = {}
-        async for key in r.scan_iter(match="health:*"):
-            data = await r.get(key)
-            if not data:
-                continue
-            hb = decode_as(data, Heartbeat)
-            age = (now - hb.ts) / 1e9
-            services[f"{hb.service}/{hb.instance}"] = {
-                "status": hb.status, "age_s": round(age, 2), "detail": hb.detail, "counters": hb.counters,
-            }
-        return {"services": services, "consumer_groups": await group_backlog(r)}
-    finally:
-        await r.aclose()
-
-
 def cmd_status(args: argparse.Namespace, common: CommonSettings) -> int:
-    st = asyncio.run(_status(common))
+    st = asyncio.run(snapshot_once(common.redis_url))
     if args.json:
         _print_json(st)
-        return EXIT_OK
-    if not st["services"]:
-        print("no service is reporting health (is the pipeline running?)")
-    for name, s in sorted(st["services"].items()):
-        print(f"{name:<40} {s['status']:<9} {s['age_s']:>6.1f}s  {s['detail']}")
-    for g, v in sorted(st["consumer_groups"].items()):
-        print(f"  {g:<45} lag {v['lag']:>8}  pending {v['pending']:>6}")
+        return EXIT_OK if st["redis"] is None else EXIT_FAIL
+    if st["redis"] is not None:
+        print(st["redis"], file=sys.stderr)
+        return EXIT_FAIL
+    for s in st["services"]:
+        if not s["instances"]:
+            print(f"{s['service']:<40} {s['verdict']:<9}  no heartbeat seen")
+        for i in s["instances"]:
+            name = f"{s['service']}/{i['instance']}"
+            print(f"{name:<40} {i['verdict']:<9} {i['status']:<9} {i['age_s']:>7.1f}s  {i['detail']}")
+    for g in st["consumer_groups"]:
+        print(f"  {g['stream'] + '/' + g['group']:<45} lag {g['lag']:>8}  pending {g['pending']:>6}")
+    if st["dead_letters"]["total"]:
+        print(f"  dead letters: {st['dead_letters']['by_stream']}")
     return EXIT_OK
 
 

@@ -13,8 +13,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from backend.api.config import AdminSettings, ApiSettings
 from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
+from backend.api.observability import ObservabilityMiddleware, RequestMetrics
 from backend.api.ratelimit import SlidingWindowLimiter
-from backend.api.routes import auth, health, kill_switch, risk, views
+from backend.api.routes import auth, health, kill_switch, risk, status, views
 from backend.api.users import ensure_admin
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
@@ -83,8 +84,11 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
         settings=settings, common=common, engine=engine,
         login_limiter=SlidingWindowLimiter(settings.login_rate_limit, settings.login_rate_window_s),
     )
+    metrics = RequestMetrics()
+    app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
-    for r in (health.router, auth.router, views.router, kill_switch.router, risk.router):
+    for r in (health.router, auth.router, views.router, kill_switch.router, risk.router, status.router,
+              status.metrics_router(settings.metrics_public)):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -92,5 +96,6 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
             allow_methods=["GET", "POST", "PUT"], allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, log_json=settings.log_json)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response, CORS preflights and 500s included
     return app

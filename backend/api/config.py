@@ -81,6 +81,21 @@ class ApiSettings(SettingsBase):
         ),
     )
 
+    metrics_public: bool = Field(
+        False,
+        description=(
+            "Serve GET /metrics without a token (for a Prometheus scraper). Off: /metrics needs the viewer "
+            "role. Turn on only where the API's port is reachable from a private network alone."
+        ),
+    )
+    log_json: bool = Field(
+        False,
+        description=(
+            "Log one JSON object per line (request id, route, status, duration for each request) instead "
+            "of text lines and uvicorn's access log."
+        ),
+    )
+
     @field_validator("jwt_secret")
     @classmethod
     def _secret(cls, v: str) -> str:

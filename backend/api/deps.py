@@ -27,8 +27,9 @@ from common.config import CommonSettings
 
 __all__ = ["ANONYMOUS_PATHS", "ApiContext", "Caller", "context", "require"]
 
+# /metrics only with AITRADER_API_METRICS_PUBLIC (else it needs the viewer role)
 ANONYMOUS_PATHS = frozenset({"/health", "/auth/login", "/auth/refresh", "/docs", "/docs/oauth2-redirect",
-                             "/openapi.json", "/redoc"})
+                             "/openapi.json", "/redoc", "/metrics"})
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
 

@@ -87,9 +87,14 @@ def create_user(engine: Engine, username: str, password: str, role: str) -> User
 
 
 def authenticate(engine: Engine, username: str, password: str) -> User | None:
-    """The enabled user ``username`` if ``password`` is theirs, else None (same cost either way)."""
-    with engine.connect() as c:
-        row = c.execute(sa.select(_users).where(_users.c.username == username)).first()
+    """The enabled user ``username`` if ``password`` is theirs, else None (same cost either way).
+
+    A name no user can have (``username_problem``: a NUL, a lone surrogate, ...) is not looked up:
+    PostgreSQL refuses such text, and the answer is the unknown user's."""
+    row = None
+    if username_problem(username) is None:
+        with engine.connect() as c:
+            row = c.execute(sa.select(_users).where(_users.c.username == username)).first()
     ok = verify_password(row.password_hash if row is not None else None, password)
     if not ok or row is None or row.disabled:
         return None

@@ -33,6 +33,8 @@ MATRIX = [
     ("POST", "/kill-switch/release", RELEASE, "admin", 504),
     ("GET", "/risk", None, "viewer", 200),
     ("PUT", "/risk", {"key": "defaults.max_order_qty", "value": "5", "reason": "matrix"}, "admin", 504),
+    ("GET", "/status", None, "viewer", 200),
+    ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
@@ -65,7 +67,8 @@ def test_f2_endpoint_role_matrix(api):
             r = api.client.request(method, path, json=body, headers=tokens.get(who, {}))
             got[(path, who)] = r.status_code
             want[(path, who)] = 401 if who == "anonymous" else (ok if RANK[who] >= RANK[least] else 403)
-            assert r.headers["content-type"].startswith("application/json")
+            assert r.headers["content-type"].startswith(
+                "text/plain" if path == "/metrics" and r.status_code == 200 else "application/json")
             if r.status_code >= 400:
                 assert set(r.json()["error"]) == {"code", "message", "request_id", "details"}
     assert got == want

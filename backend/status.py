@@ -1,0 +1,210 @@
+"""The pipeline's health, read from Redis: heartbeats, consumer-group lag, error and dead-letter counts.
+
+Shared by ``aitrader status`` and the API's ``GET /status`` and ``GET /metrics``.
+
+Every service writes a ``Heartbeat`` each ``AITRADER_HEARTBEAT_S`` to its health key (which
+expires after ``AITRADER_HEALTH_TTL_S``, 10 s by default, and is deleted on a clean stop) and
+to the ``sys:heartbeats`` stream (about the last 10,000 kept). The health keys alone cannot
+tell a service silent for 40 s from one that never ran, so the last heartbeat of each
+(service, instance) is taken from the stream too: ``HeartbeatLog`` reads it once backwards and
+then only what was added since.
+
+The verdict of an instance is the age of its last heartbeat: healthy below ``HEALTHY_S``,
+degraded below ``DEGRADED_S``, unhealthy below ``UNHEALTHY_S``, dead beyond. A service's
+verdict is its best instance's; ``unknown`` when no heartbeat of it can be seen (Redis down,
+or never seen since the stream began).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from common import streams
+from common.bus import DATA_FIELD, BusUnavailable, connect, group_backlog
+from common.messages import DecodeError, Heartbeat, decode_as
+
+__all__ = ["CORE_SERVICES", "DEGRADED_S", "HEALTHY_S", "UNHEALTHY_S", "VERDICTS", "HeartbeatLog",
+           "error_count", "read_health_keys", "snapshot", "snapshot_once", "unknown", "verdict"]
+
+HEALTHY_S = 30.0  # last heartbeat younger than this: healthy
+DEGRADED_S = 60.0  # younger than this: degraded
+UNHEALTHY_S = 300.0  # younger than this: unhealthy; older: dead
+VERDICTS = ("healthy", "degraded", "unhealthy", "dead", "unknown")  # best first
+# Listed even before any heartbeat of theirs is seen (as "unknown"): the services a pipeline runs.
+CORE_SERVICES = (streams.GROUP_PATTERN, streams.GROUP_STRATEGY, streams.GROUP_EXECUTION, streams.GROUP_ACCOUNT)
+_PAGE = 1000
+_MAX_INSTANCES = 1000  # instances remembered; beyond, the longest silent is forgotten
+
+
+def verdict(age_s: float) -> str:
+    """The health verdict of an instance whose last heartbeat is ``age_s`` seconds old."""
+    if age_s < HEALTHY_S:
+        return "healthy"
+    if age_s < DEGRADED_S:
+        return "degraded"
+    if age_s < UNHEALTHY_S:
+        return "unhealthy"
+    return "dead"
+
+
+def error_count(counters: dict[str, int]) -> int:
+    """Errors a heartbeat reports: its counters named ``*errors`` or ``*failures`` (handler_errors, ...)."""
+    return sum(n for name, n in counters.items() if name.endswith(("errors", "failures")))
+
+
+async def read_health_keys(r: aioredis.Redis) -> list[Heartbeat]:
+    """The heartbeats in the live health keys (``health:<service>:<instance>``)."""
+    out = []
+    async for key in r.scan_iter(match="health:*"):
+        data = await r.get(key)
+        if not data:
+            continue
+        try:
+            out.append(decode_as(data, Heartbeat))
+        except DecodeError:
+            continue
+    return out
+
+
+def _id_tuple(eid: bytes) -> tuple[int, int]:
+    ms, _, seq = eid.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class HeartbeatLog:
+    """The last heartbeat of each (service, instance) seen on ``sys:heartbeats``, kept up to date."""
+
+    def __init__(self, max_instances: int = _MAX_INSTANCES) -> None:
+        self.last: dict[tuple[str, str], Heartbeat] = {}
+        self.cursor: bytes | None = None
+        self.max_instances = max_instances
+        self._lock = asyncio.Lock()
+
+    def note(self, hb: Heartbeat) -> None:
+        key = (hb.service, hb.instance)
+        old = self.last.get(key)
+        if old is None or hb.ts > old.ts:
+            self.last[key] = hb
+        while len(self.last) > self.max_instances:
+            del self.last[min(self.last, key=lambda k: self.last[k].ts)]
+
+    def _note_entries(self, items: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for _eid, fields in items:
+            try:
+                self.note(decode_as(fields.get(DATA_FIELD, b""), Heartbeat))
+            except DecodeError:
+                continue
+
+    async def refresh(self, r: aioredis.Redis) -> None:
+        """Read what the stream holds beyond the cursor (all of it, newest first, the first time or after
+        the stream was recreated), then the live health keys."""
+        async with self._lock:
+            newest = await r.xrevrange(streams.HEARTBEATS, count=1)
+            if newest:
+                newest_id = newest[0][0]
+                if self.cursor is None or _id_tuple(newest_id) < _id_tuple(self.cursor):
+                    top: bytes | str = newest_id
+                    while True:
+                        items = await r.xrevrange(streams.HEARTBEATS, max=top, count=_PAGE)
+                        self._note_entries(items)
+                        if len(items) < _PAGE:
+                            break
+                        top = b"(" + items[-1][0]
+                    self.cursor = newest_id
+                else:
+                    while True:
+                        resp = await r.xread({streams.HEARTBEATS: self.cursor}, count=_PAGE)
+                        items = resp[0][1] if resp else []
+                        self._note_entries(items)
+                        if items:
+                            self.cursor = items[-1][0]
+                        if len(items) < _PAGE:
+                            break
+            for hb in await read_health_keys(r):
+                self.note(hb)
+
+
+def _instance(hb: Heartbeat, now_ns: int) -> dict[str, Any]:
+    age = max(0.0, (now_ns - hb.ts) / 1e9)
+    return {
+        "instance": hb.instance, "verdict": verdict(age), "status": hb.status, "age_s": round(age, 3),
+        "last_heartbeat_ns": hb.ts, "started_at_ns": hb.started_at, "detail": hb.detail,
+        "counters": dict(hb.counters), "errors": error_count(hb.counters),
+    }
+
+
+def _thresholds() -> dict[str, float]:
+    return {"healthy_s": HEALTHY_S, "degraded_s": DEGRADED_S, "unhealthy_s": UNHEALTHY_S}
+
+
+def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
+    out = {}
+    for k, v in h.items():
+        try:
+            out[k.decode()] = int(v)
+        except ValueError:
+            continue
+    return out
+
+
+async def snapshot(r: aioredis.Redis, log: HeartbeatLog, now_ns: int) -> dict[str, Any]:
+    """Every service's heartbeat verdict, consumer-group lag, stats counters and dead letters.
+
+    Redis errors propagate (``BusUnavailable``, ``RedisError``); ``snapshot_once`` turns them into
+    an answer."""
+    await log.refresh(r)
+    groups = await group_backlog(r)
+    stats = {}
+    async for key in r.scan_iter(match=streams.stats_key("*"), _type="hash"):
+        stats[key.decode()[len(streams.stats_key("")):]] = _ints(await r.hgetall(key))
+    dlq = _ints(await r.hgetall(streams.DLQ_COUNTS))
+    by_service: dict[str, list[Heartbeat]] = {s: [] for s in CORE_SERVICES}
+    for (service, _inst), hb in log.last.items():
+        by_service.setdefault(service, []).append(hb)
+    services = []
+    for name in sorted(by_service):
+        insts = [_instance(hb, now_ns) for hb in sorted(by_service[name], key=lambda h: h.instance)]
+        best = min((VERDICTS.index(i["verdict"]) for i in insts), default=VERDICTS.index("unknown"))
+        svc_stats = stats.get(name, {})
+        services.append({"service": name, "verdict": VERDICTS[best], "instances": insts, "stats": svc_stats,
+                         "dead_letters": svc_stats.get("dead_letters", 0),
+                         "errors": sum(i["errors"] for i in insts)})
+    return {
+        "checked_at_ns": now_ns, "redis": None, "thresholds": _thresholds(), "services": services,
+        "consumer_groups": [{"stream": k.rsplit("/", 1)[0], "group": k.rsplit("/", 1)[1], **v}
+                            for k, v in sorted(groups.items())],
+        "dead_letters": {"total": sum(dlq.values()), "by_stream": dlq},
+    }
+
+
+def unknown(log: HeartbeatLog, now_ns: int, error: str) -> dict[str, Any]:
+    """What ``snapshot`` answers when Redis does not: every service known so far, ``unknown``."""
+    names = sorted(set(CORE_SERVICES) | {s for s, _i in log.last})
+    return {
+        "checked_at_ns": now_ns, "redis": error, "thresholds": _thresholds(),
+        "services": [{"service": n, "verdict": "unknown", "instances": [], "stats": {}, "dead_letters": 0,
+                      "errors": 0} for n in names],
+        "consumer_groups": [], "dead_letters": {"total": 0, "by_stream": {}},
+    }
+
+
+async def snapshot_once(redis_url: str, log: HeartbeatLog | None = None, now_ns: int | None = None,
+                        timeout_s: float = 2.0) -> dict[str, Any]:
+    """``snapshot`` over a fresh connection; Redis unreachable or failing gives ``unknown`` (never raises
+    for Redis). ``now_ns``: the time ages are measured at (now unless given: a fake clock in tests)."""
+    log = log if log is not None else HeartbeatLog()
+    r = connect(redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return await asyncio.wait_for(snapshot(r, log, now_ns if now_ns is not None else time.time_ns()),
+                                      timeout=timeout_s * 3)
+    except (TimeoutError, *BusUnavailable, RedisError) as e:
+        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        return unknown(log, now_ns if now_ns is not None else time.time_ns(), f"redis unavailable: {msg}")
+    finally:
+        await r.aclose()
