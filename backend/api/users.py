@@ -38,7 +38,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROLE_RANK = {role: i for i, role in enumerate(db.ROLES)}  # viewer < trader < admin
-_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,47}$")
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,47}")  # matched whole (fullmatch): no trailing newline
 _users = db.User.__table__
 _tokens = db.RefreshToken.__table__
 
@@ -55,7 +55,7 @@ class User:
 
 def username_problem(name: str) -> str | None:
     """Why ``name`` cannot be a user name, or None (3-48 of letters, digits, ``.``, ``_``, ``-``)."""
-    if not _USERNAME.match(name):
+    if not _USERNAME.fullmatch(name):
         return "must be 3-48 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
     return None
 

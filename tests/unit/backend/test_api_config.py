@@ -153,3 +153,10 @@ def test_other_services_accept_the_admin_keys_in_a_shared_environment(tmp_path):
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
     p = _run({"AITRADER_HOME": str(tmp_path), "AITRADER_ADMINN_USERNAME": "root"}, "-c", code)
     assert p.returncode != 0 and "AITRADER_ADMINN_USERNAME" in p.stderr  # a typo is still caught
+
+
+def test_a_user_name_is_matched_whole_a_trailing_newline_is_refused():
+    from backend.api.users import username_problem
+
+    assert username_problem("alice") is None
+    assert username_problem("alice\n") is not None and username_problem("al") is not None
