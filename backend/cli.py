@@ -23,6 +23,7 @@ import asyncio
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -77,9 +78,25 @@ def _control_via(common: CommonSettings, req: Control, via: str, timeout_s: floa
     return out.ack, out.path, out.error
 
 
-def _path_line(path: str, as_json: bool) -> None:
-    if path != "bus" and not as_json:
-        print(f"(sent through the {path})")
+def _answer(args: argparse.Namespace, what: str, ack: ControlAck | None, path: str, err: str,
+            line: Callable[[ControlAck], str], **extra: str) -> int:
+    """Print the gateway's answer to a control command (``line`` of it, or JSON with ``extra``
+    fields), or why none came; the exit code."""
+    if ack is None:
+        print(f"{what}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        _print_json({"ok": ack.ok, **extra, "state": ack.state, "detail": ack.detail, "service": ack.service,
+                     "via": path.split(":")[0]})
+    else:
+        if path != "bus":
+            print(f"(sent through the {path})")
+        print(line(ack))
+    return EXIT_OK if ack.ok else EXIT_FAIL
+
+
+def _detail(ack: ControlAck) -> str:
+    return ("" if ack.ok else "refused: ") + ack.detail
 
 
 def _kill_state_from_db(common: CommonSettings, scope: str) -> dict[str, Any] | None:
@@ -114,28 +131,19 @@ def cmd_kill(args: argparse.Namespace, common: CommonSettings) -> int:
         return EXIT_USAGE
     req = _control(f"kill.{args.action}", args.reason or "", args.scope)
     ack, path, err = _control_via(common, req, args.via, args.timeout)
-    if ack is None:
-        if args.action == "status":  # no gateway answered: its last persisted state
-            st = _kill_state_from_db(common, args.scope)
-            if st is not None:
-                st["source"] = "database (gateway not answering)"
-                if args.json:
-                    _print_json(st)
-                else:
-                    print(f"trading state {st['scope']} {st['state']} ({st['source']})")
-                    for row in st["scopes"]:
-                        print(f"  {row['scope']} {row['state']} by {row['actor']}: {row['reason']}")
-                return EXIT_OK
-        print(f"kill {args.action}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
-        return EXIT_FAIL
-    result = {"ok": ack.ok, "scope": args.scope, "state": ack.state, "detail": ack.detail, "service": ack.service,
-              "via": path.split(":")[0]}
-    if args.json:
-        _print_json(result)
-    else:
-        _path_line(path, args.json)
-        print(f"trading state {args.scope} {ack.state}" + (f" — {ack.detail}" if ack.detail else ""))
-    return EXIT_OK if ack.ok else EXIT_FAIL
+    st = _kill_state_from_db(common, args.scope) if ack is None and args.action == "status" else None
+    if st is not None:  # no gateway answered: its last persisted state
+        st["source"] = "database (gateway not answering)"
+        if args.json:
+            _print_json(st)
+        else:
+            print(f"trading state {st['scope']} {st['state']} ({st['source']})")
+            for row in st["scopes"]:
+                print(f"  {row['scope']} {row['state']} by {row['actor']}: {row['reason']}")
+        return EXIT_OK
+    return _answer(args, f"kill {args.action}", ack, path, err,
+                   lambda a: f"trading state {args.scope} {a.state}" + (f" — {a.detail}" if a.detail else ""),
+                   scope=args.scope)
 
 
 # -- cancels ---------------------------------------------------------------------------
@@ -147,17 +155,7 @@ def cmd_cancel(args: argparse.Namespace, common: CommonSettings) -> int:
         cargs = {k: v for k, v in (("symbol", args.symbol), ("strategy", args.strategy)) if v}
         what = "all open orders" + "".join(f" {k}={v}" for k, v in cargs.items())
     ack, path, err = _control_via(common, _control(command, args.reason, "global", cargs), args.via, args.timeout)
-    if ack is None:
-        print(f"{args.cmd} {what}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
-        return EXIT_FAIL
-    result = {"ok": ack.ok, "state": ack.state, "detail": ack.detail, "service": ack.service,
-              "via": path.split(":")[0]}
-    if args.json:
-        _print_json(result)
-    else:
-        _path_line(path, args.json)
-        print(("" if ack.ok else "refused: ") + ack.detail)
-    return EXIT_OK if ack.ok else EXIT_FAIL
+    return _answer(args, f"{args.cmd} {what}", ack, path, err, _detail)
 
 
 # -- status ----------------------------------------------------------------------------
@@ -305,7 +303,8 @@ def cmd_risk(args: argparse.Namespace, common: CommonSettings) -> int:
     what = f"aitrader risk {args.action}"
     try:
         settings = load(ExecutionSettings)
-        base = RiskConfig.load(settings.risk_file)
+        if args.action in ("set", "unset"):
+            base = RiskConfig.load(settings.risk_file)
     except ConfigError as e:
         print(f"{what}: {str(e).splitlines()[0]}", file=sys.stderr)
         return EXIT_FAIL
@@ -379,17 +378,7 @@ def _risk_change(args: argparse.Namespace, common: CommonSettings, base: Any) ->
     cargs = {"key": args.key} | ({"value": args.value} if args.action == "set" else {})
     ack, path, err = _control_via(common, _control(f"risk.{args.action}", args.reason, "global", cargs),
                                   args.via, args.timeout)
-    if ack is None:
-        print(f"{what} {args.key}: {err} within {args.timeout}s; is the pipeline running?", file=sys.stderr)
-        return EXIT_FAIL
-    result = {"ok": ack.ok, "key": args.key, "state": ack.state, "detail": ack.detail, "service": ack.service,
-              "via": path.split(":")[0]}
-    if args.json:
-        _print_json(result)
-    else:
-        _path_line(path, args.json)
-        print(("" if ack.ok else "refused: ") + ack.detail)
-    return EXIT_OK if ack.ok else EXIT_FAIL
+    return _answer(args, f"{what} {args.key}", ack, path, err, _detail, key=args.key)
 
 
 def _count(v: str) -> int:

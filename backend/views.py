@@ -86,6 +86,15 @@ def _side(v: int) -> str:
     return "BUY" if int(v) > 0 else "SELL"
 
 
+def _newest(engine: Engine, q: sa.Select, id_col: sa.Column, limit: int | None) -> list[Any]:
+    """The rows of ``q``, newest (highest ``id_col``) first, at most ``limit`` (0/None: all)."""
+    q = q.order_by(id_col.desc())
+    if limit:
+        q = q.limit(limit)
+    with engine.connect() as c:
+        return list(c.execute(q).mappings().all())
+
+
 def list_orders(
     engine: Engine,
     *,
@@ -102,11 +111,7 @@ def list_orders(
         q = q.where(_orders.c.symbol == symbol)
     if strategy:
         q = q.where(_orders.c.strategy == strategy)
-    q = q.order_by(_orders.c.id.desc())
-    if limit:
-        q = q.limit(limit)
-    with engine.connect() as c:
-        rows = c.execute(q).mappings().all()
+    rows = _newest(engine, q, _orders.c.id, limit)
     return [
         {
             "id": int(r["id"]),
@@ -142,11 +147,7 @@ def list_fills(engine: Engine, *, symbol: str | None = None, limit: int | None =
     )
     if symbol:
         q = q.where(_fills.c.symbol == symbol)
-    q = q.order_by(_fills.c.id.desc())
-    if limit:
-        q = q.limit(limit)
-    with engine.connect() as c:
-        rows = c.execute(q).mappings().all()
+    rows = _newest(engine, q, _fills.c.id, limit)
     return [
         {
             "id": int(r["id"]),

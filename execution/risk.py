@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,20 @@ import yaml
 from common.config import ConfigError
 from common.instruments import Instruments
 from common.messages import OrderIntent, OrdType
-from execution.triggers import TRIGGER_KEYS, TriggerConfig
+from execution.triggers import TRIGGER_KEYS, TriggerConfig, number
 
-__all__ = ["GLOBAL_KEYS", "LIMIT_KEYS", "GlobalLimits", "override_value", "parse_override_key", "RejectCode", "RiskConfig", "RiskEngine", "RiskLimits",
-           "Throttle"]
+__all__ = [
+    "GLOBAL_KEYS",
+    "LIMIT_KEYS",
+    "GlobalLimits",
+    "RejectCode",
+    "RiskConfig",
+    "RiskEngine",
+    "RiskLimits",
+    "Throttle",
+    "override_value",
+    "parse_override_key",
+]
 
 _BPS = Decimal(10_000)
 _ZERO = Decimal(0)
@@ -105,12 +115,7 @@ class GlobalLimits:
 
 
 def _decimal(value: Any, where: str, path: Path) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ConfigError(f"risk file {path}: {where} must be a number, got {value!r}")
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation as e:
-        raise ConfigError(f"risk file {path}: {where} must be a number, got {value!r}") from e
+    d = number(value, where, path)
     if not d.is_finite() or d <= 0:
         raise ConfigError(f"risk file {path}: {where} must be a finite number > 0, got {value!r}")
     return d

@@ -25,7 +25,7 @@ from common.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRIGGER_KEYS", "TriggerConfig", "TriggerMonitor", "Trip"]
+__all__ = ["TRIGGER_KEYS", "TriggerConfig", "TriggerMonitor", "Trip", "number"]
 
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
@@ -89,16 +89,22 @@ class TriggerConfig:
         return {k: (list(v) if isinstance(v := getattr(self, k), tuple) else s(v)) for k in TRIGGER_KEYS}
 
 
+def number(value: Any, where: str, path: Path, kind: str = "a number") -> Decimal:
+    """``value`` of the risk file's key ``where`` as a Decimal (not yet range-checked), or a
+    ``ConfigError`` saying it must be ``kind``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ConfigError(f"risk file {path}: {where} must be {kind}, got {value!r}")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as e:
+        raise ConfigError(f"risk file {path}: {where} must be {kind}, got {value!r}") from e
+
+
 def _amount(value: Any, key: str, path: Path) -> Decimal | None:
     """A threshold: a finite number >= 0; None or 0 disables it."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ConfigError(f"risk file {path}: kill_triggers.{key} must be a number or null, got {value!r}")
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation as e:
-        raise ConfigError(f"risk file {path}: kill_triggers.{key} must be a number or null, got {value!r}") from e
+    d = number(value, f"kill_triggers.{key}", path, "a number or null")
     if not d.is_finite() or d < 0 or d.adjusted() >= 18:
         raise ConfigError(f"risk file {path}: kill_triggers.{key} must be a finite number >= 0, got {value!r}")
     return d if d > 0 else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,11 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from backend.api.config import ApiSettings
 from backend.api.errors import ApiError
 from backend.api.ratelimit import SlidingWindowLimiter
-from backend.api.security import TokenError, decode_token
+from backend.api.security import TokenError, TokenType, decode_token
 from backend.api.users import ROLE_RANK, User, family_revoked, get_user
 from common.config import CommonSettings
 
-__all__ = ["ANONYMOUS_PATHS", "ApiContext", "Caller", "context", "require"]
+__all__ = ["ANONYMOUS_PATHS", "ApiContext", "Caller", "context", "require", "token_claims", "unauthorized"]
 
 # /metrics only with AITRADER_API_METRICS_PUBLIC (else it needs the viewer role)
 ANONYMOUS_PATHS = frozenset({"/health", "/auth/login", "/auth/refresh", "/docs", "/docs/oauth2-redirect",
@@ -64,31 +64,36 @@ def context(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
+def unauthorized(message: str, code: str | None = None) -> ApiError:
+    return ApiError(401, message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+def token_claims(ctx: ApiContext, token: str, typ: TokenType) -> tuple[dict[str, Any], int]:
+    """The claims of an access or refresh token and its user id; 401 when it cannot be accepted."""
+    try:
+        claims = decode_token(ctx.settings.jwt_secret, token, typ)
+        return claims, int(claims["sub"])
+    except TokenError as e:
+        raise unauthorized(str(e)) from None
+    except ValueError:
+        raise unauthorized("invalid token: claim 'sub' malformed") from None
 
 
 def _authenticate(ctx: ApiContext, creds: HTTPAuthorizationCredentials | None) -> Caller:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise _unauthorized("authentication required: send 'Authorization: Bearer <access token>'")
-    try:
-        claims = decode_token(ctx.settings.jwt_secret, creds.credentials, "access")
-        user_id = int(claims["sub"])
-    except TokenError as e:
-        raise _unauthorized(str(e)) from None
-    except ValueError:
-        raise _unauthorized("invalid token: claim 'sub' malformed") from None
+        raise unauthorized("authentication required: send 'Authorization: Bearer <access token>'")
+    claims, user_id = token_claims(ctx, creds.credentials, "access")
     try:
         user = get_user(ctx.engine, user_id)
         revoked = user is not None and family_revoked(ctx.engine, claims["fam"])
     except SQLAlchemyError as e:
         raise ApiError(503, "database unavailable: cannot check the token") from e
     if user is None or user.disabled:
-        raise _unauthorized("user unknown or disabled")
+        raise unauthorized("user unknown or disabled")
     if user.role != claims["role"]:
-        raise _unauthorized("the user's role changed since this token was issued: log in again")
+        raise unauthorized("the user's role changed since this token was issued: log in again")
     if revoked:
-        raise _unauthorized("this login was revoked (logout or a reused refresh token): log in again")
+        raise unauthorized("this login was revoked (logout or a reused refresh token): log in again")
     return Caller(user=user, family_id=claims["fam"])
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "SCOPE_PATTERN",
@@ -83,10 +83,14 @@ class Health(BaseModel):
 def _reason(v: str) -> str:
     v = v.strip()
     if not v:
-        raise ValueError("must not be empty (every kill-switch change is audited with its reason)")
+        raise ValueError("must not be empty (every control action is audited with its reason)")
     if _CONTROL_CHARS.search(v):
         raise ValueError("must not contain control characters")
     return v
+
+
+# Every control action's reason: 1-500 characters, stripped, not blank, no control characters.
+Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_reason)]
 
 
 class KillEngage(_Strict):
@@ -94,22 +98,12 @@ class KillEngage(_Strict):
     action: Literal["halt", "reduce"] = Field(
         "halt", description="halt: HALTED (open orders cancelled); reduce: REDUCING (only exposure-reducing orders)"
     )
-    reason: str = Field(min_length=1, max_length=500)
-
-    @field_validator("reason")
-    @classmethod
-    def _check_reason(cls, v: str) -> str:
-        return _reason(v)
+    reason: Reason
 
 
 class KillRelease(_Strict):
     scope: Scope = Field("global", description="global, strategy:<name> or symbol:<SYM>")
-    reason: str = Field(min_length=1, max_length=500)
-
-    @field_validator("reason")
-    @classmethod
-    def _check_reason(cls, v: str) -> str:
-        return _reason(v)
+    reason: Reason
 
 
 class ControlResult(BaseModel):
@@ -196,12 +190,7 @@ class RiskChange(_Strict):
                                  "symbols.<SYMBOL>.<key> or kill_triggers.<key>.")
     value: str | None = Field(max_length=4096, description="The new value as text (lists comma-separated, 'off' "
                                                            "disables a trigger); null goes back to the file's value.")
-    reason: str = Field(min_length=1, max_length=500)
-
-    @field_validator("reason")
-    @classmethod
-    def _check_reason(cls, v: str) -> str:
-        return _reason(v)
+    reason: Reason
 
 
 class RiskChangeOut(BaseModel):

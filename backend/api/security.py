@@ -16,7 +16,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-__all__ = ["ALGORITHM", "REQUIRED_CLAIMS", "TokenError", "decode_token", "encode_token", "hash_password",
+__all__ = ["ALGORITHM", "REQUIRED_CLAIMS", "TokenError", "TokenType", "decode_token", "encode_token", "hash_password",
            "password_needs_rehash", "verify_password"]
 
 ALGORITHM = "HS256"

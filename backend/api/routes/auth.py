@@ -15,10 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.api.deps import ApiContext, Caller, context, require
+from backend.api.deps import ApiContext, Caller, context, require, token_claims, unauthorized
 from backend.api.errors import ApiError
 from backend.api.schemas import LoginRequest, LogoutResult, Me, RefreshRequest, TokenPair
-from backend.api.security import TokenError, decode_token, encode_token
+from backend.api.security import encode_token
 from backend.api.users import (
     User,
     authenticate,
@@ -32,10 +32,6 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 log = logging.getLogger(__name__)
 
 _BAD_LOGIN = "invalid username or password"
-
-
-def _unauthorized(message: str, code: str | None = None) -> ApiError:
-    return ApiError(401, message, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _issue(ctx: ApiContext, user: User, family_id: str) -> TokenPair:
@@ -64,7 +60,7 @@ def login(body: LoginRequest, request: Request, ctx: Annotated[ApiContext, Depen
         user = authenticate(ctx.engine, body.username, body.password)
         if user is None:
             log.warning("failed login for %r from %s", body.username[:64], client)
-            raise _unauthorized(_BAD_LOGIN, "invalid_credentials")
+            raise unauthorized(_BAD_LOGIN, "invalid_credentials")
         pair = _issue(ctx, user, uuid.uuid4().hex)
     except SQLAlchemyError as e:
         raise ApiError(503, "database unavailable") from e
@@ -75,27 +71,21 @@ def login(body: LoginRequest, request: Request, ctx: Annotated[ApiContext, Depen
 @router.post("/refresh", response_model=TokenPair, summary="Exchange a refresh token for a new pair (anonymous)",
              responses={401: {"description": "invalid, expired, revoked or reused refresh token"}})
 def refresh(body: RefreshRequest, ctx: Annotated[ApiContext, Depends(context)]) -> TokenPair:
-    try:
-        claims = decode_token(ctx.settings.jwt_secret, body.refresh_token, "refresh")
-        user_id = int(claims["sub"])
-    except TokenError as e:
-        raise _unauthorized(str(e)) from None
-    except ValueError:
-        raise _unauthorized("invalid token: claim 'sub' malformed") from None
+    claims, user_id = token_claims(ctx, body.refresh_token, "refresh")
     try:
         use = use_refresh_token(ctx.engine, claims["jti"])
         if use == "reused":
             n = revoke_family(ctx.engine, claims["fam"])
             log.warning("refresh token reused (user id %s): login family %s revoked (%d live tokens)",
                         user_id, claims["fam"], n)
-            raise _unauthorized("refresh token already used: this login is revoked; log in again",
+            raise unauthorized("refresh token already used: this login is revoked; log in again",
                                 "refresh_token_reused")
         if use != "ok":
-            raise _unauthorized(f"refresh token {use}: log in again")
+            raise unauthorized(f"refresh token {use}: log in again")
         user = get_user(ctx.engine, user_id)
         if user is None or user.disabled:
             revoke_family(ctx.engine, claims["fam"])
-            raise _unauthorized("user unknown or disabled")
+            raise unauthorized("user unknown or disabled")
         return _issue(ctx, user, claims["fam"])
     except SQLAlchemyError as e:
         raise ApiError(503, "database unavailable") from e

@@ -45,11 +45,10 @@ def _base() -> Any:
 
 @router.get("", response_model=RiskLimits, summary="The pre-trade limits in force, and the changes made (viewer)")
 def risk_limits(_caller: Annotated[Caller, Depends(require("viewer"))], ctx: Ctx) -> dict[str, Any]:
-    _base()  # a bad file is a 503 with its reason
     try:
         return views.risk_limits(_risk_file(), ctx.engine)
-    except ConfigError as e:
-        raise ApiError(503, str(e).splitlines()[0][:300]) from e
+    except ConfigError as e:  # the file, or a change stored in the database, is not valid
+        raise ApiError(503, f"the risk limits cannot be read: {str(e).splitlines()[0][:300]}") from e
 
 
 @router.put("", response_model=RiskChangeResult, responses=COMMAND_RESPONSES,
