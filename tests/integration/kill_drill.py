@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -159,20 +161,23 @@ class Probe:
             self._thread.join(5)
 
 
+def _newest(r: redis.Redis, stream: str, typ: type, count: int, match: Callable[[Any], bool], what: str) -> Any:
+    """The newest of the last ``count`` messages on ``stream`` that ``match``."""
+    for _eid, fields in r.xrevrange(stream, count=count):
+        msg = decode_as(fields[b"d"], typ)
+        if match(msg):
+            return msg
+    raise AssertionError(what)
+
+
 def last_control(r: redis.Redis, command: str) -> Control:
-    for _eid, fields in r.xrevrange(streams.CONTROL, count=100):
-        ctl = decode_as(fields[b"d"], Control)
-        if ctl.command == command:
-            return ctl
-    raise AssertionError(f"no {command} on {streams.CONTROL}")
+    return _newest(r, streams.CONTROL, Control, 100, lambda c: c.command == command,
+                   f"no {command} on {streams.CONTROL}")
 
 
 def ack_for(r: redis.Redis, request_id: str) -> ControlAck:
-    for _eid, fields in r.xrevrange(streams.CONTROL_ACKS, count=1000):
-        ack = decode_as(fields[b"d"], ControlAck)
-        if ack.request_id == request_id:
-            return ack
-    raise AssertionError(f"no ack for {request_id}")
+    return _newest(r, streams.CONTROL_ACKS, ControlAck, 1000, lambda a: a.request_id == request_id,
+                   f"no ack for {request_id}")
 
 
 @dataclass

@@ -22,10 +22,10 @@ from typing import Self
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from backend.api.users import create_user
 from common.db import make_engine
+from tests.sql import sql_rows
 
 from .harness import ROOT, Pipeline, free_port
 from .kill_drill import Reports, drill_env, publish_mark, rest_orders
@@ -37,15 +37,6 @@ ADMIN_PW = "drill-admin-pw-7Hq2x"
 TRADER_PW = "drill-trader-pw-4Lm9c"
 VIEWER_PW = "drill-viewer-pw-2Vb8n"
 N_RESTING = 20
-
-
-def _rows(database_url: str, sql: str) -> list:
-    eng = make_engine(database_url)
-    try:
-        with eng.connect() as c:
-            return list(c.execute(sa.text(sql)))
-    finally:
-        eng.dispose()
 
 
 class ApiProcess:
@@ -124,10 +115,10 @@ def test_b4_trader_halts_through_the_api_with_no_strategy_engine(redis_url, data
             assert res.headers["X-Request-ID"]
 
             # the gateway's state in the database: HALTED by the trader, resting orders cancelled
-            assert _rows(database_url, "SELECT state, reason, actor FROM trading_state WHERE scope = 'global'") \
+            assert sql_rows(database_url, "SELECT state, reason, actor FROM trading_state WHERE scope = 'global'") \
                 == [("HALTED", "B4 via the API", "api:tina")]
             reports.wait(rested, lambda rep: rep.status == "CANCELLED", timeout=30)
-            statuses = dict(_rows(database_url, "SELECT client_order_id, status FROM orders"))
+            statuses = dict(sql_rows(database_url, "SELECT client_order_id, status FROM orders"))
             assert {statuses[cid] for cid in rested} == {"CANCELLED"}
             state = c.get("/kill-switch", headers=viewer).json()
             assert state["global_state"] == "HALTED"
@@ -167,15 +158,15 @@ def test_b4_trader_halts_through_the_api_with_no_strategy_engine(redis_url, data
             assert [(x["key"], x["actor"]) for x in shown["changes"]] == [("symbols.KSW.max_order_qty", "api:chief")]
         r.close()
 
-    assert _rows(database_url, "SELECT state, actor FROM trading_state WHERE scope = 'global'") \
+    assert sql_rows(database_url, "SELECT state, actor FROM trading_state WHERE scope = 'global'") \
         == [("ACTIVE", "api:chief")]
     # the API's audit rows (who, what, scope, result) beside the gateway's own
-    api_audit = _rows(database_url, "SELECT actor, action, entity_id FROM audit_log WHERE action LIKE 'api.%' "
+    api_audit = sql_rows(database_url, "SELECT actor, action, entity_id FROM audit_log WHERE action LIKE 'api.%' "
                                     "ORDER BY id")
     assert api_audit == ([("tina", "api.kill.engage", "global")] + [("tina", "api.kill.reduce", "symbol:KSW")] * 30
                          + [("chief", "api.kill.release", "global"),
                             ("chief", "api.risk.set", "symbols.KSW.max_order_qty")])
-    gateway_audit = _rows(database_url, "SELECT actor, action FROM audit_log WHERE action IN "
+    gateway_audit = sql_rows(database_url, "SELECT actor, action FROM audit_log WHERE action IN "
                                         "('kill.engage', 'kill.reduce', 'kill.release') ORDER BY id")
     assert gateway_audit == [("api:tina", "kill.engage"), ("api:tina", "kill.reduce"), ("api:chief", "kill.release")]
     print(f"\nB4 via the API (real gateway, no strategy engine, {N_RESTING} resting orders): POST /kill-switch/engage "
@@ -207,10 +198,10 @@ def test_b4_the_api_halts_through_the_database_while_redis_is_down(database_url,
                 assert res.status_code == 200, res.text
                 assert res.json()["via"] == "database" and res.json()["state"] == "HALTED"
                 assert c.get("/positions", headers=trader).status_code == 200  # marks unavailable, not an error
-            assert _rows(database_url, "SELECT state, actor FROM trading_state WHERE scope = 'strategy:drill'") \
+            assert sql_rows(database_url, "SELECT state, actor FROM trading_state WHERE scope = 'strategy:drill'") \
                 == [("HALTED", "api:tina")]
-            assert _rows(database_url, "SELECT actor, ok FROM control_requests") == [("api:tina", True)]
-            [(detail,)] = _rows(database_url, "SELECT detail FROM audit_log WHERE action = 'api.kill.engage'")
+            assert sql_rows(database_url, "SELECT actor, ok FROM control_requests") == [("api:tina", True)]
+            [(detail,)] = sql_rows(database_url, "SELECT detail FROM audit_log WHERE action = 'api.kill.engage'")
             assert (detail if isinstance(detail, dict) else json.loads(detail))["via"] == "database"
     finally:
         rs.stop()

@@ -11,11 +11,10 @@ import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from common import streams
-from common.db import make_engine
 from common.messages import Control, ControlAck, Heartbeat, decode_as, encode
+from tests.sql import sql_rows
 
 from .harness import Pipeline
 from .kill_drill import (
@@ -33,15 +32,6 @@ pytestmark = pytest.mark.integration
 N_RESTING = 500
 
 
-def _db_rows(database_url: str, sql: str) -> list:
-    eng = make_engine(database_url)
-    try:
-        with eng.connect() as c:
-            return list(c.execute(sa.text(sql)))
-    finally:
-        eng.dispose()
-
-
 def test_b1_engage_blocks_new_orders_and_cancels_500_resting_orders(redis_url, database_url, tmp_path):
     with Pipeline(redis_url, database_url, tmp_path / "home", drill_env(tmp_path / "home")) as p:
         p.start(("execution",))
@@ -49,7 +39,7 @@ def test_b1_engage_blocks_new_orders_and_cancels_500_resting_orders(redis_url, d
         reports = Reports(r)
         publish_mark(r)
         rested = rest_orders(r, reports, N_RESTING)
-        assert len(_db_rows(database_url, "SELECT 1 FROM orders WHERE status = 'ACCEPTED'")) == N_RESTING
+        assert len(sql_rows(database_url, "SELECT 1 FROM orders WHERE status = 'ACCEPTED'")) == N_RESTING
 
         res = engage_under_probe(p, r, reports, rested, reason="B1 drill")
         assert json.loads(res.cli_stdout)["state"] == "HALTED"
@@ -67,12 +57,12 @@ def test_b1_engage_blocks_new_orders_and_cancels_500_resting_orders(redis_url, d
         assert res.t_first_blocked > 0
 
         # the database: all 500 cancelled by the kill switch, nothing open, nothing accepted after the halt
-        rows = _db_rows(database_url, "SELECT client_order_id, status, reject_reason, ts_accepted FROM orders")
+        rows = sql_rows(database_url, "SELECT client_order_id, status, reject_reason, ts_accepted FROM orders")
         by_cid = {row[0]: row for row in rows}
         assert all(by_cid[c][1] == "CANCELLED" and by_cid[c][2] == "KILL_SWITCH" for c in rested)
         assert not [row for row in rows if row[1] in ("ACCEPTED", "PENDING_NEW", "PARTIALLY_FILLED")]
         assert not [row for row in rows if row[3] is not None and row[3] >= res.t_halted]
-        st = _db_rows(database_url, "SELECT state, reason FROM trading_state WHERE scope = 'global'")
+        st = sql_rows(database_url, "SELECT state, reason FROM trading_state WHERE scope = 'global'")
         assert st == [("HALTED", "B1 drill")]
 
         blocked_ms, halted_ms, cancel_ms = res.ms(res.t_first_blocked), res.ms(res.t_halted), res.ms(
@@ -163,16 +153,16 @@ def test_b2_gateway_killed_right_after_engage_comes_back_halted_until_released_w
         assert (last.status, last.reason) == ("ACCEPTED", "")
         p.stop()
 
-    orders = {row[0]: row[1:] for row in _db_rows(
+    orders = {row[0]: row[1:] for row in sql_rows(
         database_url, "SELECT client_order_id, status, reject_reason FROM orders")}
     assert all(orders[c] == ("CANCELLED", "KILL_SWITCH") for c in rested)
     assert all(orders[c] == ("REJECTED", "KILL_SWITCH") for c in [*blocked, "still-halted"])
     accepted = [c for c, (status, _r) in orders.items() if status == "ACCEPTED"]
     assert accepted == ["after-release"]
-    events = _db_rows(database_url, "SELECT action, reason, actor FROM kill_switch_events ORDER BY id")
+    events = sql_rows(database_url, "SELECT action, reason, actor FROM kill_switch_events ORDER BY id")
     assert [(a, why) for a, why, _who in events] == [("engage", "B2 drill"), ("release", "checked after the crash")]
     assert all(who.startswith("cli:") for _a, _w, who in events)
-    audit = _db_rows(database_url, "SELECT action, actor, detail FROM audit_log ORDER BY id")
+    audit = sql_rows(database_url, "SELECT action, actor, detail FROM audit_log ORDER BY id")
     assert [a for a, _who, _d in audit] == ["kill.engage", "kill.release.refused", "kill.release"]
     detail = [json.loads(d) if isinstance(d, str) else d for _a, _w, d in audit]
     assert detail[0]["cancelled"] == len(rested) and detail[0]["state"] == "HALTED"
@@ -207,12 +197,12 @@ def test_symbol_scope_halt_from_the_cli_refuses_that_symbol_and_accepts_others(r
         assert p.run("-m", "backend.cli", "kill", "engage", "--scope", "venue:X", check=False).returncode == 2
         p.stop()
 
-    orders = {row[0]: row[1:] for row in _db_rows(
+    orders = {row[0]: row[1:] for row in sql_rows(
         database_url, "SELECT client_order_id, status, reject_reason FROM orders")}
     assert all(orders[c] == ("CANCELLED", "KILL_SWITCH") for c in rested["KSX"])
     assert all(orders[c][0] == "ACCEPTED" for c in rested["KSY"])
     assert orders["new-x"] == ("REJECTED", "KILL_SWITCH") and orders["new-y"][0] == "ACCEPTED"
-    states = _db_rows(database_url, "SELECT scope, state, reason FROM trading_state ORDER BY scope")
+    states = sql_rows(database_url, "SELECT scope, state, reason FROM trading_state ORDER BY scope")
     assert states == [("symbol:KSX", "HALTED", "scope drill")]
     print(f"\nscope: `aitrader kill engage --scope symbol:KSX` cancelled {len(rested['KSX'])} KSX orders, "
           f"left {len(rested['KSY'])} KSY orders working; a new KSX intent refused (KILL_SWITCH), a new KSY one accepted")

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from common import streams
 from common.db import make_engine
 from common.messages import ControlAck, decode_as
+from tests.sql import sql_rows
 
 from .harness import ROOT, Pipeline
 from .kill_drill import Reports, drill_env, limit_intent, publish_intents, publish_mark, rest_orders
@@ -37,15 +38,6 @@ def redis_server(tmp_path):
     rs.start()
     yield rs
     rs.stop()
-
-
-def _rows(database_url: str, sql: str, **params) -> list:
-    eng = make_engine(database_url)
-    try:
-        with eng.connect() as c:
-            return list(c.execute(sa.text(sql), params))
-    finally:
-        eng.dispose()
 
 
 def _acks(r) -> dict[str, ControlAck]:
@@ -91,16 +83,16 @@ def test_b4_engage_while_redis_is_down_goes_through_the_database(redis_server, d
         assert p.procs["execution"].poll() is None  # the gateway rode out the outage
 
         # the database: HALTED, every resting order cancelled by the kill switch, the request answered, audited
-        assert _rows(database_url, "SELECT state, reason FROM trading_state WHERE scope = 'global'") == [
+        assert sql_rows(database_url, "SELECT state, reason FROM trading_state WHERE scope = 'global'") == [
             ("HALTED", "B4 redis down")]
-        statuses = dict(_rows(database_url, "SELECT client_order_id, status || ':' || reject_reason FROM orders"))
+        statuses = dict(sql_rows(database_url, "SELECT client_order_id, status || ':' || reject_reason FROM orders"))
         assert {statuses[c] for c in rested} == {"CANCELLED:KILL_SWITCH"}
-        [(request_id, ok, state, ts_req, ts_handled)] = _rows(
+        [(request_id, ok, state, ts_req, ts_handled)] = sql_rows(
             database_url, "SELECT request_id, ok, state, ts_requested, ts_handled FROM control_requests")
         assert ok and state == "HALTED" and ts_handled >= ts_req
-        audit = _rows(database_url, "SELECT action, actor FROM audit_log WHERE action LIKE 'kill.%'")
+        audit = sql_rows(database_url, "SELECT action, actor FROM audit_log WHERE action LIKE 'kill.%'")
         assert len(audit) == 1 and audit[0][0] == "kill.engage" and audit[0][1].startswith("cli:")
-        assert _rows(database_url, "SELECT request_id FROM kill_switch_events") == [(request_id,)]
+        assert sql_rows(database_url, "SELECT request_id FROM kill_switch_events") == [(request_id,)]
 
         # Redis back: the gateway resumes and publishes what it kept in its outbox
         t_restart = time.monotonic()
@@ -162,6 +154,6 @@ def test_b4_database_path_with_redis_up_and_no_strategy_engine(redis_server, dat
         out = json.loads(p.run("-m", "backend.cli", "kill", "status", "--json").stdout)
         assert out["state"] == "ACTIVE" and out["via"] == "bus"
         r.close()
-    assert [a for (a,) in _rows(database_url, "SELECT action FROM audit_log WHERE action LIKE 'kill.%' ORDER BY id")] \
+    assert [a for (a,) in sql_rows(database_url, "SELECT action FROM audit_log WHERE action LIKE 'kill.%' ORDER BY id")] \
         == ["kill.engage", "kill.release"]
-    assert _rows(database_url, "SELECT count(*) FROM control_requests WHERE ts_handled IS NOT NULL") == [(3,)]
+    assert sql_rows(database_url, "SELECT count(*) FROM control_requests WHERE ts_handled IS NOT NULL") == [(3,)]

@@ -11,25 +11,15 @@ import time
 from decimal import Decimal
 
 import pytest
-import sqlalchemy as sa
 from mcp import Client
 
 from common import streams
-from common.db import make_engine
+from tests.sql import sql_rows
 
 from .harness import Pipeline
 from .kill_drill import MARK, Reports, limit_intent, publish_intents, publish_mark
 
 pytestmark = pytest.mark.integration
-
-
-def _rows(database_url: str, sql: str) -> list:
-    eng = make_engine(database_url)
-    try:
-        with eng.connect() as c:
-            return list(c.execute(sa.text(sql)))
-    finally:
-        eng.dispose()
 
 
 async def _tool(url: str, tool: str, args: dict) -> object:
@@ -55,7 +45,7 @@ def test_intent_fills_at_the_mcp_broker_and_an_unknown_broker_order_stops_the_ne
         reports.wait(["mcp-rest"], lambda rep: rep.status == "ACCEPTED", timeout=30)
         rep = reports.last("mcp-fill")
         assert (rep.venue, rep.last_qty, rep.last_px) == ("mcp", Decimal(1), Decimal(MARK))
-        (f,) = _rows(database_url, "SELECT exec_id, venue, qty, price FROM fills")
+        (f,) = sql_rows(database_url, "SELECT exec_id, venue, qty, price FROM fills")
         assert (f.exec_id, f.venue, Decimal(f.qty), Decimal(f.price)) == (rep.exec_id, "mcp", 1, Decimal(MARK))
         orders = asyncio.run(_tool(url, "get_orders", {}))
         placed = {o["client_order_id"]: o for o in orders if o["client_order_id"] and o["order_id"].startswith("SIM")}

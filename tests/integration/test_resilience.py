@@ -216,6 +216,18 @@ def _stat(r: redis_lib.Redis, svc: str, name: str) -> int:
     return int(r.hget(streams.stats_key(svc), name) or 0)
 
 
+def _outcome(r: redis_lib.Redis) -> tuple[int, int, list[str], list, dict[str, int]]:
+    """After a run, from the bus: ticks processed by the pattern engine and by the gateway, the
+    intents' client order ids, the execution reports, dead letters per source stream."""
+    return (
+        _stat(r, "pattern_engine", "ticks"),
+        _stat(r, "execution", "ticks"),
+        [i.client_order_id for i in _stream(r, streams.INTENTS, OrderIntent)],
+        _stream(r, streams.EXEC_EVENTS, ExecutionReport),
+        {k.decode(): int(v) for k, v in r.hgetall(streams.DLQ_COUNTS).items()},
+    )
+
+
 def _db(database_url: str) -> dict:
     eng = make_engine(database_url)
     with eng.connect() as c:
@@ -306,11 +318,7 @@ def test_d3_redis_restart_with_aof_keeps_groups_and_pending_and_loses_nothing(pr
         for svc in SERVICE_NAMES:
             assert p.procs[svc].poll() is None, p.log(svc)  # reconnected by itself, never restarted
             p.wait_healthy(svc, 10)
-        pe_ticks = _stat(r, "pattern_engine", "ticks")
-        ex_ticks = _stat(r, "execution", "ticks")
-        intents = [i.client_order_id for i in _stream(r, streams.INTENTS, OrderIntent)]
-        events = _stream(r, streams.EXEC_EVENTS, ExecutionReport)
-        dead = {k.decode(): int(v) for k, v in r.hgetall(streams.DLQ_COUNTS).items()}
+        pe_ticks, ex_ticks, intents, events, dead = _outcome(r)
         r.close()
         codes = p.stop()
     db = _db(database_url)
@@ -489,10 +497,7 @@ def test_d5_database_unavailable_nothing_routed_without_a_row_degraded_then_clea
             assert p.procs[svc].poll() is None, p.log(svc)
             p.wait_healthy(svc, 10)
         hb_after = _health(r, "execution")
-        pe_ticks, ex_ticks = _stat(r, "pattern_engine", "ticks"), _stat(r, "execution", "ticks")
-        intents = [i.client_order_id for i in _stream(r, streams.INTENTS, OrderIntent)]
-        events = _stream(r, streams.EXEC_EVENTS, ExecutionReport)
-        dead = {k.decode(): int(v) for k, v in r.hgetall(streams.DLQ_COUNTS).items()}
+        pe_ticks, ex_ticks, intents, events, dead = _outcome(r)
         r.close()
         codes = p.stop()
     db = _db(database_url)

@@ -16,6 +16,7 @@ from backend.api.deps import ANONYMOUS_PATHS
 from backend.api.security import encode_token
 from common import streams
 from common.db import make_engine
+from tests.sql import sql_rows
 
 from .conftest import PASSWORDS, ROLES
 
@@ -48,15 +49,6 @@ def _claims(**over) -> dict:
     now = int(time.time())
     return {"sub": "1", "role": "admin", "typ": "access", "fam": "f", "jti": "j", "iat": now, "exp": now + 600,
             **over}
-
-
-def _rows(url: str, sql: str) -> list:
-    eng = make_engine(url)
-    try:
-        with eng.connect() as c:
-            return list(c.execute(sa.text(sql)))
-    finally:
-        eng.dispose()
 
 
 def test_f2_endpoint_role_matrix(api):
@@ -101,8 +93,8 @@ def test_b6_viewer_and_trader_cannot_release_and_nothing_reaches_the_gateway(api
         assert r.xlen(streams.CONTROL) == 0  # refused before any command was sent
     finally:
         r.close()
-    assert _rows(api.db_url, "SELECT count(*) FROM control_requests") == [(0,)]
-    assert _rows(api.db_url, "SELECT count(*) FROM audit_log") == [(0,)]
+    assert sql_rows(api.db_url, "SELECT count(*) FROM control_requests") == [(0,)]
+    assert sql_rows(api.db_url, "SELECT count(*) FROM audit_log") == [(0,)]
 
 
 def test_f3_forged_expired_and_malformed_access_tokens_are_401(api):
@@ -179,7 +171,7 @@ def test_f3_refresh_rotates_and_a_reused_refresh_token_revokes_its_family(api):
     assert api.client.get("/auth/me", headers=h).status_code == 200
     assert api.client.post("/auth/refresh", json={"refresh_token": other["refresh_token"]}).status_code == 200
     fam = jwt.decode(first["refresh_token"], options={"verify_signature": False})["fam"]
-    rows = _rows(api.db_url, f"SELECT used_at IS NOT NULL, revoked_at IS NOT NULL FROM refresh_tokens "
+    rows = sql_rows(api.db_url, f"SELECT used_at IS NOT NULL, revoked_at IS NOT NULL FROM refresh_tokens "
                              f"WHERE family_id = '{fam}'")
     assert len(rows) == 3 and all(revoked for _used, revoked in rows)
 
@@ -262,9 +254,9 @@ def test_f4_login_is_rate_limited_but_the_kill_switch_never_is(make_api):
     views = [api.client.get("/kill-switch", headers=trader).status_code for _ in range(n)]
     assert views == [200] * n
     # every attempt audited with its actor; every unanswered database request withdrawn
-    audit = _rows(api.db_url, "SELECT actor, action, entity_id FROM audit_log ORDER BY id")
+    audit = sql_rows(api.db_url, "SELECT actor, action, entity_id FROM audit_log ORDER BY id")
     assert audit == [("trader", "api.kill.engage", "global")] * n
-    assert _rows(api.db_url, "SELECT count(*) FROM control_requests") == [(0,)]
+    assert sql_rows(api.db_url, "SELECT count(*) FROM control_requests") == [(0,)]
 
 
 @pytest.mark.parametrize("limit", [1, 2])

@@ -14,6 +14,7 @@ import yaml
 
 from common import db, streams
 from common.db import make_engine
+from tests.sql import sql_rows
 
 from .conftest import ROLES
 
@@ -21,12 +22,7 @@ CHANGE = {"key": "defaults.max_order_qty", "value": "5", "reason": "thin market"
 
 
 def _count(url: str, table: str) -> int:
-    eng = make_engine(url)
-    try:
-        with eng.connect() as c:
-            return c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
-    finally:
-        eng.dispose()
+    return sql_rows(url, f"SELECT count(*) FROM {table}")[0][0]
 
 
 def test_get_risk_is_the_file_with_the_stored_changes(api):

@@ -302,17 +302,19 @@ def test_a2_missing_or_stale_reference_price_rejects_every_order(instruments):
 
 
 # -- A3: concurrent orders racing one limit --------------------------------------------------------
+def _send(gw: Gateway, orders: list, batches: str) -> list:
+    """The reports of ``orders`` sent in one bus batch or one batch each."""
+    if batches == "one batch":
+        return gw.run(*orders)[0]
+    return [rep for o in orders for rep in gw.run(o)[0]]
+
+
 @pytest.mark.parametrize("batches", ["one batch", "one per batch"])
 def test_a3_fifty_orders_racing_the_position_limit_overshoot_nothing(instruments, batches):
     gw = Gateway(instruments, make_config())
     gw.run(gw.ticks({"BAC": 10.0}))
     orders = [order("BAC", 1, "70", "10", cid=f"race-{i}") for i in range(50)]  # 50 x 70 = 3,500 vs 2,000
-    reps = []
-    if batches == "one batch":
-        reps, _, _ = gw.run(*orders)
-    else:
-        for o in orders:
-            reps += gw.run(o)[0]
+    reps = _send(gw, orders, batches)
     acc = [r for r in reps if r.status == OrdStatus.ACCEPTED]
     assert len(acc) == 28 and by_reason(reps) == {"POSITION_LIMIT": 22}  # 28 x 70 = 1,960
     assert gw.oms.portfolio.open_qty("BAC", 1) == D(1960)
@@ -329,12 +331,7 @@ def test_a3_fifty_orders_on_fifty_symbols_racing_the_gross_limit_overshoot_nothi
     gw.run(gw.ticks({s: 100.0 for s in syms}))
     # 50 x 40,000 = 2,000,000 vs a gross cap of 1,000,000; sells count as much as buys
     orders = [order(s, 1 if i % 2 else -1, "400", "100", cid=f"gross-{i}") for i, s in enumerate(syms)]
-    reps = []
-    if batches == "one batch":
-        reps, _, _ = gw.run(*orders)
-    else:
-        for o in orders:
-            reps += gw.run(o)[0]
+    reps = _send(gw, orders, batches)
     acc = [r for r in reps if r.status == OrdStatus.ACCEPTED]
     assert len(acc) == 25 and by_reason(reps) == {"GROSS_EXPOSURE": 25}
     pf = gw.oms.portfolio
