@@ -234,6 +234,8 @@ def test_cli_risk_show_prints_the_file_the_gateway_loads(clean_env, capsys, tmp_
     f = tmp_path / "risk.yml"
     f.write_text(yaml.safe_dump(LIMITS))
     clean_env.setenv("AITRADER_EX_RISK_FILE", str(f))
+    # no database at all (not the default var/aitrader.db a quick start may have left): the file's limits
+    clean_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'absent.db'}")
     rc, out, _ = run_cli(capsys, "risk", "show", "--json")
     assert rc == 0
     doc = json.loads(out)
