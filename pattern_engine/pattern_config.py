@@ -26,6 +26,7 @@ from common.config import ConfigError
 from pattern_engine.config import DEFAULT_PATTERN_PATH
 from pattern_engine.detectors import DETECTOR_TYPES, BatchDetector, Detector, RuleDetector
 from pattern_engine.features import FeatureParams
+from pattern_engine.ml import detector as _onnx_detector  # noqa: F401 - registers type: onnx
 
 __all__ = ["DEFAULT_PATH", "PatternConfig", "load_pattern_config", "parse_pattern_config"]
 

@@ -4,6 +4,15 @@ Each bus batch (up to ``read_count`` entries) is run through the engine as one
 micro-batch in ``before_batch``; ``handle`` then emits each entry's signals and counters
 into the batch's Outputs, so publishing, counting and acking are one MULTI/EXEC.
 
+Models (``type: onnx`` detectors, ``pattern_engine/ml/detector.py``): a detector whose
+``model:`` names a registry model follows its promoted version. A background task asks the
+registry every ``poll_s``; on a new version it loads and checks the bundle off the hot path
+(in a thread), then swaps it in under the batch lock: between two batches, so no tick is
+dropped or reordered. A bundle that fails to load is reported (``model.swap_failed`` on
+``sys:alerts``) and the previous model keeps running. The detectors' counters
+(``model.<detector>.<key>``) and alerts (``model.disabled`` / ``model.enabled``) are
+committed with the batch that produced them.
+
 Restart: feature state is in memory only and is rebuilt from the stream, so after a
 restart every detector warms up again. Entries left pending by the previous run are
 re-delivered by the Consumer first; signal ids are deterministic (symbol, tick ts_event,
@@ -13,17 +22,20 @@ and is recognised downstream.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 
 from common import streams
 from common.bus import Entry, Outputs
 from common.config import CommonSettings, load
-from common.messages import Signal, TickBatch
+from common.messages import Control, Signal, TickBatch, encode
 from common.service import Service
 from pattern_engine.config import PatternEngineSettings
 from pattern_engine.engine import PatternEngine, UnprocessableTicks
+from pattern_engine.ml.detector import ModelLoadError, OnnxDetector
 from pattern_engine.pattern_config import PatternConfig, load_pattern_config
 
 __all__ = ["PatternEngineService", "build"]
@@ -49,6 +61,11 @@ class PatternEngineService(Service):
         self.engine = PatternEngine(self.pattern, capacity=self.settings.symbol_capacity)
         # (stream, entry id) -> that entry's signals, or the reason it cannot be processed
         self._results: dict[tuple[str, bytes], list[Signal] | str] = {}
+        self.onnx = [d for d in self.engine.models if isinstance(d, OnnxDetector)]
+        # name -> the registry's promoted version (None: no promoted version); replaceable in tests
+        self.promoted_version: Callable[[str], str | None] = _registry_promoted_version
+        self._failed_versions: set[tuple[str, str]] = set()
+        self._no_promoted: set[str] = set()
 
     def input_types(self) -> dict[str, type]:
         return {streams.ticks_stream(i): TickBatch for i in self.shards}
@@ -62,6 +79,92 @@ class PatternEngineService(Service):
         gc.freeze()
         log.info("%s: shards %s, detectors %s, kernel ready in %.2fs", self.name, self.shards,
                  [d.name for d in self.pattern.detectors if d.enabled], time.perf_counter() - t0)
+        for d in self.onnx:
+            m = d.model
+            if m is not None:
+                log.info("%s: detector %s runs model %s@%s (%s backend, %s)", self.name, d.name, m.name, m.version,
+                         m.backend.describe(), m.source)
+
+    async def process(self, batch: list[Entry]) -> Outputs:
+        out = await super().process(batch)
+        for d in self.onnx:  # batch-level: outside the per-entry rollback
+            for key, n in d.drain_stats().items():
+                out.incr(f"model.{d.name}.{key}", n)
+            while d.alerts:
+                command, reason, args = d.alerts.pop(0)
+                out.publish(streams.ALERTS, self._alert(command, d.name, reason, args))
+        return out
+
+    def _alert(self, command: str, detector: str, reason: str, args: dict[str, str]) -> Control:
+        now = time.time_ns()
+        return Control(request_id=f"{self.name}-{command}-{detector}-{now}", command=command,
+                       scope=f"detector:{detector}", reason=reason[:2000], actor=self.name, args=args, ts=now)
+
+    async def extra_tasks(self) -> list[asyncio.Task]:
+        followers = [d for d in self.onnx if d.follows and d.params.poll_s > 0]
+        if not followers:
+            return []
+        return [asyncio.create_task(self._follow_models(followers), name=f"{self.name}.models")]
+
+    async def _follow_models(self, detectors: list[OnnxDetector]) -> None:
+        period = min(d.params.poll_s for d in detectors)
+        while not self.stopping.is_set():
+            for d in detectors:
+                try:
+                    await self.check_model(d)
+                except Exception:
+                    self.count("model_poll_errors")
+                    n = self.counters["model_poll_errors"]
+                    if n in (1, 10, 100) or n % 1000 == 0:
+                        log.exception("%s: cannot read the model registry for %s", self.name, d.follows)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=period)
+            except TimeoutError:
+                pass
+
+    async def check_model(self, d: OnnxDetector) -> bool:
+        """Swap ``d`` to its name's promoted version if that changed; True if it swapped."""
+        name = d.follows
+        assert name is not None
+        version = await asyncio.to_thread(self.promoted_version, name)
+        if version is None:
+            if name not in self._no_promoted:
+                self._no_promoted.add(name)
+                log.warning("%s: model %s has no promoted version in the registry; %s keeps running %s@%s",
+                            self.name, name, d.name, d.model_id, d.model_version)
+            return False
+        self._no_promoted.discard(name)
+        if version == d.model_version or (name, version) in self._failed_versions:
+            return False
+        t0 = time.perf_counter()
+        try:
+            new = await asyncio.to_thread(d.load, f"{name}@{version}")
+        except ModelLoadError as e:
+            self._failed_versions.add((name, version))
+            self.count(f"model.{d.name}.swap_failures")
+            log.error("%s: cannot load %s@%s (promoted): %s; %s keeps running %s@%s", self.name, name, version, e,
+                      d.name, d.model_id, d.model_version)
+            await self._publish_alert("model.swap_failed", d.name, str(e),
+                                      {"model": name, "version": version, "running": d.model_version})
+            return False
+        async with self.batch_lock:  # between two batches: no tick sees half a swap
+            old = d.swap(new)
+        log.warning("%s: detector %s now runs %s@%s (was %s@%s; loaded in %.0f ms)", self.name, d.name, name,
+                    version, old.name if old else "-", old.version if old else "-", (time.perf_counter() - t0) * 1e3)
+        if old is not None:
+            await asyncio.to_thread(old.close)
+        await self._publish_alert("model.swapped", d.name, f"now running {name}@{version}",
+                                  {"model": name, "version": version, "previous": old.version if old else ""})
+        return True
+
+    async def _publish_alert(self, command: str, detector: str, reason: str, args: dict[str, str]) -> None:
+        if self.redis is None:
+            return
+        try:
+            await self.redis.xadd(streams.ALERTS, {b"d": encode(self._alert(command, detector, reason, args))},
+                                  maxlen=self.common.stream_maxlen, approximate=True)
+        except Exception:  # noqa: BLE001 - an alert that cannot be sent is logged above
+            log.warning("%s: could not publish %s alert", self.name, command)
 
     async def before_batch(self, batch: list[Entry]) -> None:
         self._results = {}
@@ -106,11 +209,19 @@ class PatternEngineService(Service):
 
     def heartbeat_detail(self) -> str:
         detail = f"symbols={len(self.engine.state.symbols)} ticks={self.engine.ticks_seen}"
+        for d in self.onnx:
+            detail += f" {d.name}={d.model_id}@{d.model_version}" + (" (breaker open)" if d.breaker_open else "")
         errors = self.engine.model_errors
         return f"{detail} model_errors={errors}" if errors else detail
 
     async def teardown(self) -> None:
         self.engine.close()
+
+
+def _registry_promoted_version(name: str) -> str | None:
+    from pattern_engine.ml.registry import promoted_version
+
+    return promoted_version(name)
 
 
 def build(argv: list[str] | None = None) -> PatternEngineService:

@@ -76,13 +76,17 @@ def make_bundle(
     hidden: Sequence[int] = (32, 32),
     threshold: float = 0.6,
     feature_params: dict[str, float] | None = None,
+    n_out: int | None = None,
     **extra: object,
 ) -> Path:
-    """Write a bundle with an untrained (random-weight) MLP; return its directory."""
-    data = mlp_onnx(len(features), len(classes), hidden, seed)
+    """Write a bundle with an untrained (random-weight) MLP; return its directory.
+
+    ``n_out`` (default: one per class) makes a model whose outputs do not match its classes.
+    """
+    data = mlp_onnx(len(features), n_out or len(classes), hidden, seed)
     meta = ModelMetadata(
         name=name, version=f"dev-seed{seed}", kind="test-mlp", features=list(features),
-        mean=[0.0] * len(features), scale=[1.0] * len(features), classes=list(classes), threshold=threshold,
+        mean=extra.pop("mean", [0.0] * len(features)), scale=extra.pop("scale", [1.0] * len(features)), classes=list(classes), threshold=threshold,
         feature_params=dict(feature_params or {}), **extra,
     )
     return save_bundle(directory, meta, data)
