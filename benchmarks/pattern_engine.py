@@ -3,6 +3,7 @@
     python benchmarks/pattern_engine.py                 # 4 and 100 symbols, batches of 1, 16, 256
     python benchmarks/pattern_engine.py --seconds 1 --json
     python benchmarks/pattern_engine.py --bus redis://127.0.0.1:6379/2 --rate 10000   # + tick->signal on Redis
+    python benchmarks/pattern_engine.py --model auto --bus redis://127.0.0.1:6379/2 --rates 1000 10000
 
 Synthetic random-walk trades and quotes (half each) are pre-encoded as TickBatch
 payloads, exactly as they sit in ``md:ticks:{shard}``. Each timed step decodes one
@@ -17,6 +18,12 @@ first: use a scratch database), publishes ``--bus-symbols`` symbols open-loop at
 ``--bus-seconds`` (ticks due in the same millisecond go out as one entry stamped with
 ``ts_ingest``), stops the service (SIGTERM) and prints its tick_to_signal histogram, its CPU
 per tick, and the floor measured first in the same run (one XADD then one XREADGROUP).
+
+``--model DIR`` (a model bundle) or ``--model auto`` (an 11 → 32 → 32 → 3 MLP bundle written
+to a temporary directory, the shape ``tests/onnx_models.py`` builds) adds an ``onnx`` detector
+to the shipped detectors (``--backend``, default cpu): every configuration then runs the model
+on the symbols that ticked in each batch, the table gains the model's cost, and the bus run
+reports the rows per inference call it saw (the batch sizes under load).
 """
 
 from __future__ import annotations
@@ -67,6 +74,23 @@ def synthetic(n: int, symbols: int, seed: int = 1) -> list[Tick]:
     return out
 
 
+def model_config(config_path: Path, model: str, backend: str, out_dir: Path, isolation: str = "auto") -> Path:
+    """The pattern file plus an ``onnx`` detector running ``model`` (``auto``: a fresh MLP bundle)."""
+    import yaml
+
+    if model == "auto":
+        sys.path.insert(0, str(ROOT))
+        from tests.onnx_models import make_bundle
+
+        model = str(make_bundle(out_dir / "bundle", name="bench_mlp", seed=1))
+    doc = yaml.safe_load(config_path.read_text())
+    doc["detectors"]["mlp"] = {"type": "onnx", "model": str(Path(model).resolve()), "backend": backend,
+                               "isolation": isolation, "warmup": 200, "cooldown": 100, "threshold": 0.6}
+    path = out_dir / "pattern.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def bench(symbols: int, batch: int, seconds: float, config_path: Path) -> dict:
     n_ticks = max(batch * 2000, 50_000)
     ticks = synthetic(n_ticks, symbols)
@@ -74,6 +98,7 @@ def bench(symbols: int, batch: int, seconds: float, config_path: Path) -> dict:
                 for i in range(0, len(ticks) - batch + 1, batch)]
     engine = PatternEngine(load_pattern_config(config_path))
     engine.warm_up()
+    models = engine.models
     for p in payloads[:50]:  # warm caches and the symbol registry
         engine.on_batch(decode_as(p, TickBatch))
     times: list[int] = []
@@ -95,6 +120,9 @@ def bench(symbols: int, batch: int, seconds: float, config_path: Path) -> dict:
         done += batch
         i += 1
     elapsed = (perf() - start) / 1e9
+    engine.close()
+    rows = sum(m.stats.get("rows", 0) for m in models if hasattr(m, "stats"))
+    calls = sum(m.stats.get("inferences", 0) for m in models if hasattr(m, "stats"))
     arr = np.array(times) / 1000.0
     p50, p99 = float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
     return {
@@ -106,10 +134,11 @@ def bench(symbols: int, batch: int, seconds: float, config_path: Path) -> dict:
         "us_per_tick_p50": round(p50 / batch, 3),
         "ticks_per_s": int(done / elapsed),
         "signals": signals,
+        "model_rows_per_call": round(rows / calls, 1) if calls else 0,
     }
 
 
-async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
+async def bus(url: str, rate: int, seconds: float, symbols: int, config: Path | None = None) -> dict:
     import redis.asyncio as aioredis
 
     from common import streams
@@ -123,6 +152,8 @@ async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
     floor = await _floor(r)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AITRADER_")}
     env.update(REDIS_URL=url, AITRADER_SHARDS="1", AITRADER_INSTANCE="bench-pe", AITRADER_LOG_LEVEL="WARNING")
+    if config is not None:
+        env["AITRADER_PE_CONFIG"] = str(config)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pattern_engine", cwd=ROOT, env=env)
     try:
         for _ in range(300):  # wait for its health key (kernel warm-up included)
@@ -152,6 +183,9 @@ async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
     finally:
         proc.terminate()  # SIGTERM: the service commits its batch and exits 0
         rc = await asyncio.wait_for(proc.wait(), 30)
+    stats = {k.decode(): int(v) for k, v in (await r.hgetall(streams.stats_key("pattern_engine"))).items()}
+    calls = sum(v for k, v in stats.items() if k.startswith("model.") and k.endswith(".inferences"))
+    rows = sum(v for k, v in stats.items() if k.startswith("model.") and k.endswith(".rows"))
     raw = await r.hget(streams.latency_key("tick_to_signal"), "bench-pe")
     h = LatencyHistogram.decode(raw) if raw else LatencyHistogram()
     entries = await r.xlen(stream)
@@ -159,7 +193,10 @@ async def bus(url: str, rate: int, seconds: float, symbols: int) -> dict:
     return {"rate": rate, "sent_s": round(sent_s, 2), "ticks": len(ticks), "entries": entries,
             "processed": done, "exit_code": rc, "service_cpu_s": round(cpu, 2),
             "service_cpu_us_per_tick": round(cpu / len(ticks) * 1e6, 1), "tick_to_signal_us": h.summary(),
-            "floor_xadd_then_xreadgroup_us": floor}
+            "floor_xadd_then_xreadgroup_us": floor, "model_calls": calls,
+            "model_rows_per_call": round(rows / calls, 2) if calls else 0,
+            "model_failures": {k: v for k, v in stats.items() if k.startswith("model.") and
+                               k.rsplit(".", 1)[1] in ("errors", "timeouts", "breaker_opened")}}
 
 
 async def _floor(r) -> dict:
@@ -195,9 +232,18 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object per configuration")
     ap.add_argument("--bus", metavar="REDIS_URL", help="also measure tick->signal through Redis (scratch db)")
     ap.add_argument("--rate", type=int, default=10_000, help="ticks/s published in --bus mode")
+    ap.add_argument("--rates", type=int, nargs="+", help="several rates in --bus mode (overrides --rate)")
+    ap.add_argument("--model", metavar="DIR|auto", help="add an onnx detector running this bundle (auto: an MLP)")
+    ap.add_argument("--backend", default="cpu", help="the onnx detector's backend with --model")
+    ap.add_argument("--isolation", default="auto", choices=["auto", "thread", "inline"], help="the onnx detector's isolation")
     ap.add_argument("--bus-seconds", type=float, default=8.0)
     ap.add_argument("--bus-symbols", type=int, default=10, help="symbols in --bus mode (few: they warm up fast)")
     args = ap.parse_args()
+    if args.model:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-pe-"))
+        args.config = model_config(args.config, args.model, args.backend, tmp, args.isolation)
 
     t0 = time.perf_counter()
     PatternEngine(load_pattern_config(args.config)).warm_up()
@@ -205,8 +251,10 @@ def main() -> int:
     if not args.json:
         print(f"# {platform.python_implementation()} {platform.python_version()} on {platform.machine()}, "
               f"kernel warm-up {warm * 1000:.0f} ms (numba cache load or compile)")
+        if args.model:
+            print(f"# with the onnx detector: {args.model} on {args.backend}, isolation {args.isolation}")
         print(f"{'symbols':>7} {'batch':>5} {'p50 µs/batch':>13} {'p99 µs/batch':>13} {'µs/tick':>8} "
-              f"{'ticks/s':>11} {'signals':>8}")
+              f"{'ticks/s':>11} {'signals':>8}" + (f" {'rows/call':>9}" if args.model else ""))
     for symbols in args.symbols:
         for batch in args.batches:
             r = bench(symbols, batch, args.seconds, args.config)
@@ -215,9 +263,10 @@ def main() -> int:
             else:
                 print(f"{r['symbols']:>7} {r['batch']:>5} {r['p50_us_per_batch']:>13.1f} "
                       f"{r['p99_us_per_batch']:>13.1f} {r['us_per_tick_p50']:>8.3f} {r['ticks_per_s']:>11,} "
-                      f"{r['signals']:>8}")
-    if args.bus:
-        res = asyncio.run(bus(args.bus, args.rate, args.bus_seconds, args.bus_symbols))
+                      f"{r['signals']:>8}" + (f" {r['model_rows_per_call']:>9}" if args.model else ""))
+    for rate in (args.rates or [args.rate]) if args.bus else []:
+        res = asyncio.run(bus(args.bus, rate, args.bus_seconds, args.bus_symbols,
+                              args.config if args.model or args.config != DEFAULT_PATH else None))
         if args.json:
             print(json.dumps(res))
         else:
@@ -230,6 +279,9 @@ def main() -> int:
             fl = res["floor_xadd_then_xreadgroup_us"]
             print(f"# floor, XADD then XREADGROUP one at a time: p50={fl['p50']} µs p99={fl['p99']} µs "
                   f"p999={fl['p999']} µs")
+            if res["model_calls"]:
+                print(f"# model: {res['model_calls']:,} inference calls, {res['model_rows_per_call']} rows per call, "
+                      f"failures {res['model_failures'] or 'none'}")
     return 0
 
 

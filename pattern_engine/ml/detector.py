@@ -18,12 +18,15 @@ NaN/inf (counted: ``nonfinite_rows``), normalises ``(x - mean) / scale`` clipped
 ``±clip`` into float32, runs the backend in chunks of ``max_batch`` rows and fires BUY when
 P(up) ≥ threshold, SELL when P(down) ≥ threshold; strength is that probability.
 
-Safety. With ``isolation: thread`` (default) inference runs on a dedicated worker thread and
+Safety. With ``isolation: thread`` inference runs on a dedicated worker thread and
 the engine waits at most ``timeout_us``: a late call is abandoned (its result discarded,
 ``timeouts`` counted) and, while the worker is still stuck, later batches skip the model at
 once (``busy``) — ticks and rule detectors never wait on a hung model. With ``isolation:
 inline`` the call runs on the event loop's thread (saves the ~20 µs thread hand-off) and a
-call slower than ``timeout_us`` is discarded after the fact. Errors, timeouts and bad
+call slower than ``timeout_us`` is discarded after the fact (it did hold that batch). ``auto``
+(default) is inline for the ``cpu`` backend, whose small models cannot hang and where the
+hand-off would be most of the cost (measured: docs/benchmarks.md), and thread for the GPU
+backends, where a driver stall is possible. Errors, timeouts and bad
 outputs (wrong shape, non-finite) are failures; ``max_failures`` of them within the last
 ``failure_window`` evaluations open the breaker: model signals stop, an alert goes out
 (``Control`` ``model.disabled`` on ``sys:alerts``, logged CRITICAL), and after
@@ -72,8 +75,9 @@ class OnnxParams(DetectorParams):
                          description="Inference backend: cpu, ort-cuda, ort-tensorrt, tensorrt or auto.")
     threshold: float | None = Field(None, gt=0, le=1, description="Class probability to fire (default: the bundle's).")
     max_batch: int = Field(256, ge=1, le=65_536, description="Rows per inference call (larger batches are chunked).")
-    isolation: Literal["thread", "inline"] = Field(
-        "thread", description="thread: inference on a worker thread, abandoned after timeout_us; inline: on the loop."
+    isolation: Literal["auto", "thread", "inline"] = Field(
+        "auto", description="thread: inference on a worker thread, abandoned after timeout_us; inline: on the loop's "
+        "thread, a late result discarded; auto: inline for the cpu backend, thread for the GPU backends.",
     )
     timeout_us: int = Field(5_000, ge=10, le=10_000_000, description="An inference call slower than this fails.")
     max_failures: int = Field(10, ge=1, le=10_000, description="Failures within failure_window that stop the model.")
@@ -282,6 +286,13 @@ class OnnxDetector(BatchDetector):
         return load_model(ref, self.features, self.params.backend, self.params.max_batch, self.resolve)
 
     @property
+    def isolation(self) -> str:
+        iso = self.params.isolation
+        if iso == "auto":
+            return "inline" if self.model is None or self.model.backend.name == "cpu" else "thread"
+        return iso
+
+    @property
     def follows(self) -> str | None:
         """The registry name whose promoted version this detector follows (hot swap), if any."""
         return self.params.model if model_ref_kind(self.params.model) == "follow" else None
@@ -308,6 +319,7 @@ class OnnxDetector(BatchDetector):
             self._count("nonfinite_rows", ctx.features.shape[0] - rows.shape[0])
         if rows.shape[0] == 0:
             return []
+        self._count("rows", rows.shape[0])
         try:
             p = self._infer(m, x)
         except InferenceTimeout as e:
@@ -340,7 +352,7 @@ class OnnxDetector(BatchDetector):
             return np.concatenate([np.asarray(m.backend.run(x[i : i + mb]), dtype=np.float32)
                                    for i in range(0, n, mb)])
 
-        if self.params.isolation == "thread":
+        if self.isolation == "thread":
             if self._worker is None:
                 self._worker = _Worker(self.name)
             p = self._worker.call(run, timeout_s)
