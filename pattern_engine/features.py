@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pattern_engine import kernel
 
-__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha", "tick_arrays"]
+__all__ = ["COLUMN", "FEATURES", "FeatureParams", "model_columns", "FeatureState", "SymbolRegistry", "alpha", "tick_arrays"]
 
 FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
 COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
@@ -83,6 +83,12 @@ class FeatureParams(BaseModel):
         v[kernel.FP_A_INTENSITY] = alpha(self.intensity_halflife)
         v[kernel.FP_Z_NORM] = kernel.z_norm(a_slow)
         return v
+
+
+def model_columns(params: FeatureParams) -> dict[str, int]:
+    """Feature name → column of the matrix model detectors see (``BatchContext.features``)
+    with these settings: ``FEATURES`` in order."""
+    return dict(COLUMN)
 
 
 class SymbolRegistry(dict):

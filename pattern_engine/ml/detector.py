@@ -53,7 +53,7 @@ import numpy as np
 from pydantic import Field
 
 from pattern_engine.detectors import BatchContext, BatchDetector, Detection, DetectorParams, register_detector
-from pattern_engine.features import COLUMN, FeatureParams
+from pattern_engine.features import FeatureParams, model_columns
 from pattern_engine.ml.backends import InferenceBackend, make_backend
 from pattern_engine.ml.metadata import BundleError, ModelMetadata, load_bundle
 
@@ -102,6 +102,7 @@ class LoadedModel:
     backend: InferenceBackend
     version: str
     source: str  # where it came from (bundle path)
+    columns: dict[str, int]  # the engine's feature name -> column of BatchContext.features
     cols: np.ndarray = field(init=False)
     mean: np.ndarray = field(init=False)
     inv_scale: np.ndarray = field(init=False)
@@ -109,7 +110,7 @@ class LoadedModel:
     down: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.cols = np.array([COLUMN[f] for f in self.meta.features], dtype=np.intp)
+        self.cols = np.array([self.columns[f] for f in self.meta.features], dtype=np.intp)
         self.mean = np.asarray(self.meta.mean, dtype=np.float64)
         self.inv_scale = 1.0 / np.asarray(self.meta.scale, dtype=np.float64)
         classes = list(self.meta.classes)
@@ -160,11 +161,12 @@ def load_model(
             version = reg_version if reg_version is not None else meta.version
     except (BundleError, LookupError, OSError, ValueError) as e:
         raise ModelLoadError(str(e)) from e
-    missing = [f for f in meta.features if f not in COLUMN]
+    columns = model_columns(features)
+    missing = [f for f in meta.features if f not in columns]
     if missing:
         raise ModelLoadError(
-            f"{meta.name}: features {missing} are not computed by the live engine "
-            f"(it computes: {', '.join(COLUMN)})"
+            f"{meta.name}: features {missing} are not computed by the live engine with these settings "
+            f"(it computes: {', '.join(columns)})"
         )
     if meta.feature_params:
         ours = features.model_dump()
@@ -176,7 +178,7 @@ def load_model(
         be = make_backend(backend, onnx_path, meta, max_batch=max_batch)
     except Exception as e:
         raise ModelLoadError(f"{meta.name}: {backend} backend: {e}") from e
-    loaded = LoadedModel(meta=meta, backend=be, version=str(version), source=str(onnx_path.parent))
+    loaded = LoadedModel(meta=meta, backend=be, version=str(version), source=str(onnx_path.parent), columns=columns)
     try:
         _smoke(loaded)
     except Exception as e:
