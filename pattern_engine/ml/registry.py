@@ -37,7 +37,14 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from common import db
-from pattern_engine.ml.metadata import BUNDLE_META, BUNDLE_ONNX, BundleError, ModelMetadata, load_bundle, onnx_sha256
+from pattern_engine.ml.metadata import (
+    BUNDLE_META,
+    BUNDLE_ONNX,
+    BundleError,
+    ModelMetadata,
+    load_bundle,
+    onnx_sha256,
+)
 
 __all__ = [
     "STATES",
@@ -135,10 +142,12 @@ class ModelRecord:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """What a promote / retire did: the version after it, whether anything changed, the version it replaced."""
+    """What a promote / retire did: the version after it, whether anything changed, its state before, and
+    (promote) the version it replaced, after the change."""
 
     record: ModelRecord
     changed: bool
+    previous_state: str
     replaced: ModelRecord | None = None
 
 
@@ -162,7 +171,7 @@ def check_bundle(directory: str | Path) -> tuple[ModelMetadata, Path]:
     The model is loaded with the CPU backend and run on a few rows (zeros, ones, minus ones); the output
     must be ``[rows, len(classes)]``, finite, in [0, 1], each row summing to 1 (± 1e-3): probabilities.
     """
-    from pattern_engine.ml.backends import make_backend
+    from pattern_engine.ml.backends import BackendUnavailable, make_backend
 
     try:
         meta, onnx = load_bundle(directory)
@@ -171,13 +180,15 @@ def check_bundle(directory: str | Path) -> tuple[ModelMetadata, Path]:
     x = np.ascontiguousarray(np.repeat(_SMOKE_ROWS, len(meta.features), axis=1))
     try:
         backend = make_backend("cpu", onnx, meta, max_batch=len(x))
-        try:
-            out = np.asarray(backend.run(x))
-        finally:
-            backend.close()
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; any failure refuses the model
+    except BackendUnavailable as e:  # names the file and ONNX Runtime's reason
+        raise InvalidModel(str(e).splitlines()[0][:500]) from e
+    try:
+        out = np.asarray(backend.run(x))
+    except Exception as e:
         raise InvalidModel(f"{onnx}: does not run on the CPU backend with {len(meta.features)} input column(s) "
                            f"{meta.input_name!r} -> {meta.output_name!r}: {str(e).splitlines()[0][:300]}") from e
+    finally:
+        backend.close()
     want = (len(x), len(meta.classes))
     if out.shape != want:
         raise InvalidModel(f"{onnx}: output {meta.output_name!r} has shape {list(out.shape)} for {len(x)} rows; "
@@ -350,7 +361,7 @@ class ModelRegistry:
         with self.engine.begin() as c:
             rec = self._get(c, name, version, lock=True)
             if rec.state == "promoted":
-                return Transition(rec, changed=False)
+                return Transition(rec, changed=False, previous_state=rec.state)
             if rec.state == "retired":
                 raise StateConflict(f"{rec.ref} is retired and cannot be promoted; register its bundle again "
                                     "(a new version) to bring it back")
@@ -370,21 +381,21 @@ class ModelRegistry:
             new = self._get(c, name, version)
             replaced = self._get(c, old.name, old.version) if old is not None else None
         log.info("model %s promoted by %s (replacing %s): %s", rec.ref, by, old.ref if old else "none", reason)
-        return Transition(new, changed=True, replaced=replaced)
+        return Transition(new, changed=True, previous_state=rec.state, replaced=replaced)
 
     def _retire(self, name: str, version: int, by: str, reason: str) -> Transition:
         with self.engine.begin() as c:
             rec = self._get(c, name, version, lock=True)
             if rec.state == "retired":
-                return Transition(rec, changed=False)
+                return Transition(rec, changed=False, previous_state=rec.state)
             c.execute(_models.update().where(_models.c.id == rec.id)
                       .values(state="retired", retired_at=datetime.now(UTC), retired_by=by, reason=reason))
             self._audit_row(c, by, "model.retire", rec.ref, {"reason": reason, "from": rec.state, "to": "retired"})
             new = self._get(c, name, version)
         if rec.state == "promoted":
-            log.warning("model %s retired by %s while promoted: %s has no promoted version now (%s)",
+            log.info("model %s retired by %s while promoted: %s has no promoted version now (%s)",
                         rec.ref, by, name, reason)
-        return Transition(new, changed=True)
+        return Transition(new, changed=True, previous_state=rec.state)
 
     @staticmethod
     def _audit_row(c: sa.Connection, by: str, action: str, ref: str, detail: dict[str, Any]) -> None:
