@@ -65,7 +65,7 @@ STATES = db.MODEL_STATES
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")  # ModelMetadata.name
 _REF_RE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]{0,63})@(?P<version>[0-9]{1,9})$")
 _ATTEMPTS = 6  # register / state changes that lose a race (unique index, SQLite lock) try again
-_SMOKE_ROWS = np.array([[0.0], [1.0], [-1.0], [0.0]], dtype=np.float32)  # times a row of ones
+_SMOKE_ROWS = np.array([[0.0], [1.0], [-1.0], [0.0]], dtype=np.float32)  # each value repeated across the features
 
 _models = db.Model.__table__
 _audit = db.AuditLog.__table__
