@@ -55,6 +55,13 @@ class CommonSettings(SettingsBase):
         description="SQLAlchemy URL of the authoritative database; empty = SQLite file under AITRADER_HOME.",
     )
     home: Path = Field(Path("var"), description="Runtime folder: logs, pids, SQLite file, private Redis data.")
+    model_store: str = Field(
+        "",
+        description=(
+            "Folder of the model registry's bundles (<name>/<version>/); empty = models/ under AITRADER_HOME. "
+            "One store per database."
+        ),
+    )
     shards: int = Field(1, ge=1, le=1024, description="Number of md:ticks:{shard} streams symbols hash to.")
     stream_maxlen: int = Field(
         1_000_000, ge=1000, description="Approximate MAXLEN of each stream (entries; ticks are batched)."
@@ -120,6 +127,11 @@ class CommonSettings(SettingsBase):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'aitrader.db').resolve()}"
+
+    @property
+    def model_store_dir(self) -> Path:
+        """The model registry's store folder (``models/`` under ``home`` by default), absolute."""
+        return Path(self.model_store).expanduser().resolve() if self.model_store else (self.home / "models").resolve()
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

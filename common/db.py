@@ -24,6 +24,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -31,10 +32,12 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     false,
     func,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -54,6 +57,8 @@ __all__ = [
     "ControlRequest",
     "Fill",
     "KillSwitchEvent",
+    "MODEL_STATES",
+    "Model",
     "Order",
     "OutboxMessage",
     "RefreshToken",
@@ -89,6 +94,7 @@ ORDER_STATUSES = (
 OPEN_STATUSES = ("PENDING_NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL")
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 ROLES = ("viewer", "trader", "admin")  # API roles, least to most privileged
+MODEL_STATES = ("registered", "promoted", "retired")  # pattern_engine.ml.registry
 
 # Deterministic constraint names: downgrades and PostgreSQL/SQLite diffs need them.
 NAMING_CONVENTION = {
@@ -371,6 +377,45 @@ class RefreshToken(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger)
     used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Model(Base):
+    """One version of a model bundle in the registry (``pattern_engine/ml/registry.py``, 0007).
+
+    ``version`` counts 1, 2, 3 ... per ``name``; ``path`` is the bundle directory relative to the
+    model store (``<name>/<version>``); ``metadata_`` is the stored copy's full ``model.json``.
+    At most one row per name is ``promoted`` (a partial unique index). ``reason`` is the reason
+    of the last state change; every change is also an ``audit_log`` row (entity ``model``).
+    """
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(255))
+    onnx_sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64), default="")
+    features: Mapped[list[str]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+    created_by: Mapped[str] = mapped_column(String(64))
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    promoted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retired_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        CheckConstraint(_in("state", MODEL_STATES), name="state"),
+        CheckConstraint("version >= 1", name="version"),
+        UniqueConstraint("name", "version"),
+        # at most one promoted version per name; also the index of the engine's promoted(name) poll
+        Index("uq_models_promoted_name", "name", unique=True,
+              sqlite_where=text("state = 'promoted'"), postgresql_where=text("state = 'promoted'")),
+    )
 
 
 # -- engine and sessions -------------------------------------------------------------------

@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
-          "risk_overrides", "gateway_state", "users", "refresh_tokens"}
+          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models"}
 
 
 def tables(url: str) -> set[str]:
@@ -160,7 +160,7 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
     finally:
         eng.dispose()
     db.downgrade(database_url, "0005")
-    assert tables(database_url) == TABLES - {"users", "refresh_tokens"}
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)

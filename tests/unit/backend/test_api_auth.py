@@ -34,11 +34,17 @@ MATRIX = [
     ("POST", "/kill-switch/release", RELEASE, "admin", 504),
     ("GET", "/risk", None, "viewer", 200),
     ("PUT", "/risk", {"key": "defaults.max_order_qty", "value": "5", "reason": "matrix"}, "admin", 504),
+    ("GET", "/models", None, "viewer", 200),
+    # no model is registered here: an allowed caller gets 404 (test_api_models.py has the 200s)
+    ("GET", "/models/{name}/{version}", None, "viewer", 404),
+    ("POST", "/models/{name}/{version}/promote", {"reason": "matrix"}, "admin", 404),
+    ("POST", "/models/{name}/{version}/retire", {"reason": "matrix"}, "admin", 404),
     ("GET", "/status", None, "viewer", 200),
     ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
+PATH_PARAMS = {"name": "no_such_model", "version": 1}  # the MATRIX paths' {placeholders} in requests
 
 
 def _b64(obj: dict) -> str:
@@ -56,7 +62,7 @@ def test_f2_endpoint_role_matrix(api):
     got, want = {}, {}
     for method, path, body, least, ok in MATRIX:
         for who in ("anonymous", *ROLES):
-            r = api.client.request(method, path, json=body, headers=tokens.get(who, {}))
+            r = api.client.request(method, path.format(**PATH_PARAMS), json=body, headers=tokens.get(who, {}))
             got[(path, who)] = r.status_code
             want[(path, who)] = 401 if who == "anonymous" else (ok if RANK[who] >= RANK[least] else 403)
             assert r.headers["content-type"].startswith(
