@@ -141,7 +141,7 @@ class PatternEngineService(Service):
             new = await asyncio.to_thread(d.load, f"{name}@{version}")
         except ModelLoadError as e:
             self._failed_versions.add((name, version))
-            self.count(f"model.{d.name}.swap_failures")
+            d.stats["swap_failures"] = d.stats.get("swap_failures", 0) + 1  # committed with the next batch
             log.error("%s: cannot load %s@%s (promoted): %s; %s keeps running %s@%s", self.name, name, version, e,
                       d.name, d.model_id, d.model_version)
             await self._publish_alert("model.swap_failed", d.name, str(e),

@@ -57,13 +57,17 @@ from pattern_engine.features import FeatureParams, model_columns
 from pattern_engine.ml.backends import InferenceBackend, make_backend
 from pattern_engine.ml.metadata import BundleError, ModelMetadata, load_bundle
 
-__all__ = ["LoadedModel", "ModelLoadError", "OnnxDetector", "OnnxParams", "load_model", "model_ref_kind"]
+__all__ = ["LoadedModel", "ModelLoadError", "NoPromotedVersion", "OnnxDetector", "OnnxParams", "load_model", "model_ref_kind"]
 
 log = logging.getLogger(__name__)
 
 
 class ModelLoadError(ValueError):
     """A model that cannot be run by this engine; the message says which and why."""
+
+
+class NoPromotedVersion(ModelLoadError):
+    """A registry name followed by a detector has no promoted version (yet)."""
 
 
 class OnnxParams(DetectorParams):
@@ -161,6 +165,12 @@ def load_model(
             version = reg_version if reg_version is not None else meta.version
     except (BundleError, LookupError, OSError, ValueError) as e:
         raise ModelLoadError(str(e)) from e
+    except Exception as e:  # the registry's errors (database unreachable, unknown name, bad stored copy)
+        from pattern_engine.ml import registry
+
+        if isinstance(e, registry.NoPromotedVersion):
+            raise NoPromotedVersion(str(e)) from e
+        raise ModelLoadError(f"registry: {e}") from e
     columns = model_columns(features)
     missing = [f for f in meta.features if f not in columns]
     if missing:
@@ -274,10 +284,18 @@ class OnnxDetector(BatchDetector):
 
     # -- config-time -----------------------------------------------------------------------------
     def check(self, features: FeatureParams) -> list[tuple[str, str]]:
-        """Load the model now (config time): a bad model stops the start with the key named."""
+        """Load the model now (config time): a bad model stops the start with the key named.
+
+        A registry name with no promoted version yet is not an error: the detector starts idle
+        (no model signals) and the service swaps the first promoted version in.
+        """
         self.features = features
+        if not self.enabled:  # configured but off: nothing is loaded (the file may not even exist here)
+            return []
         try:
             self.model = self.load(self.params.model)
+        except NoPromotedVersion as e:
+            log.warning("detector %s: %s; idle until a version is promoted", self.name, e)
         except ModelLoadError as e:
             return [("model", str(e))]
         return []

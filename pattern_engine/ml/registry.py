@@ -52,6 +52,7 @@ __all__ = [
     "ModelNotFound",
     "ModelRecord",
     "ModelRegistry",
+    "NoPromotedVersion",
     "RegistryError",
     "StateConflict",
     "Transition",
@@ -78,6 +79,10 @@ class RegistryError(Exception):
 
 class ModelNotFound(RegistryError):
     """No such model name, or no such version of it."""
+
+
+class NoPromotedVersion(ModelNotFound):
+    """The name has versions but none is promoted."""
 
 
 class InvalidModel(RegistryError):
@@ -262,7 +267,7 @@ class ModelRegistry:
             return self._load_record(rec)
         versions = self.list(name=name)
         if versions:
-            raise ModelNotFound(f"model {name!r} has no promoted version (versions: "
+            raise NoPromotedVersion(f"model {name!r} has no promoted version (versions: "
                                 f"{', '.join(f'{r.version} {r.state}' for r in versions)}); "
                                 f"promote one or ask for {name}@N")
         if Path(ref).is_dir():
@@ -434,3 +439,30 @@ def _retryable(e: sa.exc.DBAPIError) -> bool:
         return True
     msg = str(e.orig).lower() if e.orig is not None else ""
     return any(s in msg for s in ("locked", "busy", "deadlock", "could not serialize"))
+
+
+# -- the engine's view: one registry from the environment's settings ---------------------------------
+_default: ModelRegistry | None = None
+
+
+def default_registry() -> ModelRegistry:
+    """The registry of this process's settings (``DATABASE_URL``, ``AITRADER_MODEL_STORE``), opened once."""
+    global _default
+    if _default is None:
+        from common.config import CommonSettings, load
+
+        common = load(CommonSettings)
+        _default = ModelRegistry(db.make_engine(common.db_url), common.model_store_dir)
+    return _default
+
+
+def resolve(ref: str) -> tuple[ModelMetadata, Path, str | None]:
+    """``ModelRegistry.resolve`` on the default registry, the version as a string (signals carry it)."""
+    meta, onnx, version = default_registry().resolve(ref)
+    return meta, onnx, None if version is None else str(version)
+
+
+def promoted_version(name: str) -> str | None:
+    """The promoted version of ``name`` in the default registry, or None."""
+    rec = default_registry().promoted(name)
+    return None if rec is None else str(rec.version)

@@ -214,3 +214,8 @@ def test_a_hot_swap_between_batches_loses_and_reorders_no_tick(tmp_path):
     key = lambda s: (s.signal_id, s.side, s.strength)  # noqa: E731
     assert [key(s) for s in s1] == [key(s) for s in want_a if s.ts_event <= ticks[half - 1].ts_event]
     assert [key(s) for s in s2] == [key(s) for s in want_b if s.ts_event > ticks[half - 1].ts_event]
+
+
+def test_a_disabled_onnx_detector_loads_nothing(tmp_path):
+    cfg = config(str(tmp_path / "absent"), enabled=False)
+    assert cfg.batch == [] and cfg.detectors[0].model is None
