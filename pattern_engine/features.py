@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pattern_engine import kernel
 
-__all__ = ["COLUMN", "FEATURES", "FeatureParams", "model_columns", "FeatureState", "SymbolRegistry", "alpha", "tick_arrays"]
+__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha", "model_columns", "tick_arrays"]
 
 FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
 COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}

@@ -211,7 +211,7 @@ def test_a_hot_swap_between_batches_loses_and_reorders_no_tick(tmp_path):
     assert eng.ticks_seen == len(ticks)
     assert {s.model_version for s in s1} == {"dev-seed1"} and {s.model_version for s in s2} == {"dev-seed2"}
     # features are not reset by a swap: after it, the signals are exactly what model b gives on the same state
-    key = lambda s: (s.signal_id, s.side, s.strength)  # noqa: E731
+    key = lambda s: (s.signal_id, s.side, s.strength)
     assert [key(s) for s in s1] == [key(s) for s in want_a if s.ts_event <= ticks[half - 1].ts_event]
     assert [key(s) for s in s2] == [key(s) for s in want_b if s.ts_event > ticks[half - 1].ts_event]
 
