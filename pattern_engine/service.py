@@ -210,7 +210,10 @@ class PatternEngineService(Service):
     def heartbeat_detail(self) -> str:
         detail = f"symbols={len(self.engine.state.symbols)} ticks={self.engine.ticks_seen}"
         for d in self.onnx:
-            detail += f" {d.name}={d.model_id}@{d.model_version}" + (" (breaker open)" if d.breaker_open else "")
+            if d.model is None:
+                detail += f" {d.name}=idle(no promoted {d.follows})"
+            else:
+                detail += f" {d.name}={d.model_id}@{d.model_version}" + (" (breaker open)" if d.breaker_open else "")
         errors = self.engine.model_errors
         return f"{detail} model_errors={errors}" if errors else detail
 

@@ -67,7 +67,7 @@ class ModelLoadError(ValueError):
 
 
 class NoPromotedVersion(ModelLoadError):
-    """A registry name followed by a detector has no promoted version (yet)."""
+    """A registry name followed by a detector has no promoted version (yet), or no version at all."""
 
 
 class OnnxParams(DetectorParams):
@@ -168,7 +168,9 @@ def load_model(
     except Exception as e:  # the registry's errors (database unreachable, unknown name, bad stored copy)
         from pattern_engine.ml import registry
 
-        if isinstance(e, registry.NoPromotedVersion):
+        if isinstance(e, registry.NoPromotedVersion) or (
+            isinstance(e, registry.ModelNotFound) and model_ref_kind(ref) == "follow"
+        ):
             raise NoPromotedVersion(str(e)) from e
         raise ModelLoadError(f"registry: {e}") from e
     columns = model_columns(features)
@@ -286,8 +288,9 @@ class OnnxDetector(BatchDetector):
     def check(self, features: FeatureParams) -> list[tuple[str, str]]:
         """Load the model now (config time): a bad model stops the start with the key named.
 
-        A registry name with no promoted version yet is not an error: the detector starts idle
-        (no model signals) and the service swaps the first promoted version in.
+        A registry name with no promoted version yet (or not registered yet) is not an error: the
+        detector starts idle (no model signals, a warning, the heartbeat says so) and the service
+        swaps the first promoted version in. A pinned ``name@N`` or a path must load.
         """
         self.features = features
         if not self.enabled:  # configured but off: nothing is loaded (the file may not even exist here)

@@ -174,11 +174,15 @@ async def test_no_promoted_version_starts_idle_and_picks_up_the_first_promotion(
     assert got and {(s.model_id, s.model_version) for s in got} == {("m", "1")}
 
 
-def test_an_unknown_registry_name_stops_the_start_with_the_key_named(reg):
+def test_a_followed_name_not_registered_yet_starts_idle_but_a_pinned_version_must_exist(reg, tmp_path):
     from common.config import ConfigError
 
+    assert pattern("nosuch").batch[0].model is None
     with pytest.raises(ConfigError, match=r"detectors\.mlp\.model: .*no model named 'nosuch'"):
-        pattern("nosuch")
+        pattern("nosuch@1")
+    reg.register(make_bundle(tmp_path / "a", name="m", seed=1), by="test")
+    with pytest.raises(ConfigError, match=r"detectors\.mlp\.model: .*no version 2"):
+        pattern("m@2")
 
 
 async def test_a_sustained_model_failure_alerts_on_the_bus_and_counts(reg, r, redis_url, tmp_path):
