@@ -385,6 +385,8 @@ class _OrtBackend(InferenceBackend):
                 log.warning("%s: %s gives non-finite outputs for an all-zero row", self.onnx_path, self.name)
 
     def _slot(self, k: int) -> tuple[np.ndarray, Any, np.ndarray]:
+        if self.session is None:
+            raise RuntimeError(f"{self.name}: backend is closed")
         io = self.session.io_binding()
         io.bind_input(self._in_name, "cpu", 0, np.float32, [k, self.n_features], self._inb.ctypes.data)
         io.bind_output(self._out_name, "cpu", 0, np.float32, [k, self.n_outputs], self._outb.ctypes.data)
@@ -732,6 +734,8 @@ class TensorRTBackend(InferenceBackend):
         shape = x.shape
         if shape[1:] != self._row or not 0 < shape[0] <= self.max_batch:
             raise self._bad_input(x)
+        if self._closed:
+            raise RuntimeError("tensorrt: backend is closed")
         if self._owner != threading.get_ident():
             self._ctx.push()  # the CUDA context is current only in the thread that built us
             try:
