@@ -306,6 +306,8 @@ class _OrtBackend(InferenceBackend):
     ``run`` copies the rows into the input buffer and runs; no allocation per call."""
 
     provider: ClassVar[str] = "CPUExecutionProvider"
+    #: What a failed warm-up run means: the model's fault on the CPU, the GPU path's elsewhere.
+    _run_error: ClassVar[type[Exception]] = BackendUnavailable
 
     def __init__(self, onnx_path: Path, meta: ModelMetadata, max_batch: int = 1024, **opts: Any) -> None:
         super().__init__(onnx_path, meta, max_batch)
@@ -377,7 +379,7 @@ class _OrtBackend(InferenceBackend):
                 out = self.run(np.zeros((k, self.n_features), np.float32))
             except Exception as e:
                 self.close()
-                raise BundleError(
+                raise self._run_error(
                     f"{self.onnx_path}: {self.name} cannot run it on a [{k}, {self.n_features}] input "
                     f"into a [{k}, {self.n_outputs}] output: {e}"
                 ) from e
@@ -417,6 +419,7 @@ class OrtCpuBackend(_OrtBackend):
     """ONNX Runtime on the CPU: one intra-op thread, sequential execution, full graph optimisation."""
 
     name = "cpu"
+    _run_error = BundleError
 
     def _load_failed(self, e: Exception) -> None:
         # The CPU provider runs every standard operator: a failure here is the model's.
