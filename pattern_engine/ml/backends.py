@@ -547,9 +547,9 @@ class TensorRTBackend(InferenceBackend):
         super().__init__(onnx_path, meta, max_batch)
         self._closed = True
         trt = _import("tensorrt", "TensorRT (the tensorrt package)")
-        cuda = _import("pycuda.driver", "pycuda")
-        drv = _CudaDriver.get()
+        drv = _CudaDriver.get()  # before pycuda: "no driver" is the clearer message on a GPU-less box
         gpu_key = drv.gpu_key(device_id)
+        cuda = _import("pycuda.driver", "pycuda")
         _inspect_onnx(self.onnx_path, meta)
         self.device_id, self.fp16, self.tf32 = device_id, bool(fp16), bool(tf32)
         self.opt_batch = max(1, min(int(opt_batch or 64), max_batch))
