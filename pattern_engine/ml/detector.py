@@ -77,6 +77,9 @@ class OnnxParams(DetectorParams):
     )
     backend: str = Field("cpu", pattern=r"^(cpu|ort-cuda|ort-tensorrt|tensorrt|auto)$",
                          description="Inference backend: cpu, ort-cuda, ort-tensorrt, tensorrt or auto.")
+    backend_options: dict[str, int | float | bool | str] = Field(
+        default_factory=dict, description="Options of the backend (device_id, fp16, cache_dir, ...: docs/models.md)."
+    )
     threshold: float | None = Field(None, gt=0, le=1, description="Class probability to fire (default: the bundle's).")
     max_batch: int = Field(256, ge=1, le=65_536, description="Rows per inference call (larger batches are chunked).")
     isolation: Literal["auto", "thread", "inline"] = Field(
@@ -146,6 +149,7 @@ def load_model(
     backend: str = "cpu",
     max_batch: int = 256,
     resolve: Callable[[str], tuple[ModelMetadata, Path, str | None]] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Resolve ``ref``, check the bundle against this engine, build the backend and warm it up.
 
@@ -187,7 +191,7 @@ def load_model(
             shown = ", ".join(f"{k}: trained {a}, engine {b}" for k, (a, b) in sorted(diff.items()))
             raise ModelLoadError(f"{meta.name}: trained with other feature settings ({shown})")
     try:
-        be = make_backend(backend, onnx_path, meta, max_batch=max_batch)
+        be = make_backend(backend, onnx_path, meta, max_batch=max_batch, **(options or {}))
     except Exception as e:
         raise ModelLoadError(f"{meta.name}: {backend} backend: {e}") from e
     loaded = LoadedModel(meta=meta, backend=be, version=str(version), source=str(onnx_path.parent), columns=columns)
@@ -306,7 +310,8 @@ class OnnxDetector(BatchDetector):
     def load(self, ref: str) -> LoadedModel:
         if self.features is None:
             raise ModelLoadError("feature settings unknown: call check(features) first")
-        return load_model(ref, self.features, self.params.backend, self.params.max_batch, self.resolve)
+        return load_model(ref, self.features, self.params.backend, self.params.max_batch, self.resolve,
+                          self.params.backend_options)
 
     @property
     def isolation(self) -> str:

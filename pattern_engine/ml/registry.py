@@ -185,7 +185,7 @@ def check_bundle(directory: str | Path) -> tuple[ModelMetadata, Path]:
     x = np.ascontiguousarray(np.repeat(_SMOKE_ROWS, len(meta.features), axis=1))
     try:
         backend = make_backend("cpu", onnx, meta, max_batch=len(x))
-    except BackendUnavailable as e:  # names the file and ONNX Runtime's reason
+    except (BackendUnavailable, BundleError) as e:  # names the file and the reason
         raise InvalidModel(str(e).splitlines()[0][:500]) from e
     try:
         out = np.asarray(backend.run(x))

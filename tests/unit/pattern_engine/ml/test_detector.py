@@ -98,7 +98,7 @@ def test_rows_with_nan_or_inf_features_are_dropped_before_inference_and_counted(
     ("garbage onnx", lambda p: _corrupt(make_bundle(p / "b")), "sha256"),
     ("obi feature", lambda p: make_bundle(p / "b", features=("ret", "obi_5")), "obi_5"),
     ("feature settings", lambda p: make_bundle(p / "b", feature_params={"fast_halflife": 4.0}), "fast_halflife"),
-    ("wrong outputs", lambda p: make_bundle(p / "b", classes=(-1, 1), n_out=3), "output shape"),
+    ("wrong outputs", lambda p: make_bundle(p / "b", classes=(-1, 1), n_out=3), "lists 2 classes"),
 ])
 def test_a_bad_bundle_stops_the_start_with_the_key_named(tmp_path, problem, make, key_text):
     bundle = make(tmp_path)
@@ -219,3 +219,10 @@ def test_a_hot_swap_between_batches_loses_and_reorders_no_tick(tmp_path):
 def test_a_disabled_onnx_detector_loads_nothing(tmp_path):
     cfg = config(str(tmp_path / "absent"), enabled=False)
     assert cfg.batch == [] and cfg.detectors[0].model is None
+
+
+def test_backend_options_reach_the_backend_and_an_unknown_one_is_refused_at_start(tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    assert det(engine(str(bundle), backend_options={"device_id": 0})).model is not None  # cpu ignores it
+    with pytest.raises(ConfigError, match=r"detectors\.mlp\.model: .*colour"):
+        config(str(bundle), backend_options={"colour": "blue"})
