@@ -77,6 +77,8 @@ class TrainResult:
     summary: str
     seconds: float = 0.0
     curve: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the fitted scikit-learn estimator (the one exported)
+    split: Split | None = None
 
 
 def normalise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
@@ -311,7 +313,7 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
     out = save_bundle(out_dir, meta, data)
     _save_validation(out, x_all[split.val], yva, rows.future_return[split.val], features, curve, opts.seed)
     seconds = time.perf_counter() - t0
-    return TrainResult(out, meta, _summary(out, meta, seconds), seconds, curve)
+    return TrainResult(out, meta, _summary(out, meta, seconds), seconds, curve, model, split)
 
 
 def _params(model: Any, opts: TrainOptions) -> dict[str, Any]:
