@@ -216,7 +216,7 @@ def _load_pickle(path: Path) -> Any:
         import pickle
 
         with open(path, "rb") as f:
-            return pickle.load(f)  # noqa: S301 - documented: import only files you trust
+            return pickle.load(f)
     except Exception as e:  # unpickling garbage raises anything (UnpicklingError, EOFError, ValueError ...)
         raise ModelImportError(f"{path}: cannot be unpickled: {type(e).__name__}: {str(e)[:200]}") from e
 
@@ -260,7 +260,7 @@ def _from_torch(path: Path, n_features: int) -> bytes:
                                "import the .onnx") from e
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except Exception:  # not TorchScript: a pickled nn.Module (unpickling runs code: trusted files only)
+    except Exception:  # noqa: BLE001 - not TorchScript: a pickled nn.Module (unpickling runs code: trusted files)
         try:
             module = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as e:
@@ -349,7 +349,7 @@ def import_model(
             training={"source": str(p), "source_sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
                       **({"parity_max_abs_diff": extra["parity_max_abs_diff"]}
                          if "parity_max_abs_diff" in extra else {})},
-            versions=extra["versions"], created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            versions=extra["versions"], created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
     except ValidationError as e:  # bad name, classes, scale ...
         err = e.errors()[0]

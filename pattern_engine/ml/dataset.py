@@ -238,12 +238,12 @@ def time_split(rows: LabelledRows, fractions: tuple[float, float, float] = (0.6,
     if n < 30:
         raise DatasetError(f"{n} labelled rows are too few to split into train / validation / test")
     order = np.argsort(rows.ts_event, kind="stable")
-    i1 = int(round(n * fractions[0]))
-    i2 = int(round(n * (fractions[0] + fractions[1])))
+    i1 = round(n * fractions[0])
+    i2 = round(n * (fractions[0] + fractions[1]))
     ts = rows.ts_event[order]
     # A window starts at a timestamp: rows sharing the cut's ts_event all go to the later window.
-    i1 = int(np.searchsorted(ts, ts[i1], side="left"))
-    i2 = int(np.searchsorted(ts, ts[i2], side="left"))
+    i1 = np.searchsorted(ts, ts[i1], side="left")
+    i2 = np.searchsorted(ts, ts[i2], side="left")
     train, val, test = order[:i1], order[i1:i2], order[i2:]
     purged = 0
     if embargo:

@@ -34,8 +34,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
-    "BUNDLE_ONNX",
     "BUNDLE_META",
+    "BUNDLE_ONNX",
     "BundleError",
     "Horizon",
     "ModelMetadata",

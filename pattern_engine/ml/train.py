@@ -215,7 +215,7 @@ def _sha256(path: str) -> str:
 
 
 def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
@@ -308,7 +308,7 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
         threshold=opts.threshold, horizon=Horizon(events=opts.horizon, flat_bps=round(flat, 6)),
         feature_params={k: float(v) for k, v in params.model_dump().items()}, training=training, metrics=metrics,
         versions=versions("sklearn", "skl2onnx"),
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     out = save_bundle(out_dir, meta, data)
     _save_validation(out, x_all[split.val], yva, rows.future_return[split.val], features, curve, opts.seed)
@@ -339,20 +339,16 @@ def _save_validation(out: Path, x: np.ndarray, y: np.ndarray, fr: np.ndarray, fe
 def _summary(out: Path, meta: ModelMetadata, seconds: float) -> str:
     t, m = meta.training, meta.metrics
     r = t["rows"]
-    auc = m["auc_ovr"]
-    lines = [
-        f"model {meta.name} {meta.version} ({meta.kind}, {len(meta.features)} features) in {seconds:.1f}s",
-        f"rows: {r['ticks']} ticks -> {r['labelled']} labelled price events, used {r['used']}: train {r['train']} / "
-        f"validation {r['val']} / test {r['test']} (purged by embargo {r['purged_by_embargo']}, "
-        f"non-finite {r['dropped_non_finite']})",
-        f"label: horizon {meta.horizon.events} price events, flat band {meta.horizon.flat_bps:.3g} bps"
-        f"{' (auto)' if t['flat_bps_auto'] else ''}; test balance {t['label_balance']['test']}",
-        f"test: accuracy {m['accuracy']:.3f} (majority {m['majority_accuracy']:.3f}), AUC "
-        + ", ".join(f"{k}: {v:.3f}" if v is not None else f"{k}: n/a" for k, v in auc.items())
-        + f"; log-loss {m['log_loss']:.4f} (prior {m.get('baseline_log_loss', float('nan')):.4f})",
-        m["verdict"],
-        f"onnx parity: max |diff| {m['parity']['max_abs_diff']:.1e} over {m['parity']['rows']} test rows "
-        f"(atol {m['parity']['atol']})",
-        f"bundle: {out}",
-    ]
+    aucs = ", ".join(f"{k}: {v:.3f}" if v is not None else f"{k}: n/a" for k, v in m["auc_ovr"].items())
+    rows = (f"rows: {r['ticks']} ticks -> {r['labelled']} labelled price events, used {r['used']}: "
+            f"train {r['train']} / validation {r['val']} / test {r['test']} "
+            f"(purged by embargo {r['purged_by_embargo']}, non-finite {r['dropped_non_finite']})")
+    label = (f"label: horizon {meta.horizon.events} price events, flat band {meta.horizon.flat_bps:.3g} bps"
+             f"{' (auto)' if t['flat_bps_auto'] else ''}; test balance {t['label_balance']['test']}")
+    test = (f"test: accuracy {m['accuracy']:.3f} (majority {m['majority_accuracy']:.3f}), AUC {aucs}; "
+            f"log-loss {m['log_loss']:.4f} (prior {m.get('baseline_log_loss', float('nan')):.4f})")
+    parity = (f"onnx parity: max |diff| {m['parity']['max_abs_diff']:.1e} over {m['parity']['rows']} test rows "
+              f"(atol {m['parity']['atol']})")
+    head = f"model {meta.name} {meta.version} ({meta.kind}, {len(meta.features)} features) in {seconds:.1f}s"
+    lines = [head, rows, label, test, m["verdict"], parity, f"bundle: {out}"]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ def test_permutation_importance_ranks_the_planted_feature_first():
     y = np.where(x[:, 2] + 0.5 * rng.normal(size=4000) > 0, 1, -1)
     model = LogisticRegression().fit(x[:2000], y[:2000])
     imps = permutation_importance(model.predict_proba, x[2000:], y[2000:], [-1, 1], names, repeats=3)
-    assert [i.feature for i in imps][0] == "planted"
+    assert imps[0].feature == "planted"
     assert imps[0].mean > 0.3  # log-loss rises a lot without it
     assert all(abs(i.mean) < 0.02 for i in imps[1:])  # the noise columns barely matter
     with pytest.raises(ValueError, match="3 columns for 5 feature names"):

@@ -224,7 +224,7 @@ def test_real_bac_trades_and_quotes_train_in_seconds(shared_data, tmp_path, caps
                "--out", str(out), "--name", "bac_mlp"])
     text = capsys.readouterr()
     assert rc == 0, text.err
-    meta, path = load_bundle(out)
+    meta, _ = load_bundle(out)
     assert meta.training["rows"]["ticks"] > 200_000 and meta.training["rows"]["used"] == 30_000
     assert meta.training["seconds"] < 30
     m = meta.metrics
