@@ -238,8 +238,8 @@ def time_split(rows: LabelledRows, fractions: tuple[float, float, float] = (0.6,
     if n < 30:
         raise DatasetError(f"{n} labelled rows are too few to split into train / validation / test")
     order = np.argsort(rows.ts_event, kind="stable")
-    i1 = round(n * fractions[0])
-    i2 = round(n * (fractions[0] + fractions[1]))
+    i1 = min(n - 1, round(n * fractions[0]))
+    i2 = min(n - 1, round(n * (fractions[0] + fractions[1])))
     ts = rows.ts_event[order]
     # A window starts at a timestamp: rows sharing the cut's ts_event all go to the later window.
     i1 = np.searchsorted(ts, ts[i1], side="left")

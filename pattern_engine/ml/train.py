@@ -297,7 +297,7 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
         "split_fractions": list(opts.fractions),
         "embargo": "rows whose label window reaches into the next window are dropped",
         "class_weights": "balanced" if weighted else "none",
-        "model": {"type": type(model).__name__, "params": _params(model, opts)},
+        "model": {"type": type(model).__name__, "params": _params(model, opts, curve)},
         "curve": {"kind": curve["kind"], "best": curve["best"], "steps": len(curve["x"])},
         "seed": opts.seed,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -316,10 +316,10 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
     return TrainResult(out, meta, _summary(out, meta, seconds), seconds, curve, model, split)
 
 
-def _params(model: Any, opts: TrainOptions) -> dict[str, Any]:
+def _params(model: Any, opts: TrainOptions, curve: dict[str, Any]) -> dict[str, Any]:
     if opts.model == "mlp":
         return {"hidden": list(opts.hidden), "alpha": model.alpha, "batch_size": model.batch_size,
-                "learning_rate_init": model.learning_rate_init, "epochs": int(model.n_iter_)}
+                "learning_rate_init": model.learning_rate_init, "epochs": int(curve["best"])}
     return {"n_estimators": int(model.n_estimators), "max_depth": model.max_depth,
             "learning_rate": model.learning_rate, "subsample": model.subsample}
 

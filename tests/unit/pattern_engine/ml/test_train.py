@@ -67,6 +67,7 @@ def test_mlp_bundle_holds_what_the_engine_and_the_registry_need(mlp_run):
     assert {"python", "numpy", "sklearn", "onnx", "onnxruntime", "skl2onnx"} <= set(meta.versions)
     assert meta.created_at.endswith("+00:00")
     assert res.curve["best"] == t["curve"]["best"] and len(res.curve["val"]) == t["curve"]["steps"]
+    assert t["model"]["params"]["epochs"] == res.curve["best"] == 1 + int(np.argmin(res.curve["val"]))
     assert min(res.curve["val"]) == pytest.approx(meta.metrics["validation_log_loss"], abs=1e-5)
     json.loads((res.bundle / "model.json").read_text())  # plain JSON
 
@@ -115,6 +116,7 @@ def test_gbm_trains_exports_and_matches(tmp_path):
     res = train(rows, TrainOptions(horizon=3, model="gbm", features=FEATS, flat_bps=0.4, max_epochs=6), tmp_path)
     meta, _ = load_bundle(res.bundle)
     assert meta.kind == "sklearn-gbm" and res.curve["kind"] == "trees" and res.curve["x"][0] == 10
+    assert res.model.n_estimators == res.curve["best"] == meta.training["model"]["params"]["n_estimators"]
     raw = rows.matrix(FEATS)[res.split.test]
     xn = normalise(raw, np.asarray(meta.mean), np.asarray(meta.scale), meta.clip)
     np.testing.assert_allclose(onnx_proba(res.bundle, raw), res.model.predict_proba(xn), atol=PARITY_ATOL, rtol=0)
