@@ -129,7 +129,7 @@ def _feature_params(path: str | None) -> Any:
 
 
 def cmd_train(args: argparse.Namespace, common: Any) -> int:
-    from pattern_engine.ml.dataset import load_rows
+    from pattern_engine.ml.dataset import check_feature_names, load_rows
     from pattern_engine.ml.train import TrainOptions, train
 
     try:
@@ -140,9 +140,7 @@ def cmd_train(args: argparse.Namespace, common: Any) -> int:
         opts = TrainOptions(horizon=args.horizon, flat_bps=args.flat_bps, model=args.model, features=args.features,
                             name=args.name, threshold=args.threshold, max_rows=args.max_rows, seed=args.seed)
         if args.features:
-            from pattern_engine.ml.dataset import check_feature_names
-
-            check_feature_names(args.features)  # before minutes of feature computation
+            check_feature_names(args.features)  # before reading and computing features
         rows = load_rows(args.data, args.horizon, fmt=args.format, params=params, depth=depth or None)
         result = train(rows, opts, args.out, params)
     except _errors() as e:
