@@ -1,11 +1,190 @@
-"""``aitrader model`` subcommands: see backend/model_cli/__init__.py."""
+"""``aitrader model train | import | report``: research commands (see backend/model_cli/__init__.py).
+
+Bad input (a missing file, an unknown feature, a model of the wrong width ...) prints one
+line on stderr and exits 2; argparse's own errors exit 2 too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+__all__ = ["add_commands", "resolve_bundle"]
+
+
+def resolve_bundle(ref: str) -> Path:
+    """The bundle directory a command-line reference names (for now: a directory path)."""
+    from pattern_engine.ml.metadata import BundleError
+
+    p = Path(ref)
+    if not p.is_dir():
+        raise BundleError(f"{ref}: no such bundle directory")
+    return p
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not an integer: {v!r}") from e
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _names(v: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in v.split(",") if s.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("empty list")
+    return names
+
+
+def _floats(v: str) -> list[float]:
+    try:
+        return [float(s) for s in v.split(",")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {v!r}") from e
+
+
+def _ints(v: str) -> list[int]:
+    try:
+        return [int(s) for s in v.split(",")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {v!r}") from e
+
+
+def _depth(v: str) -> tuple[str, str]:
+    sym, sep, path = v.partition("=")
+    if not sep or not sym or not path:
+        raise argparse.ArgumentTypeError(f"expected SYMBOL=PATH, got {v!r}")
+    return sym, path
 
 
 def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int]]:
-    return {}
+    tp = msub.add_parser("train", help="train a model on tick files and write a bundle (model.onnx + model.json)")
+    tp.add_argument("--data", nargs="+", required=True, metavar="PATH", help="tick files (any tick_replay format)")
+    tp.add_argument("--format", default=None, help="force one tick_replay format for every file")
+    tp.add_argument("--horizon", type=_positive, required=True, help="label horizon in price events of the symbol")
+    tp.add_argument("--flat-bps", type=float, default=None,
+                    help="|future return| below this (bps) is flat; default: the band holding 1/3 of training rows")
+    tp.add_argument("--model", choices=["mlp", "gbm"], default="mlp")
+    tp.add_argument("--features", type=_names, default=None, help="comma-separated engine feature names")
+    tp.add_argument("--depth", type=_depth, action="append", default=[], metavar="SYMBOL=PATH",
+                    help="Binance depth capture of SYMBOL for obi_1/obi_5/obi_10 columns (repeat for more files)")
+    tp.add_argument("--name", default=None, help="model name (default <model>_h<horizon>)")
+    tp.add_argument("--threshold", type=float, default=0.5, help="decision threshold on P(up) / P(down)")
+    tp.add_argument("--max-rows", type=_positive, default=None, help="train on a random subset of N labelled rows")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--pattern", default=None, metavar="FILE",
+                    help="pattern config whose features: settings to use (default config/pattern.yml)")
+    tp.add_argument("--out", required=True, help="bundle directory to write")
+
+    ip = msub.add_parser("import", help="turn a .onnx / .pkl / .joblib / .pt model into a bundle")
+    ip.add_argument("file")
+    ip.add_argument("--name", required=True)
+    ip.add_argument("--features", type=_names, required=True, help="comma-separated engine feature names, in "
+                    "the order of the model's input columns")
+    ip.add_argument("--classes", type=_ints, default=None, help="label of each output column (default -1,0,1; "
+                    "sklearn models give their own)")
+    ip.add_argument("--outputs", choices=["probabilities", "logits"], default="probabilities",
+                    help="what the output tensor holds; logits get a softmax appended")
+    ip.add_argument("--output-name", default=None, help="which output tensor (when the graph has several)")
+    ip.add_argument("--mean", type=_floats, default=None, help="per-feature mean the engine subtracts (default 0)")
+    ip.add_argument("--scale", type=_floats, default=None, help="per-feature scale the engine divides by (default 1)")
+    ip.add_argument("--threshold", type=float, default=0.6)
+    ip.add_argument("--pattern", default=None, metavar="FILE",
+                    help="pattern config whose features: settings the model assumes (default config/pattern.yml)")
+    ip.add_argument("--out", required=True, help="bundle directory to write")
+
+    rp = msub.add_parser("report", help="draw a trained bundle's curve, precision vs threshold and importances")
+    rp.add_argument("bundle", help="bundle directory")
+    rp.add_argument("--out", default=None, help="PNG to write (default <bundle>/report.png)")
+    return {"train": cmd_train, "import": cmd_import, "report": cmd_report}
+
+
+def _fail(what: str, e: BaseException) -> int:
+    print(f"aitrader model {what}: {e}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from common.config import ConfigError
+    from pattern_engine.ml.convert import ModelImportError
+    from pattern_engine.ml.dataset import DatasetError
+    from pattern_engine.ml.metadata import BundleError
+    from tick_replay.formats import FormatError
+
+    return ConfigError, DatasetError, ModelImportError, BundleError, FormatError, OSError
+
+
+def _feature_params(path: str | None) -> Any:
+    from pattern_engine.pattern_config import DEFAULT_PATH, load_pattern_config
+
+    return load_pattern_config(path or DEFAULT_PATH).features
+
+
+def cmd_train(args: argparse.Namespace, common: Any) -> int:
+    from pattern_engine.ml.dataset import check_feature_names, load_rows
+    from pattern_engine.ml.train import TrainOptions, train
+
+    try:
+        params = _feature_params(args.pattern)
+        depth: dict[str, list[str]] = {}
+        for sym, path in args.depth:
+            depth.setdefault(sym, []).append(path)
+        opts = TrainOptions(horizon=args.horizon, flat_bps=args.flat_bps, model=args.model, features=args.features,
+                            name=args.name, threshold=args.threshold, max_rows=args.max_rows, seed=args.seed)
+        if args.features:
+            check_feature_names(args.features)  # before reading and computing features
+        rows = load_rows(args.data, args.horizon, fmt=args.format, params=params, depth=depth or None)
+        result = train(rows, opts, args.out, params)
+    except _errors() as e:
+        return _fail("train", e)
+    print(result.summary)
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, common: Any) -> int:
+    from pattern_engine.ml.convert import import_model
+
+    try:
+        params = _feature_params(args.pattern)
+        out = import_model(args.file, args.out, name=args.name, features=args.features, classes=args.classes,
+                           outputs=args.outputs, output_name=args.output_name, mean=args.mean, scale=args.scale,
+                           threshold=args.threshold,
+                           feature_params={k: float(v) for k, v in params.model_dump().items()})
+    except _errors() as e:
+        return _fail("import", e)
+    from pattern_engine.ml.metadata import load_bundle
+
+    meta, _ = load_bundle(out)
+    print(f"imported {args.file} as {meta.name} {meta.version} ({meta.kind}): {len(meta.features)} features -> "
+          f"classes {meta.classes} from output {meta.output_name!r}\nbundle: {out}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, common: Any) -> int:
+    from pattern_engine.ml.metadata import load_bundle
+    from pattern_engine.ml.report import write_report
+
+    try:
+        bundle = resolve_bundle(args.bundle)
+        meta, _ = load_bundle(bundle)
+        result = write_report(bundle, args.out)
+    except _errors() as e:
+        return _fail("report", e)
+    m = meta.metrics
+    print(f"{meta.name} {meta.version} ({meta.kind}), horizon "
+          f"{meta.horizon.events if meta.horizon else '?'} price events")
+    if "verdict" in m:
+        print(m["verdict"])
+    print(f"permutation importance on {result.rows} validation rows (rise in log-loss when shuffled):")
+    for imp in result.importances:
+        print(f"  {imp.feature:<16} {imp.mean:+.5f} ± {imp.std:.5f}")
+    print(f"report: {result.png}")
+    return EXIT_OK
