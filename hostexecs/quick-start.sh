@@ -11,6 +11,16 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 . scripts/_venv.sh
 ensure_venv
+. scripts/_lib.sh
+scripts/run_migrations.sh
+# The pattern engine's ML detector (config/pattern.yml: ml_demo) follows the registry model
+# `demo_mlp`. The first run trains it (~10 s) on a synthetic market seeded differently from the
+# replay's, registers and promotes it. AITRADER_DEMO_MODEL=0 skips this (the detector stays idle).
+if [ "${AITRADER_DEMO_MODEL:-1}" != 0 ] && ! aitrader model show demo_mlp >/dev/null 2>&1; then
+  echo "== training the demo model (once): aitrader model train --synthetic 200000 --horizon 20 =="
+  aitrader model train --synthetic 200000 --horizon 20 --name demo_mlp --out "$AITRADER_HOME/bundles/demo_mlp" \
+    --promote --reason "quick-start demo model"
+fi
 scripts/start_pipeline.sh
 if [ $# -eq 0 ]; then
   # The synthetic default (100k ticks, ~90 s of market time) at 10x real time: ~11k ticks/s.
@@ -20,7 +30,6 @@ echo "== replaying: aitrader replay $* =="
 aitrader replay "$@"
 echo "== report =="
 aitrader report --wait-idle "${AITRADER_REPORT_WAIT:-300}" || true
-. scripts/_lib.sh
 cat <<MSG
 
 Next:
@@ -28,6 +37,7 @@ Next:
   aitrader report --json              the run as JSON
   aitrader kill engage --reason "..." halt trading (release needs --reason too)
   aitrader replay FILE... [--speed X] replay more ticks (formats: docs/data-formats.md)
+  aitrader model list                 the registry's models (train, promote, report: docs/models.md)
   logs in $AITRADER_HOME/logs, database $( [ -n "${DATABASE_URL:-}" ] && echo "$DATABASE_URL" || echo "$AITRADER_HOME/aitrader.db")
   scripts/stop_pipeline.sh            stop everything
 MSG

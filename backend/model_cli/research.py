@@ -12,19 +12,61 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 __all__ = ["add_commands", "resolve_bundle"]
 
 
-def resolve_bundle(ref: str) -> Path:
-    """The bundle directory a command-line reference names (for now: a directory path)."""
+def resolve_bundle(ref: str, common: Any = None) -> Path:
+    """The bundle directory a command-line reference names: a directory, or a registry id
+    (``name@N``, or ``name`` for its promoted version) when ``common`` gives the database."""
     from pattern_engine.ml.metadata import BundleError
 
     p = Path(ref)
-    if not p.is_dir():
+    if p.is_dir():
+        return p
+    if common is None or "/" in ref:
         raise BundleError(f"{ref}: no such bundle directory")
-    return p
+    from backend.model_cli.registry import _registry
+    from pattern_engine.ml.registry import RegistryError, parse_ref
+
+    try:
+        reg = _registry(common)
+        try:
+            name, version = parse_ref(ref)
+            rec = reg.get(name, version) if version is not None else reg.promoted(name)
+            if rec is None:
+                raise BundleError(f"{ref}: no such bundle directory, and model {name!r} has no promoted version")
+            return reg.bundle_dir(rec)
+        finally:
+            reg.engine.dispose()
+    except RegistryError as e:
+        raise BundleError(f"{ref}: no such bundle directory, and not in the registry: {e}") from e
+
+
+def _register(bundle: Path, args: argparse.Namespace, common: Any, what: str) -> None:
+    """``--register`` / ``--promote``: record the new bundle (and promote it) in the registry."""
+    if not (args.register or args.promote):
+        return
+    from backend.model_cli.registry import _actor, _registry
+
+    reg = _registry(common)
+    try:
+        reason = args.reason or f"aitrader model {what}"
+        rec = reg.register(bundle, _actor(), reason)
+        print(f"registered {rec.ref} at {reg.bundle_dir(rec)}")
+        if args.promote:
+            reg.promote(rec.name, rec.version, _actor(), reason)
+            print(f"promoted {rec.ref}: engines following {rec.name!r} swap to it")
+    finally:
+        reg.engine.dispose()
+
+
+def _registry_flags(p: Any) -> None:
+    p.add_argument("--register", action="store_true", help="also register the bundle in the model registry")
+    p.add_argument("--promote", action="store_true", help="register and promote it (engines following the name "
+                   "swap to it)")
+    p.add_argument("--reason", default="", help="reason recorded with --register / --promote")
 
 
 def _positive(v: str) -> int:
@@ -67,7 +109,13 @@ def _depth(v: str) -> tuple[str, str]:
 
 def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int]]:
     tp = msub.add_parser("train", help="train a model on tick files and write a bundle (model.onnx + model.json)")
-    tp.add_argument("--data", nargs="+", required=True, metavar="PATH", help="tick files (any tick_replay format)")
+    src = tp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", nargs="+", metavar="PATH", help="tick files (any tick_replay format)")
+    src.add_argument("--synthetic", type=_positive, metavar="N",
+                     help="train on N ticks of the seeded synthetic market (tick_replay.synthetic) instead")
+    tp.add_argument("--symbols", type=_positive, default=4, help="symbols of --synthetic (default 4)")
+    tp.add_argument("--synthetic-seed", type=int, default=101,
+                    help="seed of --synthetic (default 101; the replay's default is 7: train and replay differ)")
     tp.add_argument("--format", default=None, help="force one tick_replay format for every file")
     tp.add_argument("--horizon", type=_positive, required=True, help="label horizon in price events of the symbol")
     tp.add_argument("--flat-bps", type=float, default=None,
@@ -83,6 +131,7 @@ def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int
     tp.add_argument("--pattern", default=None, metavar="FILE",
                     help="pattern config whose features: settings to use (default config/pattern.yml)")
     tp.add_argument("--out", required=True, help="bundle directory to write")
+    _registry_flags(tp)
 
     ip = msub.add_parser("import", help="turn a .onnx / .pkl / .joblib / .pt model into a bundle")
     ip.add_argument("file")
@@ -100,10 +149,12 @@ def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int
     ip.add_argument("--pattern", default=None, metavar="FILE",
                     help="pattern config whose features: settings the model assumes (default config/pattern.yml)")
     ip.add_argument("--out", required=True, help="bundle directory to write")
+    _registry_flags(ip)
 
     rp = msub.add_parser("report", help="draw a trained bundle's curve, precision vs threshold and importances")
-    rp.add_argument("bundle", help="bundle directory")
-    rp.add_argument("--out", default=None, help="PNG to write (default <bundle>/report.png)")
+    rp.add_argument("bundle", help="bundle directory, or a registry id: NAME@VERSION, or NAME (its promoted version)")
+    rp.add_argument("--out", default=None, help="PNG to write (default <bundle>/report.png for a directory, "
+                    "./report-<name>-<version>.png for a registry id)")
     return {"train": cmd_train, "import": cmd_import, "report": cmd_report}
 
 
@@ -141,11 +192,29 @@ def cmd_train(args: argparse.Namespace, common: Any) -> int:
                             name=args.name, threshold=args.threshold, max_rows=args.max_rows, seed=args.seed)
         if args.features:
             check_feature_names(args.features)  # before reading and computing features
-        rows = load_rows(args.data, args.horizon, fmt=args.format, params=params, depth=depth or None)
+        if args.synthetic:
+            from tick_replay.synthetic import synthetic_ticks
+
+            label = f"synthetic:n={args.synthetic},symbols={args.symbols},seed={args.synthetic_seed}"
+            rows = load_rows([label], args.horizon, params=params, depth=depth or None,
+                             ticks=synthetic_ticks(args.synthetic, args.symbols, args.synthetic_seed))
+        else:
+            rows = load_rows(args.data, args.horizon, fmt=args.format, params=params, depth=depth or None)
         result = train(rows, opts, args.out, params)
     except _errors() as e:
         return _fail("train", e)
     print(result.summary)
+    return _registered(Path(args.out), args, common, "train")
+
+
+def _registered(bundle: Path, args: argparse.Namespace, common: Any, what: str) -> int:
+    from pattern_engine.ml.registry import RegistryError
+
+    try:
+        _register(bundle, args, common, what)
+    except RegistryError as e:
+        print(f"aitrader model {what}: the bundle is at {bundle} but registering it failed: {e}", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -165,7 +234,7 @@ def cmd_import(args: argparse.Namespace, common: Any) -> int:
     meta, _ = load_bundle(out)
     print(f"imported {args.file} as {meta.name} {meta.version} ({meta.kind}): {len(meta.features)} features -> "
           f"classes {meta.classes} from output {meta.output_name!r}\nbundle: {out}")
-    return EXIT_OK
+    return _registered(Path(out), args, common, "import")
 
 
 def cmd_report(args: argparse.Namespace, common: Any) -> int:
@@ -173,9 +242,12 @@ def cmd_report(args: argparse.Namespace, common: Any) -> int:
     from pattern_engine.ml.report import write_report
 
     try:
-        bundle = resolve_bundle(args.bundle)
+        bundle = resolve_bundle(args.bundle, common)
         meta, _ = load_bundle(bundle)
-        result = write_report(bundle, args.out)
+        out = args.out
+        if out is None and not Path(args.bundle).is_dir():  # never write into the registry's store
+            out = f"report-{meta.name}-{meta.version}.png"
+        result = write_report(bundle, out)
     except _errors() as e:
         return _fail("report", e)
     m = meta.metrics

@@ -23,13 +23,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from common.messages import Tick
 from pattern_engine.batch_features import compute_features
 from pattern_engine.book import BookSeries, book_series
 from pattern_engine.features import FEATURES, FeatureParams
@@ -166,8 +167,12 @@ def load_rows(
     depth: Mapping[str, Sequence[str | Path]] | None = None,
     levels: Sequence[int] = (1, 5, 10),
     warmup: int = DEFAULT_WARMUP,
+    ticks: Iterable[Tick] | None = None,
 ) -> LabelledRows:
     """Read tick files (``tick_replay``), compute features and label them.
+
+    ``ticks`` (with ``paths`` naming their source, e.g. ``["synthetic:n=...,seed=..."]``) are used
+    instead of reading files.
 
     ``depth``: symbol → Binance depth capture files (``book.book_series``) for ``obi_<N>`` columns.
     Raises ``tick_replay.FormatError`` for a file that cannot be read, ``DatasetError`` otherwise.
@@ -185,7 +190,8 @@ def load_rows(
             books[sym] = book_series(list(files), levels=tuple(levels), symbol=sym)
         except (OSError, ValueError) as e:
             raise DatasetError(f"depth for {sym}: {e}") from e
-    table = compute_features(open_ticks(paths, fmt), params, books=books or None)
+    source = ticks if ticks is not None else open_ticks(paths, fmt)
+    table = compute_features(source, params, books=books or None)
     if table.num_rows == 0:
         raise DatasetError(f"no ticks in {', '.join(str(p) for p in paths)}")
     rows = label_rows(table, horizon, warmup)

@@ -285,7 +285,7 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
     sha = hashlib.sha256(data).hexdigest()
     name = opts.name or f"{opts.model}_h{opts.horizon}"
     training = {
-        "files": [{"path": f, "sha256": _sha256(f)} for f in rows.files],
+        "files": [{"path": f, "sha256": _sha256(f)} if Path(f).is_file() else {"source": f} for f in rows.files],
         "windows": {k: {"first_ts": v[0], "last_ts": v[1], "first": _iso(v[0]), "last": _iso(v[1])}
                     for k, v in split.windows(rows).items()},
         "rows": {"ticks": rows.ticks, "labelled": labelled, "used": len(rows), "train": int(split.train.size),
