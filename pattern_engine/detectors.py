@@ -138,6 +138,11 @@ class BatchDetector(Detector):
     def evaluate(self, ctx: BatchContext) -> Sequence[Detection]:
         """Score the context's rows; return the rows that fire."""
 
+    def start(self) -> list[tuple[str, str]]:
+        """Acquire resources (load a model) before the first batch; ``(parameter, problem)``
+        pairs stop the engine's start with a ConfigError naming ``detectors.<name>.<parameter>``."""
+        return []
+
     def close(self) -> None:
         """Release resources (sessions, GPU buffers)."""
 

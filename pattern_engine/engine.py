@@ -23,6 +23,7 @@ from itertools import chain
 
 import numpy as np
 
+from common.config import ConfigError
 from common.messages import Side, Signal, Tick, TickBatch, TickType, signal_id_for
 from pattern_engine import kernel
 from pattern_engine.detectors import BatchContext, BatchDetector
@@ -64,6 +65,9 @@ class PatternEngine:
         self._model_last = np.full((self.state.capacity, len(self.models)), kernel.NEVER_FIRED, dtype=np.int64)
         self._model_errors = [0] * len(self.models)
         self.ticks_seen = 0
+        for det in self.models:  # load models now: a bad one stops the start, naming the key
+            for param, problem in det.start():
+                raise ConfigError(f"{config.source}: detectors.{det.name}.{param}: {problem}")
 
     # -- public API ------------------------------------------------------------------------
     def on_batch(self, batch: TickBatch) -> list[Signal]:

@@ -217,6 +217,12 @@ def _smoke(m: LoadedModel) -> None:
             raise ModelLoadError("outputs are not class probabilities (finite, >= 0, rows summing to 1)")
 
 
+def _registry_unavailable() -> tuple[type[BaseException], ...]:
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
 class InferenceTimeout(TimeoutError):
     pass
 
@@ -290,20 +296,31 @@ class OnnxDetector(BatchDetector):
 
     # -- config-time -----------------------------------------------------------------------------
     def check(self, features: FeatureParams) -> list[tuple[str, str]]:
-        """Load the model now (config time): a bad model stops the start with the key named.
-
-        A registry name with no promoted version yet (or not registered yet) is not an error: the
-        detector starts idle (no model signals, a warning, the heartbeat says so) and the service
-        swaps the first promoted version in. A pinned ``name@N`` or a path must load.
-        """
+        """Config-time checks only (no file or database is touched: reading the pattern file stays
+        cheap and side-effect free); the model is loaded by ``start``."""
         self.features = features
-        if not self.enabled:  # configured but off: nothing is loaded (the file may not even exist here)
+        return []
+
+    def start(self) -> list[tuple[str, str]]:
+        """Load the model (the engine calls this once, before the first batch).
+
+        A path or a pinned ``name@N`` must load: otherwise ``[("model", why)]`` and the engine
+        refuses to start, naming the key. A followed registry name with no promoted version, not
+        registered yet, or a registry that cannot be read now is not an error: the detector
+        starts idle (no model signals, a warning, the heartbeat says so) and the service swaps
+        the first promoted version in once the registry answers.
+        """
+        if self.model is not None or not self.enabled:
             return []
         try:
             self.model = self.load(self.params.model)
         except NoPromotedVersion as e:
             log.warning("detector %s: %s; idle until a version is promoted", self.name, e)
         except ModelLoadError as e:
+            if self.follows and isinstance(e.__cause__, _registry_unavailable()):
+                log.warning("detector %s: cannot read the model registry now (%s); idle until it answers and "
+                            "%s has a promoted version", self.name, e, self.follows)
+                return []
             return [("model", str(e))]
         return []
 

@@ -446,13 +446,24 @@ _default: ModelRegistry | None = None
 
 
 def default_registry() -> ModelRegistry:
-    """The registry of this process's settings (``DATABASE_URL``, ``AITRADER_MODEL_STORE``), opened once."""
+    """The registry of this process's settings (``DATABASE_URL``, ``AITRADER_MODEL_STORE``), opened once,
+    for reading: the engine only reads it, and a SQLite file is opened read-only, so an engine started
+    where no database exists yet creates none (its reads fail until one is migrated)."""
     global _default
     if _default is None:
         from common.config import CommonSettings, load
 
         common = load(CommonSettings)
-        _default = ModelRegistry(db.make_engine(common.db_url), common.model_store_dir)
+        url = db.normalize_url(common.db_url)
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            import sqlite3
+
+            path = Path(url[len("sqlite:///"):].split("?", 1)[0]).resolve()
+            engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, check_same_thread=False))
+        else:
+            engine = db.make_engine(url)
+        _default = ModelRegistry(engine, common.model_store_dir)
     return _default
 
 

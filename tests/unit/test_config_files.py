@@ -12,7 +12,7 @@ def load_strategies():
 
 
 def test_every_strategy_follows_a_detector_the_pattern_engine_runs():
-    detectors = {d.name for d in load_pattern_config().rules if d.enabled}
+    detectors = {d.name for d in load_pattern_config().detectors if d.enabled}
     strategies = load_strategies()
     assert strategies, "no strategies shipped"
     for s in strategies:
@@ -23,7 +23,7 @@ def test_every_strategy_follows_a_detector_the_pattern_engine_runs():
 
 def test_every_enabled_detector_has_a_strategy():
     followed = {d for s in load_strategies() if s.enabled for d in s.detectors}
-    for d in load_pattern_config().rules:
+    for d in load_pattern_config().detectors:
         if d.enabled:
             assert d.name in followed, f"detector {d.name} feeds no strategy"
 

@@ -9,11 +9,13 @@ from pattern_engine.detectors import Breakout, Imbalance, MeanReversion, Momentu
 from pattern_engine.pattern_config import DEFAULT_PATH, load_pattern_config, parse_pattern_config
 
 
-def test_shipped_pattern_file_is_valid_and_enables_the_four_rule_detectors():
+def test_shipped_pattern_file_is_valid_and_enables_the_four_rule_detectors_and_the_demo_model():
     cfg = load_pattern_config(DEFAULT_PATH)
     assert [type(d) for d in cfg.rules] == [Momentum, MeanReversion, Breakout, Imbalance]
     assert [d.name for d in cfg.rules] == ["momentum_burst", "mean_reversion", "breakout", "imbalance"]
-    assert cfg.batch == []
+    (ml,) = cfg.batch
+    assert (ml.name, ml.type_name, ml.follows, ml.params.backend) == ("ml_demo", "onnx", "demo_mlp", "cpu")
+    assert ml.model is None  # reading the file loads nothing: the engine loads it at start
 
 
 def test_type_defaults_to_the_name_and_instances_may_share_a_type():

@@ -8,7 +8,7 @@ from common.config import ConfigError
 from strategy_engine.config import DEFAULT_STRATEGIES_FILE
 from strategy_engine.strategies import StrategyRouter, load_strategies, parse_strategies
 
-DETECTORS = {"momentum_burst", "mean_reversion", "breakout", "imbalance"}
+DETECTORS = {"momentum_burst", "mean_reversion", "breakout", "imbalance", "ml_demo"}
 
 
 def _one(**kw) -> dict:

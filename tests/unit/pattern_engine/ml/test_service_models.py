@@ -155,7 +155,7 @@ async def test_a_promoted_model_that_cannot_load_is_refused_and_the_previous_one
 async def test_no_promoted_version_starts_idle_and_picks_up_the_first_promotion(reg, r, redis_url, tmp_path):
     v1 = reg.register(make_bundle(tmp_path / "a", name="m", seed=1), by="test")
     cfg = pattern("m")
-    assert cfg.batch[0].model is None
+    assert cfg.batch[0].start() == [] and cfg.batch[0].model is None  # no promoted version: idle
     svc, task = await start(redis_url, cfg)
     try:
         await wait_for(lambda: _health(r))
@@ -177,12 +177,12 @@ async def test_no_promoted_version_starts_idle_and_picks_up_the_first_promotion(
 def test_a_followed_name_not_registered_yet_starts_idle_but_a_pinned_version_must_exist(reg, tmp_path):
     from common.config import ConfigError
 
-    assert pattern("nosuch").batch[0].model is None
+    assert PatternEngine(pattern("nosuch")).models[0].model is None
     with pytest.raises(ConfigError, match=r"detectors\.mlp\.model: .*no model named 'nosuch'"):
-        pattern("nosuch@1")
+        PatternEngine(pattern("nosuch@1"))
     reg.register(make_bundle(tmp_path / "a", name="m", seed=1), by="test")
     with pytest.raises(ConfigError, match=r"detectors\.mlp\.model: .*no version 2"):
-        pattern("m@2")
+        PatternEngine(pattern("m@2"))
 
 
 async def test_a_sustained_model_failure_alerts_on_the_bus_and_counts(reg, r, redis_url, tmp_path):
@@ -190,6 +190,7 @@ async def test_a_sustained_model_failure_alerts_on_the_bus_and_counts(reg, r, re
     reg.promote("m", v1.version, by="test", reason="first")
     cfg = pattern("m", max_failures=3, failure_window=10, retry_after_s=3600, isolation="inline")
     det = cfg.batch[0]
+    assert det.start() == [] and det.model is not None
 
     def broken(x):
         raise RuntimeError("device lost")
@@ -222,3 +223,13 @@ async def _ticks(r, n: int) -> bool:
 
 async def _alert(r, command: str) -> bool:
     return any(a.command == command for a in await alerts(r))
+
+
+def test_a_followed_name_starts_idle_while_the_registry_cannot_be_read(clean_env, tmp_path):
+    clean_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'absent.db'}")
+    clean_env.setattr(registry_mod, "_default", None)
+    eng = PatternEngine(pattern("m"))
+    assert eng.models[0].model is None
+    assert not (tmp_path / "absent.db").exists()  # the engine opens the registry read-only: creates nothing
+    eng.close()
+    registry_mod._default.engine.dispose()
