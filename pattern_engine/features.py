@@ -71,8 +71,11 @@ class FeatureParams(BaseModel):
     imbalance_halflife: float = Field(16.0, gt=0, le=1e6, description="Quote-imbalance EWMA half-life (quotes).")
     intensity_halflife: float = Field(32.0, gt=0, le=1e6, description="Inter-trade-time EWMA half-life (trades).")
     window: int = Field(64, ge=2, le=100_000, description="Rolling high/low window (price events).")
+    # Left out of model_dump() (exclude=True): it decides which obi_<N> columns exist, not the value
+    # of any feature, so a bundle's ``feature_params`` (recorded from model_dump()) stays the
+    # numeric kernel settings; a model asking for a missing obi_<N> is refused by name instead.
     book_levels: list[Annotated[int, Field(ge=1, le=MAX_BOOK_LEVELS)]] = Field(
-        default_factory=list, max_length=16,
+        default_factory=list, max_length=16, exclude=True,
         description="Order-book imbalance columns obi_<N> for these level counts N, from the book messages of "
         "the tick stream (empty: no book is kept, no obi column).",
     )
@@ -83,12 +86,6 @@ class FeatureParams(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("lists a level count twice")
         return v
-
-    def kernel_settings(self) -> dict[str, float]:
-        """The settings that change the value of a kernel feature (what a model bundle's
-        ``feature_params`` records): every field but ``book_levels``, which only decides which
-        ``obi_<N>`` columns exist (a model asking for a missing one is refused by name)."""
-        return self.model_dump(exclude={"book_levels"})
 
     def vector(self) -> np.ndarray:
         """The kernel's feature-parameter vector."""

@@ -128,8 +128,7 @@ class _Out:
         if ticks or books:
             self.full.append((shard, ticks, books))
             self.pending[shard] = []
-            if books:
-                self.pending_books[shard] = []
+            self.pending_books[shard] = []  # a fresh list: the sealed entry keeps its own
 
     def seal_all(self) -> None:
         for s in range(self.shards):
