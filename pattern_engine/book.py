@@ -18,8 +18,12 @@
 - ``read_binance_depth(path)``: the hftbacktest depth captures in ``../shared/data``
   (``*_depth.csv.gz``, one row per level, rows of one message share ``local_ts_ns`` and
   ids) as messages; ``book_series(path)`` replays one into a ``BookSeries`` (imbalance
-  after every synced message, stamped ``local_ts_ns`` like the same capture's ticks) that
+  after every change of the book or of its sync state — NaN while out of sync —, stamped
+  ``local_ts_ns`` like the same capture's ticks) that
   ``batch_features.compute_features(books=...)`` joins to ticks as of their ``ts_event``.
+- ``SymbolBook``: the per-symbol wrapper both drivers feed (``book_series`` and the live
+  engine, ``engine.PatternEngine``): Binance rules when messages carry update ids, plain L2
+  otherwise, imbalance reported only while synced.
 """
 
 from __future__ import annotations
@@ -245,7 +249,7 @@ class SymbolBook:
     refused (crossed) snapshot leaves it unsynced until the next good one).
     """
 
-    __slots__ = ("book", "futures", "_plain_synced")
+    __slots__ = ("_plain_synced", "book", "futures")
 
     def __init__(self, futures: bool = False) -> None:
         self.book: L2Book | None = None
@@ -322,13 +326,14 @@ def read_binance_depth(path: str | Path, stats: BookStats | None = None) -> Iter
 
 @dataclass
 class BookSeries:
-    """Imbalance after each synced book change of one symbol: ``obi[i, j]`` at ``ts[i]`` over ``levels[j]``."""
+    """Imbalance after each change of one symbol's book or sync state: ``obi[i, j]`` at ``ts[i]`` over
+    ``levels[j]`` (NaN rows while out of sync)."""
 
     symbol: str
     levels: list[int]
     ts: np.ndarray  # int64, non-decreasing
     obi: np.ndarray  # float64 [len(ts), len(levels)]
-    bbo: np.ndarray  # float64 [len(ts), 2]: best bid, best ask (NaN for an empty side)
+    bbo: np.ndarray  # float64 [len(ts), 2]: best bid, best ask (NaN for an empty side or out of sync)
     stats: BookStats
 
 

@@ -26,10 +26,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.messages import MAX_BOOK_LEVELS
-
 from pattern_engine import kernel
 
-__all__ = ["COLUMN", "FEATURES", "FeatureParams", "book_columns", "model_columns", "FeatureState", "SymbolRegistry", "alpha", "tick_arrays"]
+__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha", "book_columns", "model_columns", "tick_arrays"]
 
 FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
 COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}

@@ -30,7 +30,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.messages import MAX_BOOK_LEVELS
-
 from tick_replay.formats.base import (
     BOOK,
     MAX_PRICE,
@@ -51,19 +50,19 @@ from tick_replay.formats.base import (
 __all__ = [
     "HFT_BBO_HEADER",
     "HFT_DEPTH_HEADER",
-    "depth_messages",
-    "read_hftbacktest_depth",
-    "sniff_hftbacktest_depth",
     "HFT_TRADES_HEADER",
+    "depth_messages",
     "parquet_batches",
     "parquet_columns",
     "read_freqtrade_trades",
     "read_hftbacktest_bbo",
+    "read_hftbacktest_depth",
     "read_hftbacktest_trades",
     "read_nautilus_quotes",
     "read_nautilus_trades",
     "sniff_freqtrade",
     "sniff_hftbacktest_bbo",
+    "sniff_hftbacktest_depth",
     "sniff_hftbacktest_trades",
     "sniff_nautilus_quotes",
     "sniff_nautilus_trades",

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from common.config import ConfigError
-from common.messages import MAX_BOOK_LEVELS, BookUpdate, DecodeError, Tick, TickBatch, TickType, decode_as, encode
+from common.messages import (
+    MAX_BOOK_LEVELS,
+    BookUpdate,
+    DecodeError,
+    Tick,
+    TickBatch,
+    TickType,
+    decode_as,
+    encode,
+)
 from pattern_engine.batch_features import compute_features
 from pattern_engine.book import book_series
 from pattern_engine.detectors import BatchContext, BatchDetector, Detection
