@@ -28,6 +28,8 @@ __all__ = [
     "TimeInForce",
     "OrdStatus",
     "Tick",
+    "BookUpdate",
+    "MAX_BOOK_LEVELS",
     "TickBatch",
     "Signal",
     "OrderIntent",
@@ -117,12 +119,52 @@ class Tick(msgspec.Struct, tag="tick", gc=False, **_COMMON):
     v: int = SCHEMA_VERSION
 
 
+MAX_BOOK_LEVELS = 5_000  # per side of one BookUpdate (Binance's largest REST snapshot)
+
+# Level values are plain floats on purpose: a NaN or negative level is skipped and counted by
+# the book (pattern_engine/book.py), it does not dead-letter the ticks travelling with it.
+Levels = Annotated[list[tuple[float, float]], msgspec.Meta(max_length=MAX_BOOK_LEVELS)]
+
+
+class BookUpdate(msgspec.Struct, tag="book", gc=False, **_COMMON):
+    """One level-2 order-book message of one symbol: a snapshot or a delta.
+
+    ``bids`` / ``asks`` are ``(price, qty)`` pairs; in a delta ``qty`` is the new absolute
+    quantity at that price (0 deletes the level); a snapshot replaces the book. The
+    Binance diff-depth update ids ``first_id`` (U), ``last_id`` (u) and ``prev_last_id``
+    (pu, USD-M futures) let the engine check the chain (0: the source has none; a snapshot
+    carries its ``lastUpdateId`` in ``last_id``). Order against the ticks of the same
+    ``TickBatch``: see ``TickBatch``.
+    """
+
+    symbol: Sym
+    ts_event: Ts
+    seq: Ts  # per-symbol sequence of the book messages within their source (ticks count apart)
+    snapshot: bool = False
+    first_id: Ts = 0
+    last_id: Ts = 0
+    prev_last_id: Ts = 0
+    bids: Levels = []
+    asks: Levels = []
+    v: int = SCHEMA_VERSION
+
+
 class TickBatch(msgspec.Struct, tag="ticks", gc=False, **_COMMON):
-    """Several ticks in one stream entry (the unit of ``md:ticks:{shard}``)."""
+    """Several ticks in one stream entry (the unit of ``md:ticks:{shard}``), and the order-book
+    messages of the same stretch of the stream.
+
+    Order rule: ``ticks`` and ``books`` are each in stream order; a tick's row reflects every
+    book message of its symbol that comes before it in the stream, i.e. (the producer emits a
+    time-ordered stream, book messages before ticks stamped the same instant) every book
+    message of an earlier entry, and those of this entry up to the first one stamped *later*
+    than the tick (``ts_event``). ``books`` was appended in a later version: entries
+    without it decode with ``books = []``.
+    """
 
     ticks: list[Tick]
     ts_ingest: int = 0
     v: int = SCHEMA_VERSION
+    books: list[BookUpdate] = []
 
 
 class Signal(msgspec.Struct, tag="signal", **_COMMON):

@@ -16,8 +16,10 @@ checks equality on synthetic and real files). Nothing is re-implemented here.
 - one float64 column per name in ``features.FEATURES``, in that order,
 - with ``books=`` (order-book imbalance, ``book.py``): one float64 column ``obi_<N>`` per
   level count, the imbalance of the symbol's book as of the tick's ``ts_event`` (NaN
-  before the symbol's first synced book). This column is batch-side only so far: the bus
-  carries no depth messages yet, so the live engine does not compute it.
+  before the symbol's first synced book, or while it is out of sync). The live engine
+  computes the same column for model detectors (``features.book_levels``) from the book
+  messages of the tick stream, under the same rule: the last book state stamped at or
+  before the tick (``docs/features.md``, "Order-book features live").
 """
 
 from __future__ import annotations

@@ -18,13 +18,16 @@
 - ``read_binance_depth(path)``: the hftbacktest depth captures in ``../shared/data``
   (``*_depth.csv.gz``, one row per level, rows of one message share ``local_ts_ns`` and
   ids) as messages; ``book_series(path)`` replays one into a ``BookSeries`` (imbalance
-  after every synced message, stamped ``local_ts_ns`` like the same capture's ticks) that
+  after every change of the book or of its sync state — NaN while out of sync —, stamped
+  ``local_ts_ns`` like the same capture's ticks) that
   ``batch_features.compute_features(books=...)`` joins to ticks as of their ``ts_event``.
+- ``SymbolBook``: the per-symbol wrapper both drivers feed (``book_series`` and the live
+  engine, ``engine.PatternEngine``): Binance rules when messages carry update ids, plain L2
+  otherwise, imbalance reported only while synced.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from bisect import bisect_left, insort
 from collections import deque
@@ -34,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tick_replay.formats.base import crypto_symbol, open_text
+from tick_replay.formats.base import crypto_symbol
+from tick_replay.formats.binance import depth_messages
 
 __all__ = [
     "BinanceDepthBook",
@@ -42,6 +46,7 @@ __all__ = [
     "BookStats",
     "DepthMessage",
     "L2Book",
+    "SymbolBook",
     "book_series",
     "read_binance_depth",
 ]
@@ -216,10 +221,11 @@ class BinanceDepthBook(L2Book):
         if last_id <= self.snapshot_id:
             self.stats.stale += 1
             return False
+        futures = self.futures or prev_last_id is not None  # only USD-M diff-depth carries pu
         if self.last_id is None:
-            lid = self.snapshot_id if self.futures else self.snapshot_id + 1
+            lid = self.snapshot_id if futures else self.snapshot_id + 1
             ok = first_id <= lid <= last_id
-        elif self.futures and prev_last_id is not None:
+        elif futures and prev_last_id is not None:
             ok = prev_last_id == self.last_id
         else:
             ok = first_id == self.last_id + 1
@@ -230,6 +236,66 @@ class BinanceDepthBook(L2Book):
             return False
         self.last_id = last_id
         return self.apply(bids, asks)
+
+
+class SymbolBook:
+    """One symbol's book fed with snapshot / delta messages, as both feature drivers use it.
+
+    The first message decides the kind: with update ids (``last_id`` > 0) a
+    ``BinanceDepthBook`` (spot rules, or USD-M rules when ``futures`` or an update carries
+    ``pu``), without a plain ``L2Book``. Either reports an imbalance only while *synced*:
+    Binance after a snapshot until a break in the id chain; plain L2 after a snapshot
+    (deltas before the first snapshot are counted in ``stats.unsynced`` and dropped, a
+    refused (crossed) snapshot leaves it unsynced until the next good one).
+    """
+
+    __slots__ = ("_plain_synced", "book", "futures")
+
+    def __init__(self, futures: bool = False) -> None:
+        self.book: L2Book | None = None
+        self.futures = futures
+        self._plain_synced = False
+
+    @property
+    def synced(self) -> bool:
+        b = self.book
+        if isinstance(b, BinanceDepthBook):
+            return b.synced
+        return self._plain_synced
+
+    @property
+    def stats(self) -> BookStats:
+        return self.book.stats if self.book is not None else BookStats()
+
+    def on_message(self, snapshot: bool, first_id: int | None, last_id: int | None, prev_last_id: int | None,
+                   bids: Iterable[Level], asks: Iterable[Level]) -> bool:
+        """Apply one message; True when what ``imbalance`` reports may have changed (the book or
+        the sync state)."""
+        b = self.book
+        if b is None:
+            b = self.book = BinanceDepthBook(self.futures) if last_id else L2Book()
+        if isinstance(b, BinanceDepthBook):
+            was = b.synced
+            if snapshot:
+                changed = b.on_snapshot(last_id or 0, bids, asks)
+            else:
+                changed = b.on_update(first_id if first_id else -1, last_id or 0, prev_last_id or None, bids, asks)
+            return changed or was != b.synced
+        if snapshot:
+            was = self._plain_synced
+            self._plain_synced = b.snapshot(bids, asks)
+            return self._plain_synced or was
+        if not self._plain_synced:
+            b.stats.unsynced += 1
+            return False
+        return b.apply(bids, asks)
+
+    def imbalance(self, levels: Sequence[int]) -> list[float]:
+        """``L2Book.imbalance(n)`` for each ``n`` of ``levels``; NaN for each while not synced."""
+        b = self.book
+        if b is None or not self.synced:
+            return [math.nan] * len(levels)
+        return [b.imbalance(n) for n in levels]
 
 
 @dataclass
@@ -245,55 +311,29 @@ class DepthMessage:
     asks: list[Level] = field(default_factory=list)
 
 
-def _opt_int(v: str) -> int | None:
-    return int(v) if v else None
-
-
 def read_binance_depth(path: str | Path, stats: BookStats | None = None) -> Iterator[DepthMessage]:
     """Messages of an hftbacktest ``*_depth.csv.gz`` capture, in file order (rows grouped by
-    ``local_ts_ns``, kind and ids). Rows that cannot be parsed are skipped and counted in ``stats``."""
+    ``local_ts_ns``, kind and ids). Rows that cannot be parsed are skipped and counted in ``stats``.
+    The parser is ``tick_replay``'s (``depth_messages``): replay and batch read the same messages."""
     stats = stats if stats is not None else BookStats()
-    with open_text(Path(path)) as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        want = ("local_ts_ns", "kind", "first_update_id", "last_update_id", "prev_last_update_id", "side",
-                "price", "qty")
-        if header is None or any(c not in header for c in want):
-            raise ValueError(f"{path}: not an hftbacktest depth capture (header {header!r})")
-        ix = [header.index(c) for c in want]
-        cur: DepthMessage | None = None
-        key: tuple | None = None
-        for row in rows:
-            try:
-                ts_s, kind, first, last, prev, side, price, qty = (row[i] for i in ix)
-                k = (ts_s, kind, first, last, prev)
-                if k != key:
-                    if kind not in ("snapshot", "update") or side not in ("b", "a"):
-                        raise ValueError(kind)
-                    msg = DepthMessage(int(ts_s), kind, _opt_int(first), int(last), _opt_int(prev))
-                elif side not in ("b", "a"):
-                    raise ValueError(side)
-            except (IndexError, ValueError):
-                stats.bad_rows += 1
-                continue
-            if k != key:
-                if cur is not None:
-                    yield cur
-                cur, key = msg, k
-            (cur.bids if side == "b" else cur.asks).append((price, qty))
-        if cur is not None:
-            yield cur
+
+    def bad() -> None:
+        stats.bad_rows += 1
+
+    for ts, kind, first, last, prev, bids, asks in depth_messages(Path(path), bad):
+        yield DepthMessage(ts, kind, first, last, prev, bids, asks)
 
 
 @dataclass
 class BookSeries:
-    """Imbalance after each synced book change of one symbol: ``obi[i, j]`` at ``ts[i]`` over ``levels[j]``."""
+    """Imbalance after each change of one symbol's book or sync state: ``obi[i, j]`` at ``ts[i]`` over
+    ``levels[j]`` (NaN rows while out of sync)."""
 
     symbol: str
     levels: list[int]
     ts: np.ndarray  # int64, non-decreasing
     obi: np.ndarray  # float64 [len(ts), len(levels)]
-    bbo: np.ndarray  # float64 [len(ts), 2]: best bid, best ask (NaN for an empty side)
+    bbo: np.ndarray  # float64 [len(ts), 2]: best bid, best ask (NaN for an empty side or out of sync)
     stats: BookStats
 
 
@@ -309,20 +349,21 @@ def book_series(paths: str | Path | Sequence[str | Path], levels: Sequence[int] 
         raise ValueError(f"levels must be positive level counts, got {list(levels)}")
     sym = symbol or crypto_symbol(ps[0])
     fut = futures if futures is not None else sym.endswith("-PERP")
-    book = BinanceDepthBook(futures=fut)
+    sb = SymbolBook(futures=fut)
+    sb.book = book = BinanceDepthBook(futures=fut)
     ts: list[int] = []
     rows: list[list[float]] = []
     last_ts = -1
     msgs = (m for p in ps for m in read_binance_depth(p, book.stats))
+    lv = list(levels)
     for m in msgs:
-        if m.kind == "snapshot":
-            changed = book.on_snapshot(m.last_id, m.bids, m.asks)
-        else:
-            changed = book.on_update(m.first_id if m.first_id is not None else -1, m.last_id, m.prev_last_id,
-                                     m.bids, m.asks)
-        if changed and m.ts >= last_ts:  # the recorder clock is monotonic; a step back is not recorded
+        changed = sb.on_message(m.kind == "snapshot", m.first_id, m.last_id, m.prev_last_id, m.bids, m.asks)
+        # A row per change of what the engine would report (book or sync state: NaN while out of
+        # sync). The recorder clock is monotonic; a step back would not be recorded.
+        if changed and m.ts >= last_ts:
             ts.append(m.ts)
-            rows.append([book.imbalance(n) for n in levels] + [book.best_bid, book.best_ask])
+            synced = sb.synced
+            rows.append(sb.imbalance(lv) + ([book.best_bid, book.best_ask] if synced else [math.nan, math.nan]))
             last_ts = m.ts
     book.stats.unsynced += len(book.pending)
     book.pending.clear()

@@ -17,7 +17,7 @@ Two kinds plug in:
 
 - ``BatchDetector`` — **the model seam**. Evaluated once per bus batch (micro-batched
   across the symbols that ticked in it), after the kernel: ``evaluate(ctx)`` receives a
-  ``BatchContext`` with the feature matrix rows (columns ``features.FEATURES``) of the
+  ``BatchContext`` with the feature matrix rows (columns ``features.model_columns``) of the
   symbols that ticked and are warm (ticks ≥ ``warmup``) and not cooling down, plus each
   symbol's latest tick, and returns ``Detection`` rows. The engine turns them into
   Signals stamped with the detector's ``model_id`` / ``model_version`` and with the id of
@@ -115,7 +115,7 @@ class BatchContext:
 
     symbols: list[str]
     ids: np.ndarray  # symbol ids (rows of FeatureState)
-    features: np.ndarray  # float64 [k, len(FEATURES)], a copy
+    features: np.ndarray  # float64 [k, len(model_columns)]: FEATURES then obi_<N> (book_levels), a copy
     ticks: np.ndarray  # int64 [k]: ticks seen per symbol
     last: list[Tick]  # the latest tick of each symbol in this batch
 

@@ -7,6 +7,15 @@ per-symbol features and runs the rule detectors tick by tick; then the batch (mo
 detectors, if any, score the symbols that ticked. Python work per tick is a few list
 comprehensions; Python objects are built only for ticks that fire.
 
+Order-book features (``features.book_levels``): the engine keeps one book per symbol
+(``book.SymbolBook``) fed by the ``books`` of each TickBatch and holds its imbalance over
+each level count in ``_obi`` (NaN while the symbol has no synced book). Model detectors get
+those as extra columns ``obi_<N>`` after ``FEATURES`` (``features.model_columns``), as of
+each symbol's last tick in the micro-batch under the TickBatch order rule: a symbol's book
+messages are applied in order, and its row is taken just before the first one stamped later
+than that tick. Book messages cost Python work per message; a batch without any costs
+nothing more than before. With ``book_levels`` empty the messages are ignored.
+
 State lives in memory only. After a restart it is rebuilt from the stream: detectors warm
 up again, entries left pending are re-delivered by the Consumer, and deterministic
 signal ids (symbol, tick ts_event, tick seq, detector) make any re-published signal
@@ -24,8 +33,9 @@ from itertools import chain
 import numpy as np
 
 from common.config import ConfigError
-from common.messages import Side, Signal, Tick, TickBatch, TickType, signal_id_for
+from common.messages import BookUpdate, Side, Signal, Tick, TickBatch, TickType, signal_id_for
 from pattern_engine import kernel
+from pattern_engine.book import BookStats, SymbolBook
 from pattern_engine.detectors import BatchContext, BatchDetector
 from pattern_engine.features import FeatureState, tick_arrays
 from pattern_engine.pattern_config import PatternConfig
@@ -65,6 +75,11 @@ class PatternEngine:
         self._model_last = np.full((self.state.capacity, len(self.models)), kernel.NEVER_FIRED, dtype=np.int64)
         self._model_errors = [0] * len(self.models)
         self.ticks_seen = 0
+        self.book_updates = 0  # book messages applied (0 while book_levels is empty)
+        self._levels: list[int] = list(config.features.book_levels)
+        self._books: dict[int, SymbolBook] = {}  # symbol id -> its book
+        self._obi = np.full((self.state.capacity, len(self._levels)), np.nan)  # current imbalance per symbol
+        self._obi_at: dict[int, np.ndarray] = {}  # this micro-batch: rows taken before later book messages
         for det in self.models:  # load models now: a bad one stops the start, naming the key
             for param, problem in det.start():
                 raise ConfigError(f"{config.source}: detectors.{det.name}.{param}: {problem}")
@@ -86,9 +101,18 @@ class PatternEngine:
         ticks = batches[0].ticks if len(batches) == 1 else list(chain.from_iterable(b.ticks for b in batches))
         out: list[list[Signal]] = [[] for _ in batches]
         n = len(ticks)
+        books: Sequence[BookUpdate] = ()
+        if self._levels:
+            books = batches[0].books if len(batches) == 1 else list(chain.from_iterable(b.books for b in batches))
         if n == 0:
+            if books:
+                self._apply_books(books, None, None)
             return out
         sym, ts, x = self._arrays(ticks)
+        if books:
+            self._apply_books(books, sym, ts)
+        elif self._obi_at:
+            self._obi_at = {}
         nfired = self._run(sym, ts, x)
         self.ticks_seen += n
         if nfired == 0 and not self.models:
@@ -125,9 +149,34 @@ class PatternEngine:
         return {d.name: n for d, n in zip(self.models, self._model_errors) if n}
 
     def reset(self) -> None:
-        """Forget all per-symbol state (used after an internal error; detectors warm up again)."""
+        """Forget all per-symbol state (used after an internal error; detectors warm up again,
+        books wait for their next snapshot)."""
         self.state.reset()
         self._model_last = np.full((self.state.capacity, len(self.models)), kernel.NEVER_FIRED, dtype=np.int64)
+        self._books = {}
+        self._obi = np.full((self.state.capacity, len(self._levels)), np.nan)
+        self._obi_at = {}
+
+    def book_stats(self) -> dict[str, dict[str, int]]:
+        """Per symbol, what its book did with its messages (``book.BookStats``: bad levels,
+        crossed, gaps, unsynced ...)."""
+        syms = self.state.symbols
+        return {syms[sid]: b.stats.to_dict() for sid, b in self._books.items()}
+
+    def book_totals(self) -> BookStats:
+        """``book_stats`` summed over the symbols."""
+        tot = BookStats()
+        for b in self._books.values():
+            for k, v in b.stats.__dict__.items():
+                setattr(tot, k, getattr(tot, k) + v)
+        return tot
+
+    def obi(self, symbol: str) -> dict[str, float] | None:
+        """The current ``obi_<N>`` of ``symbol`` (NaN while unsynced); None if no book is kept for it."""
+        sid = self.state.id_of(symbol)
+        if sid is None or not self._levels:
+            return None
+        return {f"obi_{n}": float(v) for n, v in zip(self._levels, self._obi[sid].tolist())}
 
     def close(self) -> None:
         for det in self.models:
@@ -140,13 +189,58 @@ class PatternEngine:
             sym, ts, x = tick_arrays(ticks, reg)
         except (OverflowError, ValueError, TypeError) as e:
             raise UnprocessableTicks(f"{type(e).__name__}: {e}") from e
-        st = self.state
-        if len(reg.symbols) > st.capacity:
-            st.ensure_capacity()
-            grown = np.full((st.capacity, len(self.models)), kernel.NEVER_FIRED, dtype=np.int64)
-            grown[: self._model_last.shape[0]] = self._model_last
-            self._model_last = grown
+        if len(reg.symbols) > self.state.capacity:
+            self._grow()
         return sym, ts, x
+
+    def _grow(self) -> None:
+        st = self.state
+        st.ensure_capacity()
+        grown = np.full((st.capacity, len(self.models)), kernel.NEVER_FIRED, dtype=np.int64)
+        grown[: self._model_last.shape[0]] = self._model_last
+        self._model_last = grown
+        obi = np.full((st.capacity, len(self._levels)), np.nan)
+        obi[: self._obi.shape[0]] = self._obi
+        self._obi = obi
+
+    def _apply_books(self, books: Sequence[BookUpdate], sym: np.ndarray | None, ts: np.ndarray | None) -> None:
+        """Apply book messages in order; keep in ``_obi_at`` the row of each symbol that ticked
+        here as it was just before its first message stamped later than its last tick."""
+        reg = self.state.registry
+        last_ts: dict[int, int] = {}
+        if sym is not None and ts is not None:
+            n = sym.shape[0]
+            uniq, first_rev = np.unique(sym[::-1], return_index=True)
+            last_ts = dict(zip(uniq.tolist(), ts[n - 1 - first_rev].tolist()))
+        taken: dict[int, np.ndarray] = {}
+        levels = self._levels
+        for u in books:
+            sid = reg[u.symbol]
+            if sid >= self._obi.shape[0]:
+                self._grow()
+            t = last_ts.get(sid)
+            if t is not None and u.ts_event > t and sid not in taken:
+                taken[sid] = self._obi[sid].copy()
+            b = self._books.get(sid)
+            if b is None:
+                b = self._books[sid] = SymbolBook(futures=u.symbol.endswith("-PERP"))
+            if b.on_message(u.snapshot, u.first_id, u.last_id, u.prev_last_id, u.bids, u.asks):
+                self._obi[sid] = b.imbalance(levels)
+        self.book_updates += len(books)
+        self._obi_at = taken
+
+    def _model_matrix(self, ids: np.ndarray) -> np.ndarray:
+        """The rows model detectors see: ``FEATURES`` then ``obi_<N>`` (``features.model_columns``)."""
+        f = self.state.matrix(ids)
+        if not self._levels:
+            return f
+        obi = self._obi[ids]
+        if self._obi_at:
+            for r, sid in enumerate(ids.tolist()):
+                row = self._obi_at.get(sid)
+                if row is not None:
+                    obi[r] = row
+        return np.concatenate((f, obi), axis=1)
 
     def _run(self, sym: np.ndarray, ts: np.ndarray, x: np.ndarray) -> int:
         need = sym.shape[0] * len(self.rules)
@@ -191,7 +285,7 @@ class PatternEngine:
             ctx = BatchContext(
                 symbols=[st.symbols[i] for i in ids.tolist()],
                 ids=ids,
-                features=st.matrix(ids),
+                features=self._model_matrix(ids),
                 ticks=counts,
                 last=[ticks[k] for k in ks.tolist()],
             )

@@ -20,14 +20,18 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common.messages import MAX_BOOK_LEVELS
 from pattern_engine import kernel
 
-__all__ = ["COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha", "model_columns", "tick_arrays"]
+__all__ = [
+    "COLUMN", "FEATURES", "FeatureParams", "FeatureState", "SymbolRegistry", "alpha", "book_columns", "model_columns",
+    "tick_arrays",
+]
 
 FEATURES: tuple[str, ...] = kernel.FEATURE_NAMES
 COLUMN: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
@@ -69,6 +73,21 @@ class FeatureParams(BaseModel):
     imbalance_halflife: float = Field(16.0, gt=0, le=1e6, description="Quote-imbalance EWMA half-life (quotes).")
     intensity_halflife: float = Field(32.0, gt=0, le=1e6, description="Inter-trade-time EWMA half-life (trades).")
     window: int = Field(64, ge=2, le=100_000, description="Rolling high/low window (price events).")
+    # Left out of model_dump() (exclude=True): it decides which obi_<N> columns exist, not the value
+    # of any feature, so a bundle's ``feature_params`` (recorded from model_dump()) stays the
+    # numeric kernel settings; a model asking for a missing obi_<N> is refused by name instead.
+    book_levels: list[Annotated[int, Field(ge=1, le=MAX_BOOK_LEVELS)]] = Field(
+        default_factory=list, max_length=16, exclude=True,
+        description="Order-book imbalance columns obi_<N> for these level counts N, from the book messages of "
+        "the tick stream (empty: no book is kept, no obi column).",
+    )
+
+    @field_validator("book_levels")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a level count twice")
+        return v
 
     def vector(self) -> np.ndarray:
         """The kernel's feature-parameter vector."""
@@ -85,10 +104,18 @@ class FeatureParams(BaseModel):
         return v
 
 
+def book_columns(params: FeatureParams) -> list[str]:
+    """The order-book imbalance columns these settings compute: ``obi_<N>`` per ``book_levels``."""
+    return [f"obi_{n}" for n in params.book_levels]
+
+
 def model_columns(params: FeatureParams) -> dict[str, int]:
     """Feature name → column of the matrix model detectors see (``BatchContext.features``)
-    with these settings: ``FEATURES`` in order."""
-    return dict(COLUMN)
+    with these settings: ``FEATURES`` in order, then ``obi_<N>`` for each ``book_levels``."""
+    cols = dict(COLUMN)
+    for j, name in enumerate(book_columns(params)):
+        cols[name] = len(FEATURES) + j
+    return cols
 
 
 class SymbolRegistry(dict):

@@ -196,6 +196,8 @@ class PatternEngineService(Service):
             return
         batch: TickBatch = entry.msg
         out.incr("ticks", len(batch.ticks))
+        if batch.books:
+            out.incr("book_updates", len(batch.books))
         if not res:
             return
         out.incr("signals", len(res))
@@ -209,6 +211,10 @@ class PatternEngineService(Service):
 
     def heartbeat_detail(self) -> str:
         detail = f"symbols={len(self.engine.state.symbols)} ticks={self.engine.ticks_seen}"
+        if self.engine.book_updates:
+            bs = self.engine.book_totals()
+            detail += (f" book_updates={self.engine.book_updates} book_gaps={bs.gaps} book_crossed={bs.crossed}"
+                       f" book_bad_levels={bs.bad_levels}")
         for d in self.onnx:
             if d.model is None:
                 detail += f" {d.name}=idle(no promoted {d.follows})"

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.config import CommonSettings, ConfigError, load
-from common.messages import Tick
+from common.messages import BookUpdate, Tick
 from tick_replay.config import ReplaySettings, parse_speed
 from tick_replay.formats import FORMATS, FormatError
 from tick_replay.player import ReplaySummary, replay
@@ -90,7 +90,8 @@ def _text(summary: ReplaySummary, dry_run: bool) -> str:
     d = summary.to_dict()
     verb = "read (dry run)" if dry_run else "published"
     lines = [
-        f"{verb} {d['ticks']:,} ticks in {d['entries']:,} entries in {d['duration_s']:.2f} s "
+        f"{verb} {d['ticks']:,} ticks" + (f" and {d['books']:,} book messages" if d["books"] else "")
+        + f" in {d['entries']:,} entries in {d['duration_s']:.2f} s "
         f"({d['ticks_per_s']:,.0f} ticks/s, {d['entries_per_s']:,.0f} entries/s)"
         + ("  [interrupted]" if d["interrupted"] else ""),
         f"  speed {d['speed']}, shards {d['shards']}, batch_max {d['batch_max']}, largest entry {d['max_batch']}"
@@ -109,19 +110,23 @@ def _text(summary: ReplaySummary, dry_run: bool) -> str:
     return "\n".join(lines)
 
 
-def _dry_run(ticks: Iterable[Tick]) -> ReplaySummary:
+def _dry_run(ticks: Iterable[Tick | BookUpdate]) -> ReplaySummary:
     summary = ReplaySummary(speed=None, entries=0)
     counts: dict[str, int] = {}
     t0 = time.perf_counter()
-    n = 0
+    n = nb = 0
     t = None
     for t in ticks:
-        if not n:
+        if summary.first_ts_event is None:
             summary.first_ts_event = t.ts_event
+        if type(t) is BookUpdate:
+            nb += 1
+            continue
         n += 1
         counts[t.symbol] = counts.get(t.symbol, 0) + 1
     summary.duration_s = time.perf_counter() - t0
     summary.ticks = n
+    summary.books = nb
     summary.ticks_per_s = n / summary.duration_s if summary.duration_s > 0 else 0.0
     summary.per_symbol = counts
     summary.last_ts_event = t.ts_event if t is not None else None
@@ -131,7 +136,7 @@ def _dry_run(ticks: Iterable[Tick]) -> ReplaySummary:
     return summary
 
 
-async def _replay_until_signal(url: str, ticks: Iterable[Tick], **kw: Any) -> ReplaySummary:
+async def _replay_until_signal(url: str, ticks: Iterable[Tick | BookUpdate], **kw: Any) -> ReplaySummary:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -163,7 +168,7 @@ def run(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(common, settings, prog).parse_args(argv)
     try:
         if args.paths:
-            ticks: Iterable[Tick] = open_ticks(args.paths, args.fmt)
+            ticks: Iterable[Tick | BookUpdate] = open_ticks(args.paths, args.fmt, books=True)
             total = None
         else:
             if args.synthetic_ticks < 0:

@@ -18,6 +18,13 @@ Two modes:
   inputs in the same grouping on every run, so the same files give the same orders, not
   only the same signals. Slower than ``max``; latency figures from it are not meaningful.
 
+Order-book messages (``BookUpdate``, from depth files) travel in the same entries as the
+ticks of their symbol's shard, in ``TickBatch.books``, in stream order; an entry holds up to
+``batch_max`` ticks and book messages together. Within an entry the engine re-interleaves
+them by ``ts_event`` (``TickBatch``'s order rule), which gives back the stream order because
+the source emits book messages before ticks stamped the same instant. Summary counters and
+pacing count ticks and book messages alike.
+
 Each entry's ``TickBatch.ts_ingest`` is ``time.time_ns()`` taken right before its XADD is
 queued; consumers use it as the bus-entry stamp. Streams are capped with ``MAXLEN ~``.
 """
@@ -32,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common.bus import Publisher, connect, pipeline_streams, wait_drained
-from common.messages import Tick, TickBatch, encode
+from common.messages import BookUpdate, Tick, TickBatch, encode
 from common.streams import shard_for, ticks_stream
 
 __all__ = ["PIPELINE_ENTRIES", "ReplaySummary", "replay"]
@@ -46,6 +53,7 @@ class ReplaySummary:
     """What a replay did. ``to_dict()`` gives a JSON-ready dict."""
 
     ticks: int = 0
+    books: int = 0  # order-book messages published (depth files)
     entries: int = 0
     per_symbol: dict[str, int] = field(default_factory=dict)
     per_stream: dict[str, int] = field(default_factory=dict)  # entries per stream
@@ -81,59 +89,70 @@ class _Out:
         self.streams = [ticks_stream(i) for i in range(shards)]
         self.publisher = Publisher(redis, maxlen)
         self.pending: list[list[Tick]] = [[] for _ in range(shards)]
-        self.full: list[tuple[int, list[Tick]]] = []  # batches ready to go, in order
+        self.pending_books: list[list[BookUpdate]] = [[] for _ in range(shards)]
+        self.full: list[tuple[int, list[Tick], list[BookUpdate]]] = []  # batches ready to go, in order
         self.shard_of: dict[str, int] = {}
         self.counts: dict[str, int] = {}  # ticks per symbol
         self.n = 0  # ticks added
+        self.n_books = 0  # book messages added
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
-    def add(self, t: Tick) -> None:
-        """Queue one tick on its shard (sealing the shard's batch when full) and count it."""
+    def add(self, t: Tick | BookUpdate) -> None:
+        """Queue one tick (or book message) on its shard (sealing the shard's batch when full) and count it."""
         if self.first_ts is None:
             self.first_ts = t.ts_event
         self.last_ts = t.ts_event
-        self.n += 1
         sym = t.symbol
         s = self.shard_of.get(sym)
         if s is None:
             s = self.shard_of[sym] = shard_for(sym, self.shards)
             self.counts[sym] = 0
-        self.counts[sym] += 1
         p = self.pending[s]
+        if type(t) is BookUpdate:
+            self.n_books += 1
+            pb = self.pending_books[s]
+            pb.append(t)
+            if len(p) + len(pb) >= self.batch_max:
+                self.seal(s)
+            return
+        self.n += 1
+        self.counts[sym] += 1
         p.append(t)
-        if len(p) >= self.batch_max:
+        if len(p) >= self.batch_max or (self.n_books and len(p) + len(self.pending_books[s]) >= self.batch_max):
             self.seal(s)
 
     def seal(self, shard: int) -> None:
         ticks = self.pending[shard]
-        if ticks:
-            self.full.append((shard, ticks))
+        books = self.pending_books[shard]
+        if ticks or books:
+            self.full.append((shard, ticks, books))
             self.pending[shard] = []
+            self.pending_books[shard] = []  # a fresh list: the sealed entry keeps its own
 
     def seal_all(self) -> None:
         for s in range(self.shards):
             self.seal(s)
 
-    def take(self, n: int | None = None) -> list[tuple[int, list[Tick]]]:
+    def take(self, n: int | None = None) -> list[tuple[int, list[Tick], list[BookUpdate]]]:
         if n is None or n >= len(self.full):
             out, self.full = self.full, []
         else:
             out, self.full = self.full[:n], self.full[n:]
         return out
 
-    async def send(self, batches: list[tuple[int, list[Tick]]]) -> None:
+    async def send(self, batches: list[tuple[int, list[Tick], list[BookUpdate]]]) -> None:
         if not batches:
             return
         per_stream = self.summary.per_stream
         biggest = self.summary.max_batch
         items = []
-        for shard, ticks in batches:
+        for shard, ticks, books in batches:
             stream = self.streams[shard]
             # Stamped as late as possible: right before this entry's XADD is queued.
-            items.append((stream, encode(TickBatch(ticks, time.time_ns()))))
+            items.append((stream, encode(TickBatch(ticks, time.time_ns(), books=books))))
             per_stream[stream] = per_stream.get(stream, 0) + 1
-            biggest = max(biggest, len(ticks))
+            biggest = max(biggest, len(ticks) + len(books))
         self.summary.max_batch = biggest
         self.summary.entries += len(batches)
         await self.publisher.publish(items)
@@ -141,7 +160,7 @@ class _Out:
 
 async def replay(
     redis_url: str,
-    ticks: Iterable[Tick],
+    ticks: Iterable[Tick | BookUpdate],
     *,
     speed: float | None,
     shards: int = 1,
@@ -184,6 +203,7 @@ async def replay(
         out.publisher.close()
         await redis.aclose()
     summary.ticks = out.n
+    summary.books = out.n_books
     summary.per_symbol = out.counts
     summary.first_ts_event, summary.last_ts_event = out.first_ts, out.last_ts
     summary.duration_s = time.perf_counter() - t0

@@ -11,6 +11,12 @@ gets the quote prevailing *before* it (strictly earlier ts, at most ``QUOTE_MAX_
 old) in its bid/ask fields, and a trade whose side came from the tick rule is
 re-classified by the quote rule (Lee–Ready: above the mid → buy, below → sell, at the
 mid → keep the tick-rule side). Trades with an exchange aggressor flag keep it.
+
+Order-book files (depth captures, ``Format.books``) are read only with
+``open_ticks(..., books=True)`` (the replay): their messages become ``BookUpdate``s, merged
+into the same time order, *before* ticks stamped the same instant (the order rule of
+``TickBatch``: a tick sees the book messages stamped at or before it), with their own
+per-symbol ``seq`` (adding a depth file does not change the ticks' seq).
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from common.messages import Tick, TickType
+from common.messages import BookUpdate, Tick, TickType
 from tick_replay.formats import FORMATS, FormatError, ReaderStats, Rec, detect_format, get_format
-from tick_replay.formats.base import UNREADABLE
+from tick_replay.formats.base import BOOK, UNREADABLE
 
 __all__ = ["QUOTE_MAX_AGE_NS", "TickSource", "open_ticks", "sequence"]
 
@@ -63,11 +69,18 @@ def _accounted(recs: Iterator[Rec], stats: ReaderStats) -> Iterator[Rec]:
             stats.last_ts = last if stats.last_ts is None else max(stats.last_ts, last)
 
 
-def sequence(recs: Iterable[Rec]) -> Iterator[Tick]:
-    """Records in final order → Ticks with per-symbol seq (and the quote rule for inferred sides)."""
+def sequence(recs: Iterable[Rec]) -> Iterator[Tick | BookUpdate]:
+    """Records in final order → Ticks with per-symbol seq (and the quote rule for inferred sides);
+    order-book records → BookUpdates (their own per-symbol seq)."""
     seqs: dict[str, int] = {}
+    book_seqs: dict[str, int] = {}
     quotes: dict[str, list] = {}  # symbol -> [current quote, the one before it], as (ts, b, bs, a, as)
     for ts, sym, typ, px, sz, b, bs, a, az, side, inferred in recs:
+        if typ is BOOK:  # (ts, sym, BOOK, snapshot, first, last, prev, bids, asks, 0, False)
+            k = book_seqs.get(sym, 0) + 1
+            book_seqs[sym] = k
+            yield BookUpdate(sym, ts, k, px, sz, b, bs, a, az)
+            continue
         n = seqs.get(sym, 0) + 1
         seqs[sym] = n
         if typ is _QUOTE:
@@ -105,12 +118,21 @@ class TickSource:
         self.formats = formats
         self.stats: list[ReaderStats] = [ReaderStats(str(p), f) for p, f in zip(paths, formats, strict=True)]
 
-    def __iter__(self) -> Iterator[Tick]:
+    @property
+    def has_books(self) -> bool:
+        """True when an order-book file is among the paths (iteration then yields BookUpdates too)."""
+        return any(FORMATS[f].books for f in self.formats)
+
+    def __iter__(self) -> Iterator[Tick | BookUpdate]:
         self.stats = [ReaderStats(str(p), f) for p, f in zip(self.paths, self.formats, strict=True)]
         streams = [
             _accounted(FORMATS[f].reader(p, st), st)
             for p, f, st in zip(self.paths, self.formats, self.stats, strict=True)
         ]
+        # heapq.merge keeps equal keys in the order of its inputs: book files first, so a book
+        # message goes before a tick stamped the same instant (TickBatch's order rule).
+        order = sorted(range(len(streams)), key=lambda i: not FORMATS[self.formats[i]].books)
+        streams = [streams[i] for i in order]
         if not streams:
             return iter(())
         merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=itemgetter(0))
@@ -128,7 +150,7 @@ class TickSource:
         return f"TickSource({files})"
 
 
-def open_ticks(paths: Iterable[str | Path], fmt: str | None = None) -> TickSource:
+def open_ticks(paths: Iterable[str | Path], fmt: str | None = None, *, books: bool = False) -> TickSource:
     """Open tick files as one merged, sequenced stream.
 
     ``fmt`` forces one format name (``tick_replay.FORMATS``) for every file; by default
@@ -136,6 +158,10 @@ def open_ticks(paths: Iterable[str | Path], fmt: str | None = None) -> TickSourc
     (naming the file) for a missing file, an unknown format, or a file the format cannot
     read (bad name / header) — before any tick is produced. Bad rows inside a file are
     skipped and counted in ``TickSource.stats``, never raised.
+
+    ``books``: accept order-book files (depth captures); the stream then holds
+    ``BookUpdate``s among the ticks. Without it such a file is refused (FormatError): a
+    consumer expecting ticks only would choke on them.
     """
     ps = [Path(p) for p in paths]
     forced = get_format(fmt).name if fmt else None
@@ -144,6 +170,9 @@ def open_ticks(paths: Iterable[str | Path], fmt: str | None = None) -> TickSourc
         if not p.is_file():
             raise FormatError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
         name = forced or detect_format(p)
+        if FORMATS[name].books and not books:
+            raise FormatError(f"{p}: an order-book file ({name}); only the replay reads these among ticks "
+                              "(open_ticks(..., books=True)); for batch features use pattern_engine.book.book_series")
         # Readers check names and headers eagerly: a bad file fails here, not mid-replay.
         try:
             FORMATS[name].reader(p, ReaderStats(str(p), name))

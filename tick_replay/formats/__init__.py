@@ -51,6 +51,10 @@ _ALL = [
     Format("hftbacktest_bbo", binance.read_hftbacktest_bbo,
            "hftbacktest Binance bookTicker capture (stamped by local_ts_ns): <market>_<pair>_<date>_bbo.csv[.gz]",
            _name(r"^.*_bbo\.csv(\.gz)?$"), binance.sniff_hftbacktest_bbo),
+    Format("hftbacktest_depth", binance.read_hftbacktest_depth,
+           "hftbacktest Binance depth capture (snapshot + diff-depth, stamped by local_ts_ns) → order-book "
+           "messages: <market>_<pair>_<date>_depth.csv[.gz]",
+           _name(r"^.*_depth\.csv(\.gz)?$"), binance.sniff_hftbacktest_depth, books=True),
     Format("freqtrade_trades", binance.read_freqtrade_trades,
            "freqtrade / ccxt public trades (ms timestamp, taker side): *<pair>*_public_trades*.csv",
            _name(r"^.*public_trades.*\.csv(\.gz)?$"), binance.sniff_freqtrade),

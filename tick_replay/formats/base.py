@@ -9,7 +9,8 @@ built once, after the merge, when its ``seq`` is known)::
 ``type`` is a ``TickType``; prices are floats in the instrument's quote currency; a
 QUOTE has price = size = 0; ``side`` is +1 / -1 / 0 (unknown); ``side_inferred`` is True
 when the side comes from the tick rule (the merge may then improve it with the quote
-rule, see ``tick_replay.source``).
+rule, see ``tick_replay.source``). Depth readers yield order-book records instead (``BOOK``
+below), which the source turns into ``BookUpdate`` messages.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 from common.messages import TickType
 
 __all__ = [
+    "BOOK",
     "MAX_PRICE",
     "MAX_SIZE",
     "QUOTE",
@@ -62,6 +64,11 @@ MAX_PRICE = 1e12
 MAX_SIZE = 1e15
 
 Rec = tuple  # (ts, symbol, type, price, size, bid, bid_size, ask, ask_size, side, side_inferred)
+
+# ``type`` of an order-book record (depth readers), which becomes a ``BookUpdate``, not a Tick:
+#   (ts, symbol, BOOK, snapshot, first_id, last_id, prev_last_id, bids, asks, 0, False)
+# with ids 0 where the source has none and bids / asks lists of (price, qty) floats.
+BOOK = "book"
 
 
 class FormatError(ValueError):
@@ -125,6 +132,7 @@ class Format:
     description: str
     name_pattern: re.Pattern[str] | None = None  # matched against the file name (case-insensitive)
     sniff: Callable[[Path, bytes], bool] | None = None  # content check on the first bytes
+    books: bool = False  # yields order-book records (BOOK), not ticks
 
 
 def trade_problem(ts: int, px: float, qty: float) -> str | None:

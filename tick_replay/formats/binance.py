@@ -8,6 +8,10 @@
   update_id, bid_px, bid_qty, ask_px, ask_qty``). Both are stamped and ordered by
   ``local_ts_ns`` (the recorder clock): spot bookTicker has no exchange time, and one clock
   for both files keeps trades and quotes merged in the order they were received.
+- hftbacktest ``*_depth.csv.gz`` (``local_ts_ns, kind, event_ms, txn_ms, first_update_id,
+  last_update_id, prev_last_update_id, side, price, qty``; one row per level, the rows of one
+  message share ``local_ts_ns``, kind and ids): order-book records (snapshot / diff-depth
+  delta), stamped by ``local_ts_ns`` like the trades and quotes of the same capture.
 - freqtrade public trades (``,timestamp,id,type,side,price,amount,cost,date``): ms epoch,
   ``side`` is the taker side.
 
@@ -17,6 +21,7 @@ change of (bid, bid size, ask, ask size), crossed/locked ones skipped and counte
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,7 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.messages import MAX_BOOK_LEVELS
 from tick_replay.formats.base import (
+    BOOK,
     MAX_PRICE,
     MAX_SIZE,
     QUOTE,
@@ -42,22 +49,28 @@ from tick_replay.formats.base import (
 
 __all__ = [
     "HFT_BBO_HEADER",
+    "HFT_DEPTH_HEADER",
     "HFT_TRADES_HEADER",
+    "depth_messages",
     "parquet_batches",
     "parquet_columns",
     "read_freqtrade_trades",
     "read_hftbacktest_bbo",
+    "read_hftbacktest_depth",
     "read_hftbacktest_trades",
     "read_nautilus_quotes",
     "read_nautilus_trades",
     "sniff_freqtrade",
     "sniff_hftbacktest_bbo",
+    "sniff_hftbacktest_depth",
     "sniff_hftbacktest_trades",
     "sniff_nautilus_quotes",
     "sniff_nautilus_trades",
     "ts_column_ns",
 ]
 
+HFT_DEPTH_HEADER = ("local_ts_ns", "kind", "first_update_id", "last_update_id", "prev_last_update_id", "side",
+                    "price", "qty")
 HFT_TRADES_HEADER = ("local_ts_ns", "price", "qty", "buyer_is_maker")
 HFT_BBO_HEADER = ("local_ts_ns", "bid_px", "bid_qty", "ask_px", "ask_qty")
 FREQTRADE_HEADER = ("timestamp", "side", "price", "amount")
@@ -80,6 +93,103 @@ def sniff_hftbacktest_trades(path: Path, head: bytes) -> bool:
 def sniff_hftbacktest_bbo(path: Path, head: bytes) -> bool:
     h = _header(head)
     return h[:1] == ["local_ts_ns"] and set(HFT_BBO_HEADER) <= set(h)
+
+
+def sniff_hftbacktest_depth(path: Path, head: bytes) -> bool:
+    h = _header(head)
+    return h[:1] == ["local_ts_ns"] and set(HFT_DEPTH_HEADER) <= set(h)
+
+
+def _opt_int(v: str) -> int | None:
+    return int(v) if v else None
+
+
+DepthMsg = tuple[int, str, int | None, int, int | None, list[tuple[str, str]], list[tuple[str, str]]]
+
+
+def depth_messages(path: Path, bad_row: Callable[[], None]) -> Iterator[DepthMsg]:
+    """Messages of an hftbacktest depth capture in file order: ``(local_ts_ns, kind, first_id,
+    last_id, prev_last_id, bids, asks)``, levels as the file's (price, qty) strings. Rows that
+    cannot be parsed call ``bad_row`` and are skipped. ``FormatError`` (at the call) for a
+    file whose header is not a depth capture's. The one parser of these files: the replay
+    (``read_hftbacktest_depth``) and the batch features (``pattern_engine.book``) share it."""
+    with open_text(path) as f:
+        first = f.readline()
+    header = [c.strip().lower() for c in first.strip().split(",")]
+    if any(c not in header for c in HFT_DEPTH_HEADER):
+        raise FormatError(f"{path}: not an hftbacktest depth capture (header {first.strip()[:200]!r})")
+    ix = [header.index(c) for c in HFT_DEPTH_HEADER]
+
+    def gen() -> Iterator[DepthMsg]:
+        cur: list | None = None
+        key: tuple | None = None
+        with open_text(path) as f:
+            rows = csv.reader(f)
+            next(rows, None)
+            for row in rows:
+                try:
+                    ts_s, kind, first, last, prev, side, price, qty = (row[i] for i in ix)
+                    k = (ts_s, kind, first, last, prev)
+                    if k != key:
+                        if kind not in ("snapshot", "update") or side not in ("b", "a"):
+                            raise ValueError(kind)
+                        msg = [int(ts_s), kind, _opt_int(first), int(last), _opt_int(prev), [], []]
+                    elif side not in ("b", "a"):
+                        raise ValueError(side)
+                except (IndexError, ValueError):
+                    bad_row()
+                    continue
+                if k != key:
+                    if cur is not None:
+                        yield tuple(cur)  # type: ignore[misc]
+                    cur, key = msg, k
+                (cur[5] if side == "b" else cur[6]).append((price, qty))  # type: ignore[index]
+            if cur is not None:
+                yield tuple(cur)  # type: ignore[misc]
+
+    return gen()
+
+
+def _float_levels(levels: list[tuple[str, str]], stats: ReaderStats) -> list[tuple[float, float]]:
+    out = []
+    for p, q in levels:
+        try:
+            out.append((float(p), float(q)))
+        except ValueError:
+            stats.skip("bad_level")  # the book would have skipped it too
+    return out
+
+
+def read_hftbacktest_depth(path: Path, stats: ReaderStats) -> Iterator[Rec]:
+    """hftbacktest Binance depth capture → order-book records (``base.BOOK``), one per message.
+
+    Values are passed on as the file has them: a level whose price or quantity is not a
+    number is dropped (``bad_level``), a non-finite or negative one is left for the book to
+    skip and count; a side with more than ``MAX_BOOK_LEVELS`` levels drops its message
+    (``too_many_levels``: it would not fit a ``BookUpdate``)."""
+    sym = crypto_symbol(path)
+
+    def bad() -> None:
+        stats.skip("bad_row")
+
+    msgs = depth_messages(path, bad)
+
+    def gen() -> Iterator[Rec]:
+        n = 0
+        try:
+            for ts, kind, first, last, prev, bids, asks in msgs:
+                n += len(bids) + len(asks)
+                if len(bids) > MAX_BOOK_LEVELS or len(asks) > MAX_BOOK_LEVELS:
+                    stats.skip("too_many_levels")
+                    continue
+                yield (ts, sym, BOOK, kind == "snapshot", first or 0, last, prev or 0,
+                       _float_levels(bids, stats), _float_levels(asks, stats), 0, False)
+        except UNREADABLE as e:
+            truncated(stats, e)
+        finally:
+            stats.rows += n
+
+    return gen()
 
 
 def sniff_freqtrade(path: Path, head: bytes) -> bool:

@@ -136,8 +136,9 @@ def test_reader_skips_bad_rows_and_rejects_a_foreign_file(tmp_path):
     assert s.symbol == "BTCUSDT"
     assert s.stats.bad_rows == 3 and s.stats.bad_levels == 1 and s.stats.stale == 1
     assert s.stats.crossed == 1 and s.stats.gaps == 1 and s.stats.messages == 1
-    assert list(s.ts) == [10, 11]
+    assert list(s.ts) == [10, 11, 14]  # 14: the gap, recorded as "no book" (what the engine reports)
     assert s.obi[1, 0] == pytest.approx((1 - 2) / 3)
+    assert np.isnan(s.obi[2]).all() and np.isnan(s.bbo[2]).all()
     bad = tmp_path / "other.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an hftbacktest depth capture"):

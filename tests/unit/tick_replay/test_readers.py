@@ -279,6 +279,7 @@ def test_every_tick_file_is_detected(shared_data):
         "nautilus_trader/crypto/binance_btcusdt-quotes.parquet": "nautilus_quotes",
         "hftbacktest_binance/usdm_btcusdt_20240808_trades.csv.gz": "hftbacktest_trades",
         "hftbacktest_binance/spot_btcusdt_20240809_bbo.csv.gz": "hftbacktest_bbo",
+        "hftbacktest_binance/usdm_btcusdt_20240808_depth.csv.gz": "hftbacktest_depth",
         "freqtrade/binance_ethusdt_public_trades_list.csv": "freqtrade_trades",
     }
     for rel, fmt in expect.items():
