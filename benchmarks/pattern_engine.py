@@ -23,7 +23,10 @@ per tick, and the floor measured first in the same run (one XADD then one XREADG
 to a temporary directory, the shape ``tests/onnx_models.py`` builds) adds an ``onnx`` detector
 to the shipped detectors (``--backend``, default cpu): every configuration then runs the model
 on the symbols that ticked in each batch, the table gains the model's cost, and the bus run
-reports the rows per inference call it saw (the batch sizes under load).
+reports the rows per inference call it saw (the batch sizes under load). It also prints the
+features alone (no detector) per tick, and each available backend's ``run`` cost at batch 1,
+at the rows per call the engine saw, and at 64 / 256 rows (``benchmarks/inference.py`` does
+the timing).
 """
 
 from __future__ import annotations
@@ -84,11 +87,49 @@ def model_config(config_path: Path, model: str, backend: str, out_dir: Path, iso
 
         model = str(make_bundle(out_dir / "bundle", name="bench_mlp", seed=1))
     doc = yaml.safe_load(config_path.read_text())
+    doc["detectors"] = {k: v for k, v in doc["detectors"].items() if v.get("type") != "onnx"}  # only ours
     doc["detectors"]["mlp"] = {"type": "onnx", "model": str(Path(model).resolve()), "backend": backend,
                                "isolation": isolation, "warmup": 200, "cooldown": 100, "threshold": 0.6}
     path = out_dir / "pattern.yml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def features_only(seconds: float, config_path: Path, out_dir: Path) -> list[dict]:
+    """The same loop with every detector removed: the feature update alone, per tick."""
+    import yaml
+
+    doc = yaml.safe_load(config_path.read_text())
+    doc["detectors"] = {}
+    path = out_dir / "features-only.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return [bench(symbols, batch, seconds, path) for symbols, batch in ((4, 1), (100, 256))]
+
+
+def inference(bundle: Path, batches: list[int], calls: int = 3000) -> list[dict]:
+    """``backend.run`` p50 / p99 per available backend and batch size (benchmarks/inference.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from inference import _samples
+
+    from pattern_engine.ml.backends import AUTO_ORDER, BackendUnavailable, make_backend
+    from pattern_engine.ml.metadata import load_bundle
+
+    meta, onnx = load_bundle(bundle)
+    x = np.random.default_rng(0).normal(size=(max(batches), len(meta.features))).astype(np.float32)
+    out = []
+    for name in AUTO_ORDER:
+        try:
+            backend = make_backend(name, onnx, meta, max(batches))
+        except BackendUnavailable as e:
+            out.append({"backend": name, "unavailable": str(e).splitlines()[0][:120]})
+            continue
+        for k in batches:
+            us = _samples(backend, x[:k], calls, 300)
+            p50, p99 = np.percentile(us, [50, 99])
+            out.append({"backend": name, "batch": k, "p50_us": round(float(p50), 2), "p99_us": round(float(p99), 2),
+                        "us_per_row": round(float(p50) / k, 3)})
+        backend.close()
+    return out
 
 
 def bench(symbols: int, batch: int, seconds: float, config_path: Path) -> dict:
@@ -239,11 +280,22 @@ def main() -> int:
     ap.add_argument("--bus-seconds", type=float, default=8.0)
     ap.add_argument("--bus-symbols", type=int, default=10, help="symbols in --bus mode (few: they warm up fast)")
     args = ap.parse_args()
+    bundle = None
     if args.model:
         import tempfile
 
+        import yaml
+
         tmp = Path(tempfile.mkdtemp(prefix="bench-pe-"))
+        base = args.config
         args.config = model_config(args.config, args.model, args.backend, tmp, args.isolation)
+        bundle = Path(yaml.safe_load(args.config.read_text())["detectors"]["mlp"]["model"])
+        for r in features_only(args.seconds, base, tmp):
+            if args.json:
+                print(json.dumps({"features_only": r}))
+            else:
+                print(f"# features alone (no detector): {r['symbols']} symbols, batch {r['batch']}: "
+                      f"{r['us_per_tick_p50']} µs/tick (p50 of the batch / batch)")
 
     t0 = time.perf_counter()
     PatternEngine(load_pattern_config(args.config)).warm_up()
@@ -264,6 +316,7 @@ def main() -> int:
                 print(f"{r['symbols']:>7} {r['batch']:>5} {r['p50_us_per_batch']:>13.1f} "
                       f"{r['p99_us_per_batch']:>13.1f} {r['us_per_tick_p50']:>8.3f} {r['ticks_per_s']:>11,} "
                       f"{r['signals']:>8}" + (f" {r['model_rows_per_call']:>9}" if args.model else ""))
+    seen: list[float] = []
     for rate in (args.rates or [args.rate]) if args.bus else []:
         res = asyncio.run(bus(args.bus, rate, args.bus_seconds, args.bus_symbols,
                               args.config if args.model or args.config != DEFAULT_PATH else None))
@@ -282,6 +335,21 @@ def main() -> int:
             if res["model_calls"]:
                 print(f"# model: {res['model_calls']:,} inference calls, {res['model_rows_per_call']} rows per call, "
                       f"failures {res['model_failures'] or 'none'}")
+        if res["model_calls"]:
+            seen.append(res["model_rows_per_call"])
+    if bundle is not None:
+        sizes = sorted({1, *(max(1, round(v)) for v in seen), 64, 256})
+        rows = inference(bundle, sizes)
+        if args.json:
+            print(json.dumps({"inference": rows}))
+        else:
+            print(f"# inference per backend (run() only), batch sizes: 1, seen under load {seen or '-'}, 64, 256")
+            for r in rows:
+                if "unavailable" in r:
+                    print(f"#   {r['backend']}: unavailable ({r['unavailable']})")
+                else:
+                    print(f"#   {r['backend']:<13} batch {r['batch']:>4}: p50 {r['p50_us']:7.2f} µs, "
+                          f"p99 {r['p99_us']:7.2f} µs, {r['us_per_row']:.3f} µs/row")
     return 0
 
 

@@ -138,6 +138,11 @@ class BatchDetector(Detector):
     def evaluate(self, ctx: BatchContext) -> Sequence[Detection]:
         """Score the context's rows; return the rows that fire."""
 
+    @property
+    def ready(self) -> bool:
+        """False while the detector has nothing to run (a model not loaded yet): the engine skips it."""
+        return True
+
     def start(self) -> list[tuple[str, str]]:
         """Acquire resources (load a model) before the first batch; ``(parameter, problem)``
         pairs stop the engine's start with a ConfigError naming ``detectors.<name>.<parameter>``."""

@@ -278,6 +278,8 @@ class PatternEngine:
         st = self.state
         nt = st.I[uniq, kernel.N_TICKS]
         for j, det in enumerate(self.models):
+            if not det.ready:
+                continue
             ok = (nt >= det.warmup) & (nt - self._model_last[uniq, j] >= det.cooldown)
             if not ok.any():
                 continue

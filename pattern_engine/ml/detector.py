@@ -331,6 +331,10 @@ class OnnxDetector(BatchDetector):
                           self.params.backend_options)
 
     @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    @property
     def isolation(self) -> str:
         iso = self.params.isolation
         if iso == "auto":

@@ -217,7 +217,7 @@ def test_a_model_needing_obi_loads_only_when_the_engine_computes_it(tmp_path):
     bundle = make_bundle(tmp_path / "m", features=("qimb", "obi_1", "obi_5"), classes=(-1, 1), threshold=0.5)
     det = {"mlp": {"type": "onnx", "model": str(bundle), "warmup": 0, "cooldown": 0}}
     with pytest.raises(ConfigError, match=r"obi_5.*not computed by the live engine"):
-        parse_pattern_config({"features": {"book_levels": [1]}, "detectors": det})
+        PatternEngine(parse_pattern_config({"features": {"book_levels": [1]}, "detectors": det}))
     cfg = parse_pattern_config({"features": {"book_levels": [1, 5]}, "detectors": det})
     eng = PatternEngine(cfg)
     (mlp,) = eng.models
