@@ -273,8 +273,11 @@ class PatternEngine:
     def _run_models(self, ticks: Sequence[Tick], sym: np.ndarray, batches: Sequence[TickBatch],
                     ends: list[int], out: list[list[Signal]]) -> None:
         n = sym.shape[0]
-        uniq, first_rev = np.unique(sym[::-1], return_index=True)
-        last_k = n - 1 - first_rev  # the latest tick of each symbol in this micro-batch
+        if n == 1:
+            uniq, last_k = sym, np.zeros(1, dtype=np.int64)
+        else:
+            uniq, first_rev = np.unique(sym[::-1], return_index=True)
+            last_k = n - 1 - first_rev  # the latest tick of each symbol in this micro-batch
         st = self.state
         nt = st.I[uniq, kernel.N_TICKS]
         for j, det in enumerate(self.models):

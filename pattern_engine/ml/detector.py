@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from pydantic import Field
 
@@ -129,18 +130,38 @@ class LoadedModel:
         return self.meta.name
 
     def prepare(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row indexes with finite inputs, their normalised float32 inputs)."""
-        x = features[:, self.cols]
-        ok = np.isfinite(x).all(axis=1)
-        rows = np.flatnonzero(ok)
-        if rows.shape[0] != x.shape[0]:
-            x = x[rows]
-        z = (x - self.mean) * self.inv_scale
-        np.clip(z, -self.meta.clip, self.meta.clip, out=z)
-        return rows, np.ascontiguousarray(z, dtype=np.float32)
+        """(row indexes with finite inputs, their normalised float32 inputs): one compiled pass."""
+        k = features.shape[0]
+        rows = np.empty(k, dtype=np.int64)
+        z = np.empty((k, self.cols.shape[0]), dtype=np.float32)
+        n = _prepare(features, self.cols, self.mean, self.inv_scale, float(self.meta.clip), rows, z)
+        return rows[:n], z[:n]
 
     def close(self) -> None:
         self.backend.close()
+
+
+@numba.njit(cache=True, nogil=True)
+def _prepare(features, cols, mean, inv_scale, clip, rows, out):  # pragma: no cover - compiled
+    """Gather ``cols`` of each row, skip rows holding a NaN/inf, write clip((x - mean) * inv_scale)
+    as float32 into ``out`` (packed); the kept row indexes go to ``rows``. Returns how many."""
+    n = 0
+    m = cols.shape[0]
+    for i in range(features.shape[0]):
+        ok = True
+        for j in range(m):
+            v = features[i, cols[j]]
+            if not np.isfinite(v):
+                ok = False
+                break
+        if not ok:
+            continue
+        for j in range(m):
+            z = (features[i, cols[j]] - mean[j]) * inv_scale[j]
+            out[n, j] = min(max(z, -clip), clip)
+        rows[n] = i
+        n += 1
+    return n
 
 
 def load_model(
@@ -380,14 +401,11 @@ class OnnxDetector(BatchDetector):
         self._ok()
         thr = self.params.threshold if self.params.threshold is not None else m.meta.threshold
         out: list[Detection] = []
-        pu = p[:, m.up] if m.up >= 0 else None
-        pd = p[:, m.down] if m.down >= 0 else None
-        fire_up = pu >= thr if pu is not None else np.zeros(len(rows), dtype=bool)
-        fire_dn = pd >= thr if pd is not None else np.zeros(len(rows), dtype=bool)
-        for i in np.flatnonzero(fire_up | fire_dn).tolist():
-            up = bool(fire_up[i]) and (not fire_dn[i] or pu[i] >= pd[i])  # type: ignore[index]
-            prob = float(pu[i] if up else pd[i])  # type: ignore[index]
-            out.append(Detection(int(rows[i]), 1 if up else -1, prob))
+        pu = p[:, m.up].tolist() if m.up >= 0 else [0.0] * len(rows)
+        pd = p[:, m.down].tolist() if m.down >= 0 else [0.0] * len(rows)
+        for i, (u, d) in enumerate(zip(pu, pd)):
+            if u >= thr or d >= thr:  # both only when thr <= 0.5: the likelier side wins
+                out.append(Detection(int(rows[i]), 1, u) if u >= d else Detection(int(rows[i]), -1, d))
         return out
 
     def _infer(self, m: LoadedModel, x: np.ndarray) -> np.ndarray:
