@@ -22,7 +22,7 @@ Safety. With ``isolation: thread`` inference runs on a dedicated worker thread a
 the engine waits at most ``timeout_us``: a late call is abandoned (its result discarded,
 ``timeouts`` counted) and, while the worker is still stuck, later batches skip the model at
 once (``busy``) — ticks and rule detectors never wait on a hung model. With ``isolation:
-inline`` the call runs on the event loop's thread (saves the ~20 µs thread hand-off) and a
+inline`` the call runs on the event loop's thread (saves the ~55 µs thread hand-off) and a
 call slower than ``timeout_us`` is discarded after the fact (it did hold that batch). ``auto``
 (default) is inline for the ``cpu`` backend, whose small models cannot hang and where the
 hand-off would be most of the cost (measured: docs/benchmarks.md), and thread for the GPU
