@@ -225,7 +225,9 @@ def load_model(
 
 
 def _smoke(m: LoadedModel) -> None:
-    """Run a few rows (and warm the backend up); the outputs must be probabilities of the classes."""
+    """Run a few rows (and warm the backend up); the outputs must be probabilities of the classes.
+    Also compiles (or loads from numba's cache) the input pass now, not on the first real batch."""
+    m.prepare(np.zeros((2, len(m.columns))))
     n = len(m.meta.features)
     rng = np.random.default_rng(0)
     for k in (1, min(8, m.backend.max_batch), 1):
