@@ -39,6 +39,7 @@ __all__ = [
     "BundleError",
     "Horizon",
     "ModelMetadata",
+    "file_sha256",
     "load_bundle",
     "onnx_sha256",
     "save_bundle",
@@ -110,12 +111,16 @@ class ModelMetadata(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def onnx_sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+onnx_sha256 = file_sha256
 
 
 def load_bundle(directory: str | Path, verify: bool = True) -> tuple[ModelMetadata, Path]:

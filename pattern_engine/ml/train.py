@@ -41,7 +41,7 @@ from pattern_engine.ml.dataset import (
     labels_from_returns,
     time_split,
 )
-from pattern_engine.ml.metadata import Horizon, ModelMetadata, save_bundle
+from pattern_engine.ml.metadata import Horizon, ModelMetadata, file_sha256, save_bundle
 
 __all__ = ["MODELS", "PARITY_ATOL", "TrainOptions", "TrainResult", "evaluate", "normalise", "train"]
 
@@ -157,47 +157,45 @@ def _fit_mlp(xtr, ytr, w, xva, yva, classes, opts: TrainOptions) -> tuple[Any, d
 
     clf = MLPClassifier(hidden_layer_sizes=opts.hidden, alpha=1e-4, batch_size=512, learning_rate_init=1e-3,
                         random_state=opts.seed, shuffle=True)
-    rng = np.random.default_rng(opts.seed)
-    sub = rng.choice(ytr.size, min(ytr.size, CURVE_SAMPLE), replace=False)
-    curve: dict[str, Any] = {"kind": "epoch", "x": [], "train": [], "val": []}
-    best, best_model, best_x, bad = np.inf, None, 0, 0
-    for epoch in range(1, opts.max_epochs + 1):
+
+    def grow(epoch: int) -> None:  # one pass over the training rows per epoch
         clf.partial_fit(xtr, ytr, classes=classes, sample_weight=w)
-        tl = _log_loss(ytr[sub], clf.predict_proba(xtr[sub]), classes)
-        vl = _log_loss(yva, clf.predict_proba(xva), classes)
-        curve["x"].append(epoch)
-        curve["train"].append(tl)
-        curve["val"].append(vl)
-        if vl < best - 1e-5:
-            best, best_model, best_x, bad = vl, copy.deepcopy(clf), epoch, 0
-        else:
-            bad += 1
-            if bad >= opts.patience:
-                break
-    curve["best"] = best_x
-    return best_model, curve
+
+    return _early_stopped(clf, grow, range(1, opts.max_epochs + 1), "epoch", xtr, ytr, xva, yva, classes, opts)
 
 
 def _fit_gbm(xtr, ytr, w, xva, yva, classes, opts: TrainOptions) -> tuple[Any, dict[str, Any]]:
     from sklearn.ensemble import GradientBoostingClassifier
 
-    step, max_trees = 10, 10 * opts.max_epochs
+    step = 10
     clf = GradientBoostingClassifier(n_estimators=0, learning_rate=0.1, max_depth=3, subsample=0.5,
                                      random_state=opts.seed, warm_start=True)
-    rng = np.random.default_rng(opts.seed)
-    sub = rng.choice(ytr.size, min(ytr.size, CURVE_SAMPLE), replace=False)
-    curve: dict[str, Any] = {"kind": "trees", "x": [], "train": [], "val": []}
-    best, best_model, best_x, bad = np.inf, None, 0, 0
-    for trees in range(step, max_trees + 1, step):
+
+    def grow(trees: int) -> None:  # warm start: adds the trees beyond those already fitted
         clf.n_estimators = trees
         clf.fit(xtr, ytr, sample_weight=w)
+
+    return _early_stopped(clf, grow, range(step, step * opts.max_epochs + 1, step), "trees", xtr, ytr, xva, yva,
+                          classes, opts)
+
+
+def _early_stopped(clf, grow, steps, kind: str, xtr, ytr, xva, yva, classes,
+                   opts: TrainOptions) -> tuple[Any, dict[str, Any]]:
+    """Grow ``clf`` step by step, record train / validation log-loss after each (the validation
+    curve), stop after ``opts.patience`` steps without a validation improvement, return the best."""
+    rng = np.random.default_rng(opts.seed)
+    sub = rng.choice(ytr.size, min(ytr.size, CURVE_SAMPLE), replace=False)
+    curve: dict[str, Any] = {"kind": kind, "x": [], "train": [], "val": []}
+    best, best_model, best_x, bad = np.inf, None, 0, 0
+    for x in steps:
+        grow(x)
         tl = _log_loss(ytr[sub], clf.predict_proba(xtr[sub]), classes)
         vl = _log_loss(yva, clf.predict_proba(xva), classes)
-        curve["x"].append(trees)
+        curve["x"].append(x)
         curve["train"].append(tl)
         curve["val"].append(vl)
         if vl < best - 1e-5:
-            best, best_model, best_x, bad = vl, copy.deepcopy(clf), trees, 0
+            best, best_model, best_x, bad = vl, copy.deepcopy(clf), x, 0
         else:
             bad += 1
             if bad >= opts.patience:
@@ -205,13 +203,6 @@ def _fit_gbm(xtr, ytr, w, xva, yva, classes, opts: TrainOptions) -> tuple[Any, d
     curve["best"] = best_x
     return best_model, curve
 
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _iso(ns: int) -> str:
@@ -285,7 +276,8 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
     sha = hashlib.sha256(data).hexdigest()
     name = opts.name or f"{opts.model}_h{opts.horizon}"
     training = {
-        "files": [{"path": f, "sha256": _sha256(f)} if Path(f).is_file() else {"source": f} for f in rows.files],
+        "files": [{"path": f, "sha256": file_sha256(f)} if Path(f).is_file() else {"source": f}
+                  for f in rows.files],
         "windows": {k: {"first_ts": v[0], "last_ts": v[1], "first": _iso(v[0]), "last": _iso(v[1])}
                     for k, v in split.windows(rows).items()},
         "rows": {"ticks": rows.ticks, "labelled": labelled, "used": len(rows), "train": int(split.train.size),
