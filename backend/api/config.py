@@ -81,6 +81,16 @@ class ApiSettings(SettingsBase):
         ),
     )
 
+    model_upload_max_mb: int = Field(
+        64, ge=1, le=4096, description="Largest model file POST /models accepts, in MiB (larger: 413)."
+    )
+    allow_pickle_uploads: bool = Field(
+        False,
+        description=(
+            "Accept scikit-learn (.pkl/.joblib) and PyTorch (.pt/.pth) files on POST /models. Loading them runs "
+            "code from the file on the API's host: off, only .onnx uploads are accepted."
+        ),
+    )
     metrics_public: bool = Field(
         False,
         description=(

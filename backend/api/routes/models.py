@@ -2,25 +2,36 @@
 
 The same object as ``aitrader model list|show|promote|retire`` (``pattern_engine.ml.registry``);
 the actor is ``api:<username>`` and every change is an ``audit_log`` row (``model.promote``,
-``model.demote``, ``model.retire``). Registering (uploading a bundle) is the CLI's only.
-404 for an unknown name or version, 409 for a change the version's state does not allow
-(promoting a retired version).
+``model.demote``, ``model.retire``). ``POST /models`` uploads a model file (admin): ``.onnx``
+always, ``.pkl`` / ``.joblib`` / ``.pt`` / ``.pth`` only with ``AITRADER_API_ALLOW_PICKLE_UPLOADS``
+(loading them runs code from the file); it is converted like ``aitrader model import``,
+registered (checked by running it) and, with ``promote``, promoted. 404 for an unknown name or
+version, 409 for a change the version's state does not allow (promoting a retired version),
+413 for a file over ``AITRADER_API_MODEL_UPLOAD_MAX_MB``, 422 for a file that is not a usable model.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.deps import ApiContext, Caller, context, require
 from backend.api.errors import ApiError
 from backend.api.schemas import Reason, _Strict
-from pattern_engine.ml.registry import ModelNotFound, ModelRegistry, RegistryError, StateConflict
+from pattern_engine.ml.registry import (
+    InvalidModel,
+    ModelNotFound,
+    ModelRegistry,
+    RegistryError,
+    StateConflict,
+)
 
 router = APIRouter(prefix="/models", tags=["models"])
 T = TypeVar("T")
@@ -81,6 +92,8 @@ def _call(fn: Callable[[], T]) -> T:
         raise ApiError(404, str(e)[:500]) from e
     except StateConflict as e:
         raise ApiError(409, str(e)[:500]) from e
+    except InvalidModel as e:
+        raise ApiError(422, str(e)[:500]) from e
     except RegistryError as e:
         raise ApiError(409, str(e)[:500]) from e
     except SQLAlchemyError as e:
@@ -124,3 +137,73 @@ def promote_model(body: ModelChange, caller: Annotated[Caller, Depends(require("
 def retire_model(body: ModelChange, caller: Annotated[Caller, Depends(require("admin"))], ctx: Ctx, name: Name,
                  version: Version) -> dict[str, Any]:
     return _change(ctx, caller, "retire", name, version, body.reason)
+
+
+_UPLOAD_SUFFIXES = {".onnx": False, ".pkl": True, ".pickle": True, ".joblib": True, ".pt": True, ".pth": True}
+_UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "not admin, or a pickled model while AITRADER_API_ALLOW_PICKLE_UPLOADS is off"},
+    413: {"description": "the file is larger than AITRADER_API_MODEL_UPLOAD_MAX_MB"},
+    422: {"description": "not a usable model: the message says why"},
+}
+
+
+class UploadResult(BaseModel):
+    model: ModelOut
+    promoted: bool
+
+
+@router.post("", response_model=UploadResult, status_code=201, responses=_UPLOAD_RESPONSES,
+             summary="Upload a model file: convert, register (and promote) it (admin only)")
+def upload_model(
+    caller: Annotated[Caller, Depends(require("admin"))],
+    ctx: Ctx,
+    file: Annotated[UploadFile, File(description=".onnx (or .pkl/.joblib/.pt/.pth when allowed)")],
+    name: Annotated[str, Form(pattern=MODEL_NAME_PATTERN, max_length=64)],
+    features: Annotated[str, Form(min_length=1, max_length=4096,
+                                  description="comma-separated engine feature names, in input-column order")],
+    reason: Annotated[str, Form(min_length=1, max_length=2000)],
+    classes: Annotated[str | None, Form(pattern=r"^-?[01](,-?[01]){1,2}$",
+                                        description="label of each output column, e.g. -1,0,1")] = None,
+    outputs: Annotated[Literal["probabilities", "logits"], Form()] = "probabilities",
+    threshold: Annotated[float, Form(gt=0, le=1)] = 0.6,
+    promote: Annotated[bool, Form()] = False,
+) -> dict[str, Any]:
+    from pattern_engine.ml.convert import ModelImportError, import_model
+    from pattern_engine.ml.dataset import DatasetError
+    from pattern_engine.ml.metadata import BundleError
+
+    suffix = FsPath(file.filename or "").suffix.lower()
+    if suffix not in _UPLOAD_SUFFIXES:
+        raise ApiError(422, f"unsupported model file {file.filename!r}: .onnx, .pkl, .joblib, .pt or .pth")
+    if _UPLOAD_SUFFIXES[suffix] and not ctx.settings.allow_pickle_uploads:
+        raise ApiError(403, f"{suffix} files run code when loaded; uploads of them are off "
+                            "(AITRADER_API_ALLOW_PICKLE_UPLOADS); upload the model as .onnx or use `aitrader model import`")
+    limit = ctx.settings.model_upload_max_mb << 20
+    actor = f"api:{caller.username}"[:64]
+    with tempfile.TemporaryDirectory(prefix="aitrader-upload-") as tmp:
+        src = FsPath(tmp) / f"upload{suffix}"
+        size = 0
+        with open(src, "wb") as f:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"model file larger than {ctx.settings.model_upload_max_mb} MiB")
+                f.write(chunk)
+        try:
+            from common.config import load
+            from pattern_engine.config import PatternEngineSettings
+            from pattern_engine.pattern_config import load_pattern_config
+
+            params = load_pattern_config(load(PatternEngineSettings).config).features
+            bundle = import_model(
+                src, FsPath(tmp) / "bundle", name=name, features=[x.strip() for x in features.split(",")],
+                classes=[int(c) for c in classes.split(",")] if classes else None, outputs=outputs,
+                threshold=threshold, feature_params={k: float(v) for k, v in params.model_dump().items()},
+            )
+        except (ModelImportError, DatasetError, BundleError, ValueError) as e:
+            raise ApiError(422, str(e).replace(str(src), file.filename or "upload")[:500]) from e
+        reg = _registry(ctx)
+        rec = _call(lambda: reg.register(bundle, actor, reason))
+        if promote:
+            rec = _call(lambda: reg.promote(rec.name, rec.version, actor, reason)).record
+    return {"model": rec.as_dict(metadata=False), "promoted": promote}

@@ -35,6 +35,7 @@ MATRIX = [
     ("GET", "/risk", None, "viewer", 200),
     ("PUT", "/risk", {"key": "defaults.max_order_qty", "value": "5", "reason": "matrix"}, "admin", 504),
     ("GET", "/models", None, "viewer", 200),
+    ("POST", "/models", None, "admin", 422),  # an upload is multipart: the JSON-less request is incomplete
     # no model is registered here: an allowed caller gets 404 (test_api_models.py has the 200s)
     ("GET", "/models/{name}/{version}", None, "viewer", 404),
     ("POST", "/models/{name}/{version}/promote", {"reason": "matrix"}, "admin", 404),

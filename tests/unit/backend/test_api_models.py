@@ -113,3 +113,74 @@ def test_admin_changes_to_unknown_models_are_404(models_api):
     for url in ("/models/mom/3/promote", "/models/ghost/1/retire"):
         r = models_api.client.post(url, json={"reason": "x"}, headers=h)
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+
+
+# --- POST /models: uploads -------------------------------------------------------------------------------
+FEATS = "ret,vol,zscore,qimb"
+
+
+def _upload(api, role: str, filename: str, data: bytes, **form):
+    fields = {"name": "up", "features": FEATS, "reason": "uploaded in a test", **form}
+    return api.client.post("/models", files={"file": (filename, data)}, data=fields, headers=api.headers(role))
+
+
+def test_admin_uploads_an_onnx_model_which_is_registered_checked_and_promoted(models_api):
+    from tests.onnx_models import mlp_onnx
+
+    data = mlp_onnx(4, 3)
+    for role in ("viewer", "trader"):
+        assert _upload(models_api, role, "m.onnx", data).status_code == 403
+    r = _upload(models_api, "admin", "m.onnx", data, promote="true")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["promoted"] is True
+    assert (body["model"]["name"], body["model"]["version"], body["model"]["state"]) == ("up", 1, "promoted")
+    assert body["model"]["features"] == FEATS.split(",") and body["model"]["kind"] == "onnx-import"
+    listed = models_api.client.get("/models?name=up", headers=models_api.headers("viewer")).json()
+    assert [(m["version"], m["state"]) for m in listed] == [(1, "promoted")]
+    actors = sql_rows(models_api.db_url, "SELECT DISTINCT actor FROM audit_log WHERE entity_id = 'up@1'")
+    assert actors == [("api:admin",)]
+
+
+@pytest.mark.parametrize("filename, data, form, status, words", [
+    ("m.onnx", b"\x00not onnx", {}, 422, "onnx"),
+    ("m.txt", b"x", {}, 422, "unsupported model file"),
+    ("m.pkl", b"x", {}, 403, "AITRADER_API_ALLOW_PICKLE_UPLOADS"),
+    ("m.pt", b"x", {}, 403, "run code"),
+    ("m.onnx", None, {"features": "ret,vol"}, 422, "width"),  # the graph takes 4 columns
+    ("m.onnx", None, {"features": "ret,nosuch,zscore,qimb"}, 422, "nosuch"),
+    ("m.onnx", None, {"classes": "1,2"}, 422, "classes"),
+])
+def test_bad_uploads_get_a_clear_4xx_and_register_nothing(models_api, filename, data, form, status, words):
+    from tests.onnx_models import mlp_onnx
+
+    before = models_api.client.get("/models", headers=models_api.headers("viewer")).json()
+    r = _upload(models_api, "admin", filename, data if data is not None else mlp_onnx(4, 3), **form)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]["message"]
+    assert models_api.client.get("/models", headers=models_api.headers("viewer")).json() == before
+
+
+def test_an_upload_over_the_size_limit_is_413(make_api, clean_env, tmp_path):
+    clean_env.setenv("AITRADER_MODEL_STORE", str(tmp_path / "store"))
+    clean_env.setenv("AITRADER_API_MODEL_UPLOAD_MAX_MB", "1")
+    api = make_api()
+    r = _upload(api, "admin", "m.onnx", b"\x00" * (1 << 20 | 1))
+    assert r.status_code == 413 and "1 MiB" in r.json()["error"]["message"]
+
+
+def test_pickled_models_upload_only_when_allowed(make_api, clean_env, tmp_path):
+    import pickle
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    clean_env.setenv("AITRADER_MODEL_STORE", str(tmp_path / "store"))
+    clean_env.setenv("AITRADER_API_ALLOW_PICKLE_UPLOADS", "true")
+    api = make_api()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    clf = LogisticRegression().fit(x, np.where(x[:, 0] > 0, 1, -1))
+    r = _upload(api, "admin", "m.pkl", pickle.dumps(clf))
+    assert r.status_code == 201, r.text
+    assert r.json()["model"]["state"] == "registered" and r.json()["promoted"] is False
