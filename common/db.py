@@ -331,6 +331,23 @@ class RiskOverride(Base):
     ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
 
 
+class StrategySwitch(Base):
+    """A strategy switched on or off while running (``aitrader strategies enable|disable``).
+
+    One row per strategy name; the strategy engine applies every row over
+    ``config/strategies.yml``'s ``enabled`` on start. The history is in ``audit_log`` (0008).
+    """
+
+    __tablename__ = "strategy_switches"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
+
+
 class GatewayState(Base):
     """Small pieces of the gateway's memory that must survive a restart, by key (JSON values).
 

@@ -23,6 +23,7 @@ __all__ = [
     "MARKS",
     "KILL_STATE",
     "OUTBOX_HWM",
+    "STRATEGY_STATE",
     "GROUP_PATTERN",
     "GROUP_STRATEGY",
     "GROUP_EXECUTION",
@@ -40,6 +41,7 @@ ALERTS = "sys:alerts"  # anomalies for operators: a late fill (ExecutionReport),
 DLQ_COUNTS = "dlq:counts"  # hash: source stream -> number of dead-lettered entries
 MARKS = "ex:marks"  # hash: symbol -> last reference price seen by the gateway (str)
 KILL_STATE = "ex:trading_state"  # hash mirror of the gateway's persisted trading state
+STRATEGY_STATE = "se:strategy_state"  # hash: strategy name -> "1" enabled / "0" disabled (the engine's live switches)
 OUTBOX_HWM = "ex:outbox_hwm"  # highest gateway outbox number published to ex:events
 
 GROUP_PATTERN = "pattern_engine"
