@@ -115,8 +115,12 @@ class StrategyEngineService(Service):
             switches = {k.decode(): v == b"1" for k, v in raw.items()}
             self.switches_note = f"strategy switches not read from the database ({first}); using Redis's last known"
             log.warning("%s: %s", self.name, self.switches_note)
-        for name, on in switches.items():
+        # Offs first, so that an on that fits once another is off is not refused.
+        for name, on in sorted(switches.items(), key=lambda kv: kv[1]):
             if name in self.router.all and self.router.enabled[name] != on:
+                if on and (problem := self.router.enable_problem(name)):
+                    log.warning("%s: persisted switch on %s not applied: %s", self.name, name, problem)
+                    continue
                 self.router.set_enabled(name, on)
                 log.info("%s: strategy %s %s by a persisted switch", self.name, name, "enabled" if on else "disabled")
         state = {n: "1" if on else "0" for n, on in self.router.enabled.items()}
@@ -226,15 +230,15 @@ class StrategyEngineService(Service):
             return  # another service's command
         name = ctl.scope.removeprefix("strategy:") if ctl.scope.startswith("strategy:") else ctl.args.get("name", "")
         on = ctl.command == "strategy.enable"
-        ok = self.router.set_enabled(name, on)
+        problem = self.router.enable_problem(name) if on or name not in self.router.all else ""
+        ok = not problem and self.router.set_enabled(name, on)
         if ok:
             detail = f"strategy {name} {'enabled' if on else 'disabled'}"
             log.warning("%s by %s: %s", detail, ctl.actor or "unknown", ctl.reason)
             state = "ENABLED" if on else "DISABLED"
             out.redis_op(lambda pipe, n=name, v=on: pipe.hset(streams.STRATEGY_STATE, n, "1" if v else "0"))
         else:
-            detail = f"unknown strategy {name!r} (configured: {', '.join(sorted(self.router.all))})"
-            state = ""
+            detail, state = problem, ""
         self._count(out, f"control.{ctl.command}" + ("" if ok else ".refused"))
         out.publish(streams.CONTROL_ACKS, ControlAck(request_id=ctl.request_id, service=self.name, ok=ok,
                                                      state=state, detail=detail, ts=time.time_ns()))

@@ -520,6 +520,15 @@ class StrategyRouter:
         """The enabled strategies."""
         return [s for s in self.all.values() if self.enabled[s.name]]
 
+    def enable_problem(self, name: str) -> str:
+        """Why ``name`` cannot be switched on now ("" if it can): unknown, or allocations would exceed 1."""
+        if name not in self.all:
+            return f"unknown strategy {name!r} (configured: {', '.join(sorted(self.all))})"
+        total = sum(s.allocation for s in self.all.values() if self.enabled[s.name] or s.name == name)
+        if total > 1.0 + 1e-9:
+            return f"allocations of enabled strategies would sum to {total:g} (> 1): disable another first"
+        return ""
+
     def set_enabled(self, name: str, on: bool) -> bool:
         """Switch one strategy; False when it is not configured."""
         if name not in self.all:
