@@ -131,7 +131,7 @@ def _list(args: argparse.Namespace, common: CommonSettings) -> int:
     table = []
     for r in rows:
         c = r["counters"]
-        skipped = sum(v for k, v in c.items() if k.startswith("skipped.") or k.startswith("fusion."))
+        skipped = sum(v for k, v in c.items() if k.startswith(("skipped.", "fusion.")))
         table.append([
             r["name"], r["type"], ",".join(r["detectors"] + [f"model:{m}" for m in r["models"]]),
             "*" if r["symbols"] == "*" else ",".join(r["symbols"]), f"{r['allocation']:g}",

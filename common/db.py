@@ -46,6 +46,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ALEMBIC_INI",
     "AMOUNT_SCALE",
+    "MODEL_STATES",
     "OPEN_STATUSES",
     "ORDER_STATUSES",
     "ROLES",
@@ -57,7 +58,6 @@ __all__ = [
     "ControlRequest",
     "Fill",
     "KillSwitchEvent",
-    "MODEL_STATES",
     "Model",
     "Order",
     "OutboxMessage",

@@ -40,10 +40,10 @@ from common.messages import (
 )
 from common.service import Service
 from strategy_engine.account import AccountContext
-from strategy_engine.config import StrategySettings
-from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
 from strategy_engine.brackets import Actions, BracketBook
+from strategy_engine.config import StrategySettings
 from strategy_engine.fusion import FusionBook
+from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
 from strategy_engine.sizing import flatten_size, size_intent
 from strategy_engine.state import STRATEGY_COMMANDS, load_switches
 from strategy_engine.strategies import StrategyConfig, StrategyRouter, load_strategies

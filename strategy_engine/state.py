@@ -38,7 +38,7 @@ def switch_rows(engine: Any) -> list[dict[str, Any]]:
     return [
         {"name": r.name, "enabled": bool(r.enabled), "actor": r.actor, "reason": r.reason,
          "request_id": r.request_id, "ts": int(r.ts)}
-        for (r,) in rows
+        for r in rows
     ]
 
 

@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from common.bus import Outputs
 from common.config import CommonSettings, load
 from common.instruments import Instruments
-from common.bus import Outputs
 from common.messages import ExecutionReport, OrderIntent, OrdStatus, OrdType, TickBatch, decode
 from pattern_engine.engine import PatternEngine
 from pattern_engine.pattern_config import DEFAULT_PATH, parse_pattern_config

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.instruments import Instrument
 from common.messages import Side
-import pytest
-
 from strategy_engine.sizing import kelly_fraction, size_intent, stop_distance
 from strategy_engine.strategies import StrategyConfig
 

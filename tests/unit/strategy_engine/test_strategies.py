@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 import pytest
 
 from common.config import ConfigError
+from common.messages import Side, Signal
 from strategy_engine.config import DEFAULT_STRATEGIES_FILE
-from strategy_engine.strategies import StrategyRouter, load_strategies, parse_strategies
+from strategy_engine.strategies import STRATEGY_TYPES, StrategyRouter, load_strategies, parse_strategies
 
 DETECTORS = {"momentum_burst", "mean_reversion", "breakout", "imbalance", "ml_demo"}
 
@@ -77,11 +81,6 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 
 # -- types, params, the model strategy -----------------------------------------------------------
-import time  # noqa: E402
-from decimal import Decimal  # noqa: E402
-
-from common.messages import Side, Signal  # noqa: E402
-from strategy_engine.strategies import STRATEGY_TYPES  # noqa: E402
 
 
 def _sig(side=Side.BUY, strength=1.0, detector="breakout", model_id=""):
