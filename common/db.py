@@ -46,6 +46,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ALEMBIC_INI",
     "AMOUNT_SCALE",
+    "MODEL_STATES",
     "OPEN_STATUSES",
     "ORDER_STATUSES",
     "ROLES",
@@ -57,7 +58,6 @@ __all__ = [
     "ControlRequest",
     "Fill",
     "KillSwitchEvent",
-    "MODEL_STATES",
     "Model",
     "Order",
     "OutboxMessage",
@@ -325,6 +325,23 @@ class RiskOverride(Base):
 
     key: Mapped[str] = mapped_column(String(160), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    ts: Mapped[int] = mapped_column(BigInteger)  # ns since the epoch
+
+
+class StrategySwitch(Base):
+    """A strategy switched on or off while running (``aitrader strategies enable|disable``).
+
+    One row per strategy name; the strategy engine applies every row over
+    ``config/strategies.yml``'s ``enabled`` on start. The history is in ``audit_log`` (0008).
+    """
+
+    __tablename__ = "strategy_switches"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
     actor: Mapped[str] = mapped_column(String(64), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     request_id: Mapped[str] = mapped_column(String(64), default="")

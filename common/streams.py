@@ -5,28 +5,29 @@ from __future__ import annotations
 import zlib
 
 __all__ = [
-    "TICKS_PREFIX",
-    "ticks_stream",
-    "shard_for",
-    "SIGNALS",
-    "INTENTS",
-    "EXEC_EVENTS",
+    "ALERTS",
     "CONTROL",
     "CONTROL_ACKS",
-    "HEARTBEATS",
-    "ALERTS",
-    "dlq_stream",
     "DLQ_COUNTS",
-    "stats_key",
-    "health_key",
-    "latency_key",
-    "MARKS",
-    "KILL_STATE",
-    "OUTBOX_HWM",
+    "EXEC_EVENTS",
+    "GROUP_ACCOUNT",
+    "GROUP_EXECUTION",
     "GROUP_PATTERN",
     "GROUP_STRATEGY",
-    "GROUP_EXECUTION",
-    "GROUP_ACCOUNT",
+    "HEARTBEATS",
+    "INTENTS",
+    "KILL_STATE",
+    "MARKS",
+    "OUTBOX_HWM",
+    "SIGNALS",
+    "STRATEGY_STATE",
+    "TICKS_PREFIX",
+    "dlq_stream",
+    "health_key",
+    "latency_key",
+    "shard_for",
+    "stats_key",
+    "ticks_stream",
 ]
 
 TICKS_PREFIX = "md:ticks:"
@@ -40,6 +41,7 @@ ALERTS = "sys:alerts"  # anomalies for operators: a late fill (ExecutionReport),
 DLQ_COUNTS = "dlq:counts"  # hash: source stream -> number of dead-lettered entries
 MARKS = "ex:marks"  # hash: symbol -> last reference price seen by the gateway (str)
 KILL_STATE = "ex:trading_state"  # hash mirror of the gateway's persisted trading state
+STRATEGY_STATE = "se:strategy_state"  # hash: strategy name -> "1" enabled / "0" disabled (the engine's live switches)
 OUTBOX_HWM = "ex:outbox_hwm"  # highest gateway outbox number published to ex:events
 
 GROUP_PATTERN = "pattern_engine"

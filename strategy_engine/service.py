@@ -28,12 +28,24 @@ from common import streams
 from common.bus import Entry, Outputs
 from common.config import CommonSettings, load
 from common.instruments import Instruments
-from common.messages import ExecutionReport, OrderIntent, OrdType, Signal, TimeInForce, client_order_id_for
+from common.messages import (
+    Control,
+    ControlAck,
+    ExecutionReport,
+    OrderIntent,
+    OrdType,
+    Signal,
+    TimeInForce,
+    client_order_id_for,
+)
 from common.service import Service
 from strategy_engine.account import AccountContext
+from strategy_engine.brackets import Actions, BracketBook
 from strategy_engine.config import StrategySettings
+from strategy_engine.fusion import FusionBook
 from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
-from strategy_engine.sizing import size_intent
+from strategy_engine.sizing import flatten_size, size_intent
+from strategy_engine.state import STRATEGY_COMMANDS, load_switches
 from strategy_engine.strategies import StrategyConfig, StrategyRouter, load_strategies
 
 __all__ = ["StrategyEngineService", "build"]
@@ -59,7 +71,11 @@ class StrategyEngineService(Service):
         self.router = StrategyRouter(
             strategies if strategies is not None else load_strategies(s.strategies_path)
         )
+        self._strategies = {c.name: c.build() for c in self.router.all.values()}
+        self._fusion = {c.name: FusionBook(c.fusion, c.sources) for c in self.router.all.values()}
         self.instruments = instruments or Instruments.load(s.instruments_path)
+        self.brackets = BracketBook(self.instruments)
+        self.switches_note = ""  # why the persisted strategy switches could not be read, if so
         self.broker = broker or McpBrokerClient(
             s.mcp_url, auth_header=s.mcp_auth_header, auth_secret=s.mcp_auth_secret, timeout_s=s.mcp_timeout_s
         )
@@ -69,20 +85,50 @@ class StrategyEngineService(Service):
 
     # -- set-up ----------------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
-        return {streams.SIGNALS: Signal, streams.EXEC_EVENTS: ExecutionReport}
+        return {streams.SIGNALS: Signal, streams.EXEC_EVENTS: ExecutionReport, streams.CONTROL: Control}
 
     async def setup(self) -> None:
         assert self.redis is not None
         # ex:events is a delta feed on top of the broker's snapshot, whose history the snapshot already
         # holds: a new group starts at the end of the stream ("$"), not at 0 as the Consumer would.
-        try:
-            await self.redis.xgroup_create(streams.EXEC_EVENTS, self.name, id="$", mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        # So is ctl:commands: the strategies' switches come from the database (state.py), not the history.
+        for stream in (streams.EXEC_EVENTS, streams.CONTROL):
+            try:
+                await self.redis.xgroup_create(stream, self.name, id="$", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        await self._load_switches()
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per MCP request otherwise
         # Best effort: a broker that is down leaves the context stale, not the engine dead.
         await self.refresh()
+
+    async def _load_switches(self) -> None:
+        """Apply the persisted strategy switches over the file (database; else Redis's last known) and publish them."""
+        assert self.redis is not None
+        try:
+            switches = await asyncio.to_thread(load_switches, self.common.db_url)
+            self.switches_note = ""
+        except Exception as e:  # noqa: BLE001 - any database failure: fall back, say so, keep running
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raw = await self.redis.hgetall(streams.STRATEGY_STATE)
+            switches = {k.decode(): v == b"1" for k, v in raw.items()}
+            self.switches_note = f"strategy switches not read from the database ({first}); using Redis's last known"
+            log.warning("%s: %s", self.name, self.switches_note)
+        # Offs first, so that an on that fits once another is off is not refused.
+        for name, on in sorted(switches.items(), key=lambda kv: kv[1]):
+            if name in self.router.all and self.router.enabled[name] != on:
+                if on and (problem := self.router.enable_problem(name)):
+                    log.warning("%s: persisted switch on %s not applied: %s", self.name, name, problem)
+                    continue
+                self.router.set_enabled(name, on)
+                log.info("%s: strategy %s %s by a persisted switch", self.name, name, "enabled" if on else "disabled")
+        state = {n: "1" if on else "0" for n, on in self.router.enabled.items()}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(streams.STRATEGY_STATE)
+        if state:
+            pipe.hset(streams.STRATEGY_STATE, mapping=state)
+        await pipe.execute()
 
     async def extra_tasks(self) -> list[asyncio.Task]:
         return [asyncio.create_task(self._refresher(), name=f"{self.name}.refresh")]
@@ -140,6 +186,8 @@ class StrategyEngineService(Service):
 
     def heartbeat_detail(self) -> str:
         ctx = self.context.describe()
+        if self.switches_note:
+            ctx = f"{ctx}; {self.switches_note}"
         return f"{self.detail}; {ctx}" if self.detail else ctx
 
     # -- messages --------------------------------------------------------------------------
@@ -151,60 +199,125 @@ class StrategyEngineService(Service):
         msg = entry.msg
         if isinstance(msg, Signal):
             self._on_signal(msg, out)
-        else:
+        elif isinstance(msg, ExecutionReport):
             self._on_report(msg, out)
+        else:
+            self._on_control(msg, out)
 
     def _on_report(self, rep: ExecutionReport, out: Outputs) -> None:
         if self.context.apply_report(rep):
             self._count(out, "fills")
         if rep.last_qty > 0:
             self._refresh_soon.set()
+        acts = self.brackets.on_report(rep)
+        if acts is not None:
+            self._send(acts, out)
 
+    def _send(self, acts: Actions, out: Outputs) -> None:
+        """Publish what the bracket book asks for: protective intents and cancels (on ``ctl:commands``)."""
+        for it in acts.intents:
+            out.publish(streams.INTENTS, it)
+        for ctl in acts.cancels:
+            out.publish(streams.CONTROL, ctl)
+        for name, n in acts.counters.items():
+            out.incr(name, n)
+            self.count(name, n)
+
+    # -- control ---------------------------------------------------------------------------
+    def _on_control(self, ctl: Control, out: Outputs) -> None:
+        """``strategy.enable`` / ``strategy.disable`` (scope ``strategy:<name>``): switch it now, ack on ctl:acks."""
+        if ctl.command not in STRATEGY_COMMANDS:
+            return  # another service's command
+        name = ctl.scope.removeprefix("strategy:") if ctl.scope.startswith("strategy:") else ctl.args.get("name", "")
+        on = ctl.command == "strategy.enable"
+        problem = self.router.enable_problem(name) if on or name not in self.router.all else ""
+        ok = not problem and self.router.set_enabled(name, on)
+        if ok:
+            detail = f"strategy {name} {'enabled' if on else 'disabled'}"
+            log.warning("%s by %s: %s", detail, ctl.actor or "unknown", ctl.reason)
+            state = "ENABLED" if on else "DISABLED"
+            out.redis_op(lambda pipe, n=name, v=on: pipe.hset(streams.STRATEGY_STATE, n, "1" if v else "0"))
+        else:
+            detail, state = problem, ""
+        self._count(out, f"control.{ctl.command}" + ("" if ok else ".refused"))
+        out.publish(streams.CONTROL_ACKS, ControlAck(request_id=ctl.request_id, service=self.name, ok=ok,
+                                                     state=state, detail=detail, ts=time.time_ns()))
+
+    # -- signals ---------------------------------------------------------------------------
     def _on_signal(self, sig: Signal, out: Outputs) -> None:
         self._count(out, "signals")
-        strategies = self.router.route(sig.detector, sig.symbol)
+        ctx = self.context
+        price = Decimal(str(sig.price))
+        acts = self.brackets.on_mark(sig.symbol, price, sig.tick_seq, sig.ts_event, sig.ts_ingest, sig.ts_signal)
+        if acts is not None:
+            self._send(acts, out)
+        strategies = self.router.route(sig.detector, sig.symbol, sig.model_id)
         if not strategies:
             self._count(out, "signals_skipped.no_strategy")
             return
-        ctx = self.context
-        price = Decimal(str(sig.price))
         ctx.mark(sig.symbol, price)
         can_open = not ctx.is_stale()
         inst = self.instruments.get(sig.symbol)
         for cfg in strategies:
-            coid = client_order_id_for(sig.signal_id, cfg.name)
+            name = cfg.name
+            coid = client_order_id_for(sig.signal_id, name)
             again = ctx.recent_intent(coid)
             if again is not None:
                 # A re-delivered signal: the same intent again (the gateway drops the duplicate id).
                 out.publish(streams.INTENTS, again)
                 self._count(out, "intents_replayed")
                 continue
-            res = size_intent(
-                side=sig.side,
-                price=price,
-                volatility=sig.volatility,
-                equity=ctx.equity,
-                cash=ctx.available_cash(),
-                current=ctx.position(sig.symbol),
-                cfg=cfg,
-                instrument=inst,
-                fee_buffer_bps=self._fee_buffer_bps,
-                can_open=can_open,
-            )
-            if res.blocked_stale:
-                self._count(out, "intents_blocked_stale_context")
-            if res.qty <= 0:
-                if not res.blocked_stale:
-                    self._count(out, f"signals_skipped.{res.reason}")
+            out.incr(f"strategy.{name}.signals")
+            fused = self._fusion[name].vote(StrategyRouter.source_of(cfg, sig.detector, sig.model_id), sig)
+            if not fused.act:
+                self._count(out, f"fusion.{name}.{fused.reason}")
                 continue
+            fsig = fused.signal
+            assert fsig is not None
+            current = ctx.position(sig.symbol)
+            dec = self._strategies[name].decide(fsig, current)
+            if dec.action == "skip":
+                self._count(out, f"signals_skipped.{dec.reason}")
+                out.incr(f"strategy.{name}.skipped.{dec.reason}")
+                continue
+            if dec.action == "flatten":
+                qty = flatten_size(dec.side, current, inst)
+                sizing = {"flatten": 1.0, "current_position": float(current), "price": float(price),
+                          "target_position": 0.0, f"exit_{dec.reason}": 1.0, "p": fsig.strength}
+                res = None
+                if qty <= 0:
+                    self._count(out, "signals_skipped.flat")
+                    continue
+            else:
+                res = size_intent(
+                    side=dec.side,
+                    price=price,
+                    volatility=sig.volatility,
+                    equity=ctx.equity,
+                    cash=ctx.available_cash(),
+                    current=current,
+                    cfg=cfg,
+                    instrument=inst,
+                    fee_buffer_bps=self._fee_buffer_bps,
+                    can_open=can_open,
+                    p_win=dec.p_win,
+                )
+                if res.blocked_stale:
+                    self._count(out, "intents_blocked_stale_context")
+                if res.qty <= 0:
+                    if not res.blocked_stale:
+                        self._count(out, f"signals_skipped.{res.reason}")
+                        out.incr(f"strategy.{name}.skipped.{res.reason}")
+                    continue
+                qty, sizing = res.qty, res.sizing
             ts_intent = time.time_ns()
             intent = OrderIntent(
                 client_order_id=coid,
                 signal_id=sig.signal_id,
-                strategy=cfg.name,
+                strategy=name,
                 symbol=sig.symbol,
-                side=sig.side,
-                qty=res.qty,
+                side=dec.side,
+                qty=qty,
                 order_type=OrdType.MARKET,
                 tif=TimeInForce.DAY,
                 ref_price=price,
@@ -213,12 +326,19 @@ class StrategyEngineService(Service):
                 ts_ingest=sig.ts_ingest,
                 ts_signal=sig.ts_signal,
                 ts_intent=ts_intent,
-                sizing=res.sizing,
+                sizing=sizing | fused.numbers if fused.numbers else sizing,
             )
             out.publish(streams.INTENTS, intent)
             ctx.add_pending(intent)
             self._count(out, "intents")
+            out.incr(f"strategy.{name}.intents")
             self.hist("signal_to_intent").record_ns(ts_intent - sig.ts_signal)
+            closing = self.brackets.on_exit_intent(intent)
+            if closing.cancels or closing.counters:
+                self._send(closing, out)
+            if res is not None and cfg.stops.any:
+                self.brackets.on_entry(intent, cfg.stops, res.opening_qty,
+                                       Decimal(repr(res.sizing["stop_distance"])))
 
 
 def build(argv: list[str]) -> StrategyEngineService:

@@ -15,7 +15,8 @@ from alembic.migration import MigrationContext
 from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
-          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models"}
+          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models",
+          "strategy_switches"}
 
 
 def tables(url: str) -> set[str]:
@@ -160,7 +161,7 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
     finally:
         eng.dispose()
     db.downgrade(database_url, "0005")
-    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models"}
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "strategy_switches"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.instruments import Instrument
 from common.messages import Side
-from strategy_engine.sizing import size_intent, stop_distance
+from strategy_engine.sizing import kelly_fraction, size_intent, stop_distance
 from strategy_engine.strategies import StrategyConfig
 
 D = Decimal
@@ -188,3 +189,85 @@ def test_sizing_invariants(side, price, vol, equity, cash, current, allow_short,
         assert after >= 0
     if not can_open:
         assert abs(after) <= abs(cur)
+
+
+# -- sizing models ---------------------------------------------------------------------------------
+def _model(**sizing):
+    stops = sizing.pop("stops", {})
+    return _cfg(sizing=sizing, stops=stops, max_position_notional=D("1e9"))
+
+
+def test_vol_target_formula_and_leverage_cap():
+    # capital 250000; sigma over 100 ticks = 0.5 * 10 = 5 -> 250000 * 0.01 / 5 = 500 units (50000 notional).
+    r = _size(cfg=_model(model="vol_target", target_vol=0.01, vol_horizon_ticks=100))
+    assert (r.qty, r.bound) == (D(500), "vol_target")
+    assert r.sizing["sigma_horizon"] == 5.0 and r.sizing["target_vol"] == 0.01 and r.sizing["model_vol_target"] == 1
+    # A tiny vol would lever up: capped at max_leverage * capital / price = 0.5 * 250000 / 100 = 1250.
+    capped = _size(vol=0.001, cfg=_model(model="vol_target", max_leverage=0.5))
+    assert (capped.qty, capped.bound) == (D(1250), "leverage") and capped.sizing["bound_leverage"] == 1.0
+    assert _size(vol=0.0, cfg=_model(model="vol_target")).reason == "zero_qty"
+
+
+def test_fixed_notional():
+    r = _size(cfg=_model(model="fixed_notional", notional=D("12345")))
+    assert (r.qty, r.bound, r.sizing["notional"]) == (D(123), "notional", 12345.0)
+    with pytest.raises(ValueError, match="notional"):
+        _model(model="fixed_notional")
+
+
+@pytest.mark.parametrize(
+    ("p", "b", "frac", "cap", "full", "used", "capped"),
+    [
+        (0.6, 1.0, 1.0, 1.0, 0.2, 0.2, False),  # f* = 0.6 - 0.4 / 1
+        (0.6, 2.0, 0.5, 1.0, 0.4, 0.2, False),  # f* = 0.6 - 0.4 / 2 = 0.4, half Kelly
+        (0.9, 3.0, 1.0, 0.25, 0.9 - 0.1 / 3, 0.25, True),  # capped
+        (0.4, 1.0, 1.0, 1.0, -0.2, 0.0, False),  # no edge
+    ],
+)
+def test_kelly_fraction_formula(p, b, frac, cap, full, used, capped):
+    f_full, f, hit = kelly_fraction(p, b, frac, cap)
+    assert f_full == pytest.approx(full) and f == pytest.approx(used) and hit == capped
+
+
+def test_kelly_sizing_uses_the_model_probability_and_records_its_inputs():
+    cfg = _model(model="kelly", win_probability=0.55, payoff_ratio=2.0, kelly_fraction=0.5, kelly_cap=0.25)
+    # Configured edge: f* = 0.55 - 0.45 / 2 = 0.325, half = 0.1625 -> 0.1625 * 250000 / 100 = 406 units.
+    r = _size(cfg=cfg)
+    assert (r.qty, r.bound) == (D(406), "kelly")
+    assert r.sizing["kelly_p"] == 0.55 and r.sizing["kelly_b"] == 2.0 and r.sizing["kelly_f"] == pytest.approx(0.1625)
+    # The model's probability replaces the configured one; a strong one hits the cap (0.25 -> 625 units).
+    strong = _size(cfg=cfg, p_win=0.95)
+    assert (strong.qty, strong.bound, strong.sizing["cap_kelly_hit"]) == (D(625), "kelly_cap", 1.0)
+    weak = _size(cfg=cfg, p_win=0.3)
+    assert (weak.qty, weak.reason, weak.sizing["kelly_f"]) == (D(0), "no_edge", 0.0)
+    # b defaults to the stops' take-profit multiple.
+    tp = _model(model="kelly", win_probability=0.6, kelly_fraction=1.0, kelly_cap=1.0, stops={"take_profit_r": 1.0})
+    assert _size(cfg=tp, cash="1e9").sizing["kelly_b"] == 1.0
+
+
+def test_kelly_without_an_edge_source_is_refused_at_load():
+    from common.config import ConfigError
+    from strategy_engine.strategies import parse_strategies
+
+    base = {"name": "k", "detectors": ["x"], "allocation": 0.1, "max_position_notional": "1000"}
+    with pytest.raises(ConfigError, match="win_probability"):
+        parse_strategies({"strategies": [base | {"sizing": {"model": "kelly", "payoff_ratio": 1}}]})
+    with pytest.raises(ConfigError, match="payoff_ratio"):
+        parse_strategies({"strategies": [base | {"type": "model", "sizing": {"model": "kelly"}}]})
+    (ok,) = parse_strategies({"strategies": [base | {"type": "model", "sizing": {"model": "kelly", "payoff_ratio": 1}}]})
+    assert ok.sizing.model == "kelly"
+
+
+@pytest.mark.parametrize("model", ["fixed_fractional", "vol_target", "fixed_notional", "kelly"])
+def test_every_model_keeps_every_cap(model):
+    extra = {"notional": D("1e9")} if model == "fixed_notional" else {}
+    if model == "kelly":
+        extra = {"win_probability": 0.99, "payoff_ratio": 5.0, "kelly_cap": 1.0, "max_leverage": 100.0}
+    elif model == "vol_target":
+        extra = {"max_leverage": 100.0}
+    cfg = _cfg(sizing={"model": model, **extra}, max_position_notional=D("30000"))
+    assert (_size(cfg=cfg).qty, _size(cfg=cfg).bound) == (D(300), "max_position")
+    assert _size(cfg=cfg, cash="10000", fee_buffer_bps=0).bound == "cash"
+    assert _size(side=Side.SELL, cfg=cfg).reason == "long_only"
+    assert _size(cfg=cfg, can_open=False).reason == "stale_context"
+    assert _size(cfg=cfg, current="290").reason == "min_trade"
