@@ -33,6 +33,7 @@ from common.service import Service
 from strategy_engine.account import AccountContext
 from strategy_engine.config import StrategySettings
 from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
+from strategy_engine.portfolio import PortfolioGuard, load_portfolio
 from strategy_engine.sizing import size_intent
 from strategy_engine.strategies import StrategyConfig, StrategyRouter, load_strategies
 
@@ -66,6 +67,8 @@ class StrategyEngineService(Service):
         self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
+        self.portfolio = PortfolioGuard(load_portfolio(s.portfolio_path), self.context,
+                                        {c.name: c.allocation for c in self.router.strategies})
 
     # -- set-up ----------------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
@@ -85,7 +88,8 @@ class StrategyEngineService(Service):
         await self.refresh()
 
     async def extra_tasks(self) -> list[asyncio.Task]:
-        return [asyncio.create_task(self._refresher(), name=f"{self.name}.refresh")]
+        return [asyncio.create_task(self._refresher(), name=f"{self.name}.refresh"),
+                asyncio.create_task(self.portfolio.run(self), name=f"{self.name}.portfolio")]
 
     # -- account context -------------------------------------------------------------------
     async def refresh(self) -> bool:
@@ -106,6 +110,7 @@ class StrategyEngineService(Service):
             log.info("%s: account refresh recovered", self.name)
         self.context.apply_snapshot(snap, requested)
         self.count("refreshes")
+        self.portfolio.poke()
         self._update_status()
         return True
 
@@ -139,7 +144,7 @@ class StrategyEngineService(Service):
         await super().heartbeat_once(status)
 
     def heartbeat_detail(self) -> str:
-        ctx = self.context.describe()
+        ctx = f"{self.context.describe()}; {self.portfolio.describe()}"
         return f"{self.detail}; {ctx}" if self.detail else ctx
 
     # -- messages --------------------------------------------------------------------------
@@ -157,6 +162,7 @@ class StrategyEngineService(Service):
     def _on_report(self, rep: ExecutionReport, out: Outputs) -> None:
         if self.context.apply_report(rep):
             self._count(out, "fills")
+        self.portfolio.on_report(rep)
         if rep.last_qty > 0:
             self._refresh_soon.set()
 
@@ -169,6 +175,7 @@ class StrategyEngineService(Service):
         ctx = self.context
         price = Decimal(str(sig.price))
         ctx.mark(sig.symbol, price)
+        self.portfolio.observe(sig.symbol, sig.price, sig.ts_event)
         can_open = not ctx.is_stale()
         inst = self.instruments.get(sig.symbol)
         for cfg in strategies:
@@ -215,6 +222,10 @@ class StrategyEngineService(Service):
                 ts_intent=ts_intent,
                 sizing=res.sizing,
             )
+            blocked = self.portfolio.check(intent)
+            if blocked is not None:
+                self._count(out, f"intents_blocked.{blocked}")
+                continue
             out.publish(streams.INTENTS, intent)
             ctx.add_pending(intent)
             self._count(out, "intents")
