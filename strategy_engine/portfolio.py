@@ -306,6 +306,7 @@ class PortfolioGuard:
         # Trading states known to the engine (its own commands at once, others' from their acks).
         self.states: dict[str, tuple[str, str]] = {}  # scope -> (state, reason)
         self.outbox: list[Control] = []  # commands to publish
+        self._breach_counts: dict[str, int] = {}  # portfolio_breaches.<limit> not yet in the stats hash
         self.last_breach = ""
         self.last_block = ""
         self.blocked: dict[str, int] = {}
@@ -488,6 +489,8 @@ class PortfolioGuard:
         self.last_breach = f"{scope} -> {level} ({reason})"
         log.error("portfolio: %s -> %s: %s", scope, level, reason)
         self.outbox.append(ctl)
+        name = f"portfolio_breaches.{limit}"
+        self._breach_counts[name] = self._breach_counts.get(name, 0) + 1
         return [ctl]
 
     # -- persistence -----------------------------------------------------------------------
@@ -595,21 +598,26 @@ class PortfolioGuard:
                     pass
                 for ctl in self.evaluate():
                     service.count(f"portfolio_breaches.{ctl.args.get('limit', '?')}")
-                await self.flush(r)
+                await self.flush(r, streams.stats_key(service.name))
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
-    async def flush(self, r: Any) -> None:
-        """Publish queued commands and persist the state when it changed (kept for a retry on error)."""
+    async def flush(self, r: Any, stats_key: str | None = None) -> None:
+        """Publish queued commands, count them in ``stats_key`` and persist the state when it changed,
+        in one transaction (all kept for a retry on error)."""
         try:
             if self.outbox or self.dirty:
                 pipe = r.pipeline(transaction=True)
                 for ctl in self.outbox:
                     pipe.xadd(streams.CONTROL, {b"d": encode(ctl)}, maxlen=100_000, approximate=True)
+                if stats_key:
+                    for name, n in self._breach_counts.items():
+                        pipe.hincrby(stats_key, name, n)
                 pipe.hset(PORTFOLIO_STATE_KEY, mapping=self.dump())
                 await pipe.execute()
                 self.outbox.clear()
+                self._breach_counts.clear()
                 self.dirty = False
         except Exception as e:  # noqa: BLE001 - Redis away: retried on the next evaluation
             log.warning("portfolio: could not publish %d command(s) / persist: %s", len(self.outbox), e)
