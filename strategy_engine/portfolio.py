@@ -354,10 +354,7 @@ class PortfolioGuard:
         if not stop > 0:
             stop = cfg.default_stop_fraction * price
         if cfg.max_portfolio_risk is not None:
-            risk = abs(new) * stop
-            for s in ctx.open_symbols():
-                if s != sym:
-                    risk += self._risk(s, float(ctx.position(s)), prices)
+            risk = abs(new) * stop + self._other_risk(sym, prices)
             frac = risk / eq
             if frac > cfg.max_portfolio_risk:
                 return self._block("portfolio_risk", intent, f"risk at the stops would be {risk:.2f} = "
@@ -378,14 +375,26 @@ class PortfolioGuard:
         self.stops[sym] = stop
         return None
 
-    def _risk(self, sym: str, qty: float, prices: dict[str, Decimal]) -> float:
-        if not qty:
-            return 0.0
-        stop = self.stops.get(sym)
-        if stop is None:
-            p = prices.get(sym)
-            stop = self.cfg.default_stop_fraction * (float(p) if p is not None else 0.0)
-        return abs(qty) * stop
+    def _other_risk(self, sym: str, prices: dict[str, Decimal]) -> float:
+        """The loss at the stops of every position but ``sym``'s (own intents in flight included)."""
+        ctx = self.ctx
+        stops, dflt = self.stops, self.cfg.default_stop_fraction
+        confirmed, pending = ctx.positions, ctx.pending_positions
+        risk = 0.0
+        for s in confirmed.keys() | pending.keys() if pending else confirmed:
+            if s == sym:
+                continue
+            q = confirmed.get(s) or 0
+            if pending:
+                q += pending.get(s) or 0
+            if not q:
+                continue
+            stop = stops.get(s)
+            if stop is None:
+                p = prices.get(s)
+                stop = dflt * float(p) if p is not None else 0.0
+            risk += abs(float(q)) * stop
+        return risk
 
     def _block(self, limit: str, intent: OrderIntent, why: str) -> str:
         n = self.blocked[limit] = self.blocked.get(limit, 0) + 1
