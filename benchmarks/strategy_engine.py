@@ -177,6 +177,15 @@ async def run_rate(rate: int, seconds: float, symbols: int, refresh_s: float) ->
     }
 
 
+def verdict(m: dict) -> str:
+    """Calls match 3 x refreshes, give or take one refresh straddling each edge of the window
+    (the two services' counters are read a few ms apart)."""
+    slack = 2 * len(TOOLS_PER_REFRESH)
+    if abs(m["total"] - m["expected_calls"]) <= slack:
+        return f"calls = {len(TOOLS_PER_REFRESH)} x refreshes (within one refresh at each edge): no MCP call per signal"
+    return "MISMATCH: MCP calls not explained by the refreshes"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 10_000])
@@ -203,7 +212,7 @@ def main() -> int:
         print(f"  MCP tool calls in the {res['window_s']} s window: {m['total']} {m['tool_calls']}; engine refreshes "
               f"{m['refreshes']} (+{m['refresh_failures']} failed) x {len(TOOLS_PER_REFRESH)} tools = "
               f"{m['expected_calls']} expected (refresh_s {m['refresh_s']}); {m['calls_per_1k_signals']} calls per "
-              f"1k signals -> {'no MCP call per signal' if m['total'] == m['expected_calls'] else 'MISMATCH'}")
+              f"1k signals -> {verdict(m)}")
     return 0
 
 
