@@ -92,13 +92,13 @@ async def run_rate(rate: int, seconds: float, symbols: int, refresh_s: float) ->
                AITRADER_SE_MCP_URL=f"http://127.0.0.1:{port}/mcp", AITRADER_HEARTBEAT_S="0.2",
                AITRADER_LOG_LEVEL="WARNING", AITRADER_INSTANCE="bench", AITRADER_SE_REFRESH_S=str(refresh_s),
                AITRADER_INITIAL_CASH="100000000")
-    log = open(home / "services.log", "ab")
-    procs = {svc: subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env=env, stdout=log, stderr=log)
-             for svc in ("mock_mcp",)}
+    log = open(home / "services.log", "ab")  # noqa: ASYNC230, SIM115 - the services' log, open while they run
+    procs = {svc: subprocess.Popen([sys.executable, "-m", svc], cwd=ROOT, env=env, stdout=log,  # noqa: ASYNC220
+                                   stderr=log) for svc in ("mock_mcp",)}
     try:
         await _heartbeat(r, "mock_mcp", timeout=60)
-        procs["strategy_engine"] = se = subprocess.Popen([sys.executable, "-m", "strategy_engine"], cwd=ROOT,
-                                                         env=env, stdout=log, stderr=log)
+        procs["strategy_engine"] = se = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
+            [sys.executable, "-m", "strategy_engine"], cwd=ROOT, env=env, stdout=log, stderr=log)
         hb = await _heartbeat(r, "strategy_engine", timeout=60)
         while hb.counters.get("refreshes", 0) < 1:  # the account context is loaded
             hb = await _heartbeat(r, "strategy_engine", hb.ts, timeout=30)
@@ -142,6 +142,7 @@ async def run_rate(rate: int, seconds: float, symbols: int, refresh_s: float) ->
         for p in reversed(list(procs.values())):
             p.terminate()
         codes = {svc: p.wait(30) for svc, p in procs.items()}
+        log.close()
     calls = {t: mcp1.counters.get(f"tool_calls.{t}", 0) - mcp0.counters.get(f"tool_calls.{t}", 0)
              for t in sorted({k.split(".", 1)[1] for k in mcp1.counters if k.startswith("tool_calls.")})}
     refreshes = se1.counters.get("refreshes", 0) - se0.counters.get("refreshes", 0)

@@ -247,7 +247,7 @@ class Correlation:
 class _Book:
     """One strategy's fills: cash flow and net quantity per symbol."""
 
-    __slots__ = ("cash", "qty", "last_px")
+    __slots__ = ("cash", "last_px", "qty")
 
     def __init__(self) -> None:
         self.cash = 0.0
@@ -603,8 +603,8 @@ class PortfolioGuard:
                 self._wake.clear()
                 try:
                     self.on_global_mirror(await r.hgetall(streams.KILL_STATE))
-                except Exception:  # noqa: BLE001 - the mirror is advisory
-                    pass
+                except Exception as e:  # noqa: BLE001 - the mirror is advisory
+                    log.debug("portfolio: gateway state mirror unreadable: %s", e)
                 for ctl in self.evaluate():
                     service.count(f"portfolio_breaches.{ctl.args.get('limit', '?')}")
                 await self.flush(r, streams.stats_key(service.name))

@@ -12,7 +12,8 @@ heartbeat.
 
 Counters (heartbeat and ``stats:strategy_engine``): ``signals``, ``intents``,
 ``signals_skipped.<reason>``, ``intents_blocked_stale_context``, ``fills``,
-``refreshes``, ``refresh_failures``.
+``refreshes``, ``refresh_failures``; the portfolio limits (``strategy_engine/portfolio.py``)
+add ``intents_blocked.<limit>`` (an intent not published) and ``portfolio_breaches.<limit>``.
 """
 
 from __future__ import annotations
