@@ -252,6 +252,11 @@ class AccountContext:
         """Signed position: confirmed (snapshot + fills) plus own intents in flight."""
         return self.positions.get(symbol, ZERO) + self._pending_pos.get(symbol, ZERO)
 
+    @property
+    def pending_positions(self) -> dict[str, Decimal]:
+        """Net quantity of own intents in flight per symbol (read-only view for the portfolio checks)."""
+        return self._pending_pos
+
     def available_cash(self) -> Decimal:
         """Cash free to open exposure once own in-flight intents have filled at their reference prices."""
         return self.available - self.reserved

@@ -12,6 +12,7 @@ from common.config import SettingsBase
 __all__ = ["DEFAULT_STRATEGIES_FILE", "StrategySettings"]
 
 DEFAULT_STRATEGIES_FILE = Path(__file__).resolve().parents[1] / "config" / "strategies.yml"
+DEFAULT_PORTFOLIO_FILE = Path(__file__).resolve().parents[1] / "config" / "portfolio.yml"
 
 
 class StrategySettings(SettingsBase):
@@ -60,6 +61,10 @@ class StrategySettings(SettingsBase):
         15.0, gt=0, le=86_400, description="Context older than this is stale: no new positions are opened."
     )
     strategies_path: Path = Field(DEFAULT_STRATEGIES_FILE, description="YAML file of the strategies to run.")
+    portfolio_path: Path = Field(
+        DEFAULT_PORTFOLIO_FILE,
+        description="YAML file of the portfolio limits (risk, concentration, correlation, daily loss, drawdown).",
+    )
     instruments_path: Path | None = Field(
         None, description="Instrument reference data (lot sizes); default config/instruments.yml."
     )

@@ -12,7 +12,8 @@ heartbeat.
 
 Counters (heartbeat and ``stats:strategy_engine``): ``signals``, ``intents``,
 ``signals_skipped.<reason>``, ``intents_blocked_stale_context``, ``fills``,
-``refreshes``, ``refresh_failures``.
+``refreshes``, ``refresh_failures``; the portfolio limits (``strategy_engine/portfolio.py``)
+add ``intents_blocked.<limit>`` (an intent not published) and ``portfolio_breaches.<limit>``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from strategy_engine.brackets import Actions, BracketBook
 from strategy_engine.config import StrategySettings
 from strategy_engine.fusion import FusionBook
 from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
+from strategy_engine.portfolio import PortfolioGuard, load_portfolio
 from strategy_engine.sizing import flatten_size, size_intent
 from strategy_engine.state import STRATEGY_COMMANDS, load_switches
 from strategy_engine.strategies import StrategyConfig, StrategyRouter, load_strategies
@@ -82,6 +84,8 @@ class StrategyEngineService(Service):
         self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
+        self.portfolio = PortfolioGuard(load_portfolio(s.portfolio_path), self.context,
+                                        {c.name: c.allocation for c in self.router.strategies})
 
     # -- set-up ----------------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
@@ -131,7 +135,8 @@ class StrategyEngineService(Service):
         await pipe.execute()
 
     async def extra_tasks(self) -> list[asyncio.Task]:
-        return [asyncio.create_task(self._refresher(), name=f"{self.name}.refresh")]
+        return [asyncio.create_task(self._refresher(), name=f"{self.name}.refresh"),
+                asyncio.create_task(self.portfolio.run(self), name=f"{self.name}.portfolio")]
 
     # -- account context -------------------------------------------------------------------
     async def refresh(self) -> bool:
@@ -152,6 +157,7 @@ class StrategyEngineService(Service):
             log.info("%s: account refresh recovered", self.name)
         self.context.apply_snapshot(snap, requested)
         self.count("refreshes")
+        self.portfolio.poke()
         self._update_status()
         return True
 
@@ -185,7 +191,7 @@ class StrategyEngineService(Service):
         await super().heartbeat_once(status)
 
     def heartbeat_detail(self) -> str:
-        ctx = self.context.describe()
+        ctx = f"{self.context.describe()}; {self.portfolio.describe()}"
         if self.switches_note:
             ctx = f"{ctx}; {self.switches_note}"
         return f"{self.detail}; {ctx}" if self.detail else ctx
@@ -207,6 +213,7 @@ class StrategyEngineService(Service):
     def _on_report(self, rep: ExecutionReport, out: Outputs) -> None:
         if self.context.apply_report(rep):
             self._count(out, "fills")
+        self.portfolio.on_report(rep)
         if rep.last_qty > 0:
             self._refresh_soon.set()
         acts = self.brackets.on_report(rep)
@@ -256,6 +263,7 @@ class StrategyEngineService(Service):
             self._count(out, "signals_skipped.no_strategy")
             return
         ctx.mark(sig.symbol, price)
+        self.portfolio.observe(sig.symbol, sig.price, sig.ts_event)
         can_open = not ctx.is_stale()
         inst = self.instruments.get(sig.symbol)
         for cfg in strategies:
@@ -328,6 +336,10 @@ class StrategyEngineService(Service):
                 ts_intent=ts_intent,
                 sizing=sizing | fused.numbers if fused.numbers else sizing,
             )
+            blocked = self.portfolio.check(intent)
+            if blocked is not None:
+                self._count(out, f"intents_blocked.{blocked}")
+                continue
             out.publish(streams.INTENTS, intent)
             ctx.add_pending(intent)
             self._count(out, "intents")

@@ -37,3 +37,11 @@ def test_configuration_reference_is_up_to_date():
     p = subprocess.run([sys.executable, str(root / "scripts" / "gen_config_docs.py"), "--check"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_shipped_portfolio_limits_load():
+    from strategy_engine.config import StrategySettings
+    from strategy_engine.portfolio import load_portfolio
+
+    cfg = load_portfolio(StrategySettings.model_fields["portfolio_path"].default)
+    assert cfg.enabled and cfg.max_portfolio_risk == 0.10

@@ -26,7 +26,7 @@ DOC = {"strategies": [
     {"name": "mom", "type": "momentum", "detectors": ["momentum_burst"], "allocation": 0.5,
      "max_position_notional": "50000", "min_trade_fraction": 0.0},
     {"name": "brk", "type": "breakout", "detectors": ["breakout"], "allocation": 0.6, "enabled": False,
-     "max_position_notional": "50000"},
+     "max_position_notional": "20000"},  # 20% of the test account: inside config/portfolio.yml's concentration
 ]}
 
 
