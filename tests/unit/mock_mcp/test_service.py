@@ -109,7 +109,7 @@ async def test_garbage_on_ex_events_is_dead_lettered(redis_url, clean_env):
 
         await _until(dead)
         assert await r.xlen(streams.dlq_stream(streams.EXEC_EVENTS)) == 3
-        assert svc.account.positions["AAA"].quantity == Decimal(1)
+        assert svc.account.position("AAA").quantity == Decimal(1)
         assert (await r.xpending(streams.EXEC_EVENTS, "mock_mcp"))["pending"] == 0
     finally:
         await _stop(svc, task)
@@ -127,7 +127,7 @@ async def test_restart_rebuilds_the_account_by_replaying_ex_events(redis_url, cl
     first = _service(redis_url)
     task = await _start(first)
     await _until(lambda: _acked(r))
-    cash, qty = first.account.cash, first.account.positions["AAA"].quantity
+    cash, qty = first.account.cash, first.account.position("AAA").quantity
     assert await _stop(first, task) == 0
 
     # Everything is acked now; a fresh process still rebuilds the same account from the stream.
@@ -135,8 +135,8 @@ async def test_restart_rebuilds_the_account_by_replaying_ex_events(redis_url, cl
     task = await _start(second)
     try:
         assert second.account.cash == cash == Decimal(10000) - 1000 - 1 + 360 - 1
-        assert second.account.positions["AAA"].quantity == qty == 7
-        assert second.account.positions["AAA"].realised == Decimal(60)
+        assert second.account.position("AAA").quantity == qty == 7
+        assert second.account.position("AAA").realised == Decimal(60)
         await pub.publish([(streams.EXEC_EVENTS, encode(fill(side=Side.BUY, qty="1", px="100")))])
         await _until(lambda: _pos(second, 8))
         assert second.counters.get("replayed_fills") == 2
@@ -152,7 +152,7 @@ async def _acked(r) -> bool:
 
 
 async def _pos(svc, n) -> bool:
-    return svc.account.positions["AAA"].quantity == n
+    return svc.account.position("AAA").quantity == n
 
 
 def _free_port() -> int:
