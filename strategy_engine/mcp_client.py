@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BrokerAuthError", "BrokerClientError", "BrokerError", "BrokerUnavailable", "LoginConfig", "McpBrokerClient",
+    "client_from_settings", "login_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,31 @@ class LoginConfig:
             raise ValueError("a login needs both api_key and api_secret")
         if "{access_token}" not in self.header_format:
             raise ValueError("header_format must contain {access_token}")
+
+
+def login_config(settings: Any) -> LoginConfig | None:
+    """The ``LoginConfig`` of a settings object with ``mcp_api_key`` & co.; None when no api key is set."""
+    if not settings.mcp_api_key:
+        return None
+    return LoginConfig(
+        settings.mcp_api_key, settings.mcp_api_secret, broker=settings.mcp_broker, tool=settings.mcp_login_tool,
+        header=settings.mcp_auth_header, header_format=settings.mcp_auth_format,
+    )
+
+
+def client_from_settings(settings: Any, common: Any, client_name: str) -> McpBrokerClient:
+    """The client a service's settings describe; with a login, its tokens go to the encrypted store
+    (``ConfigError`` naming AITRADER_BROKER_TOKEN_KEY when no key is set)."""
+    login = login_config(settings)
+    store = None
+    if login is not None:
+        from common.broker_tokens import BrokerTokenStore
+
+        store = BrokerTokenStore.from_settings(common)
+    return McpBrokerClient(
+        settings.mcp_url, auth_header=settings.mcp_auth_header, auth_secret=settings.mcp_auth_secret,
+        timeout_s=settings.mcp_timeout_s, client_name=client_name, login=login, token_store=store,
+    )
 
 
 def _leaf(e: BaseException) -> BaseException:

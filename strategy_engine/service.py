@@ -32,7 +32,7 @@ from common.messages import ExecutionReport, OrderIntent, OrdType, Signal, TimeI
 from common.service import Service
 from strategy_engine.account import AccountContext
 from strategy_engine.config import StrategySettings
-from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
+from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient, client_from_settings
 from strategy_engine.sizing import size_intent
 from strategy_engine.strategies import StrategyConfig, StrategyRouter, load_strategies
 
@@ -60,9 +60,7 @@ class StrategyEngineService(Service):
             strategies if strategies is not None else load_strategies(s.strategies_path)
         )
         self.instruments = instruments or Instruments.load(s.instruments_path)
-        self.broker = broker or McpBrokerClient(
-            s.mcp_url, auth_header=s.mcp_auth_header, auth_secret=s.mcp_auth_secret, timeout_s=s.mcp_timeout_s
-        )
+        self.broker = broker or client_from_settings(s, common, "aitrader-strategy-engine")
         self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
