@@ -83,6 +83,11 @@ def build_mcp_server(
     by the tools that value positions; ``on_call(tool)`` is told of every tool call;
     ``auth`` (optional) requires a session token on every tool but ``login``.
     """
+    if auth is not None:
+        # At DEBUG the SDK prints whole JSON-RPC messages: login arguments and the tokens it returns.
+        sdk = logging.getLogger("mcp")
+        if sdk.level < logging.INFO:
+            sdk.setLevel(logging.INFO)
     srv: MCPServer = MCPServer(
         name,
         instructions="Simulated broker account (Kite Connect shapes; decimals as strings).",

@@ -171,6 +171,13 @@ def _lifetime(ans: dict[str, Any], now: float) -> float:
     return DEFAULT_TOKEN_LIFETIME_S
 
 
+def _quiet_sdk_logs() -> None:
+    """Cap the MCP SDK's loggers at INFO: at DEBUG they print whole JSON-RPC messages (login arguments)."""
+    sdk = logging.getLogger("mcp")
+    if sdk.level < logging.INFO:
+        sdk.setLevel(logging.INFO)
+
+
 def _utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -203,6 +210,8 @@ class McpBrokerClient:
         self._expires = 0.0  # epoch seconds
         self._store_checked = False
         self.logins = 0  # successful logins by this client
+        if login is not None:
+            _quiet_sdk_logs()
 
     def __repr__(self) -> str:  # never shows the secret or the token
         return f"McpBrokerClient({self.url!r})"

@@ -15,7 +15,8 @@ from alembic.migration import MigrationContext
 from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
-          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models"}
+          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models",
+          "broker_tokens"}
 
 
 def tables(url: str) -> set[str]:
@@ -160,7 +161,7 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
     finally:
         eng.dispose()
     db.downgrade(database_url, "0005")
-    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models"}
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "broker_tokens"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)
@@ -191,3 +192,12 @@ def test_users_constraints_hold(database_url):
                                                            "issued_at": 1, "expires_at": 2})
     finally:
         eng.dispose()
+
+
+def test_0008_broker_tokens_downgrades_alone(database_url):
+    """0008 down removes only broker_tokens; up again restores it."""
+    db.migrate(database_url)
+    db.downgrade(database_url, "0007")
+    assert tables(database_url) == TABLES - {"broker_tokens"}
+    db.migrate(database_url)
+    assert tables(database_url) == TABLES
