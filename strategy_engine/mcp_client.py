@@ -21,7 +21,7 @@ Authentication, chosen by configuration (``docs/strategies.md``, "Broker account
   ``expires_at``; a day when the answer has neither) and sends
   ``Authorization: token <api_key>:<access_token>`` (Kite's header; the format is
   configurable). It logs in again by itself when the token is within
-  ``refresh_margin_s`` of its expiry, and once, retrying the call, when a tool answers
+  ``refresh_margin_s`` (at most a tenth of its lifetime) of its expiry, and once, retrying the call, when a tool answers
   ``TokenException`` (the server ended the session early, e.g. it restarted). With a
   ``BrokerTokenStore`` the token is saved encrypted after each login and reused across
   restarts until it expires; a stored token that cannot be decrypted (wrong key, altered
@@ -96,7 +96,7 @@ class LoginConfig:
     tool: str = "login"
     header: str = "Authorization"
     header_format: str = "token {api_key}:{access_token}"
-    refresh_margin_s: float = 30.0  # log in again this long before the token expires
+    refresh_margin_s: float = 30.0  # log in again this long before expiry (at most a tenth of the lifetime)
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_secret:
@@ -208,6 +208,7 @@ class McpBrokerClient:
         self.clock = clock
         self._token = ""
         self._expires = 0.0  # epoch seconds
+        self._margin = 0.0  # re-login this long before _expires
         self._store_checked = False
         self.logins = 0  # successful logins by this client
         if login is not None:
@@ -223,8 +224,13 @@ class McpBrokerClient:
         return self._expires if self._token else 0.0
 
     def _fresh(self) -> bool:
+        return bool(self._token) and self.clock() < self._expires - self._margin
+
+    def _hold(self, token: str, expires: float, now: float) -> None:
         assert self.login_config is not None
-        return bool(self._token) and self.clock() < self._expires - self.login_config.refresh_margin_s
+        self._token, self._expires = token, expires
+        # A short-lived token (tests, some brokers) must not count as expired from the start.
+        self._margin = min(self.login_config.refresh_margin_s, max(expires - now, 0.0) / 10)
 
     def _load_stored(self) -> None:
         lc = self.login_config
@@ -240,8 +246,9 @@ class McpBrokerClient:
         except Exception as e:  # noqa: BLE001 - the store is a cache: a database that fails means log in
             log.warning("broker token store unavailable (%s); logging in", type(e).__name__)
             return
-        if st is not None and st.expires_at / 1e9 > self.clock() + lc.refresh_margin_s:
-            self._token, self._expires = st.token, st.expires_at / 1e9
+        now = self.clock()
+        if st is not None and st.expires_at / 1e9 > now + min(lc.refresh_margin_s, 1.0):
+            self._hold(st.token, st.expires_at / 1e9, now)
             log.info("broker session for %s/%s reused from the token store (expires %s)", lc.broker, lc.api_key,
                      _utc(self._expires))
 
@@ -262,7 +269,7 @@ class McpBrokerClient:
         if not isinstance(token, str) or not token:
             raise BrokerError(f"{lc.tool}: the answer has no access_token")
         now = self.clock()
-        self._token, self._expires = token, now + _lifetime(ans, now)
+        self._hold(token, now + _lifetime(ans, now), now)
         self.logins += 1
         log.info("logged in to %s as %s (session expires %s)", self.url, ans.get("user_id") or lc.api_key,
                  _utc(self._expires))

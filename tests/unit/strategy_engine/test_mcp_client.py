@@ -196,6 +196,11 @@ async def test_an_expired_token_is_replaced_by_a_new_login():
         await asyncio.sleep(1.1)  # the token is dead at the server too
         await c.call("get_margins")
         assert c.logins == 2 == b.auth.logins and c.token_expires_at > first_expiry
+        # The default 30 s margin shrinks to a tenth of a short lifetime: no login per call.
+        d = McpBrokerClient(b.http.url, login=LoginConfig(KEY, SECRET))
+        await d.call("get_margins")
+        await d.call("get_margins")
+        assert d.logins == 1
         # A token the server ended early (its restart) is refused; the client logs in once and retries.
         c2 = _client(b.http.url, margin=0.0)
         await c2.call("get_margins")
