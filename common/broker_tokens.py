@@ -172,15 +172,26 @@ class BrokerTokenStore:
         """Store (or rotate) the token of ``broker`` / ``account_id``, encrypted with a new nonce."""
         from common.db import BrokerToken
 
+        from sqlalchemy.exc import IntegrityError
+
         now = self.clock()
         blob = self.cipher.encrypt(token, broker, account_id, expires_at)
-        with self._sessions.begin() as s:
-            row = s.get(BrokerToken, (broker, account_id))
-            if row is None:
-                s.add(BrokerToken(broker=broker, account_id=account_id, ciphertext=blob, key_id=self.cipher.key_id,
-                                  expires_at=expires_at, created_at=now, rotated_at=now))
-            else:
-                row.ciphertext, row.key_id, row.expires_at, row.rotated_at = blob, self.cipher.key_id, expires_at, now
+        for attempt in (1, 2):
+            try:
+                with self._sessions.begin() as s:
+                    row = s.get(BrokerToken, (broker, account_id))
+                    if row is None:
+                        s.add(BrokerToken(broker=broker, account_id=account_id, ciphertext=blob,
+                                          key_id=self.cipher.key_id, expires_at=expires_at, created_at=now,
+                                          rotated_at=now))
+                    else:
+                        row.ciphertext, row.key_id = blob, self.cipher.key_id
+                        row.expires_at, row.rotated_at = expires_at, now
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                # Another process stored the first row at the same moment: update it instead.
 
     def delete(self, broker: str, account_id: str) -> bool:
         from common.db import BrokerToken
