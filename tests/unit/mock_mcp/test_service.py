@@ -12,11 +12,12 @@ import sys
 import time
 from decimal import Decimal
 
+import pytest
 from mcp import Client
 
 from common import streams
 from common.bus import Publisher, connect
-from common.config import CommonSettings, load
+from common.config import CommonSettings, ConfigError, load
 from common.messages import Side, encode
 from mock_mcp.config import McpSettings
 from mock_mcp.service import MockMcpService
@@ -194,3 +195,18 @@ def test_python_m_mock_mcp_serves_and_exits_0_on_sigterm(redis_url, clean_env):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_settings_turn_sessions_and_seeded_accounts_on(clean_env):
+    clean_env.setenv("AITRADER_MCP_API_KEY", "k1")
+    with pytest.raises(ConfigError, match="AITRADER_MCP_API_SECRET is missing"):
+        load(McpSettings)
+    clean_env.setenv("AITRADER_MCP_API_SECRET", "s1-not-a-placeholder")
+    clean_env.setenv("AITRADER_MCP_SEED", "42")
+    clean_env.setenv("AITRADER_MCP_TOKEN_TTL_S", "5")
+    svc = MockMcpService(load(CommonSettings), load(McpSettings))
+    again = MockMcpService(load(CommonSettings), load(McpSettings))
+    assert svc.auth is not None and svc.auth.ttl_s == 5 and "s1-not" not in repr(svc.auth)
+    assert svc.account.profile()["user_id"] == "SIM000042" == svc.auth.user_id
+    assert svc.account.holdings_view({}) == again.account.holdings_view({}) != []
+    assert "sessions on" in svc.heartbeat_detail()
