@@ -84,6 +84,18 @@ class CommonSettings(SettingsBase):
         "1000000", description="Starting cash of the simulated account (decimal string, account currency)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    broker_token_key: str = Field(
+        "",
+        repr=False,
+        description=(
+            "Key that encrypts broker session tokens at rest (base64 of 32 random bytes; AES-256-GCM). "
+            "Needed once a broker login is configured (AITRADER_SE_MCP_API_KEY / AITRADER_EX_MCP_API_KEY)."
+        ),
+    )
+    broker_token_key_file: Path | None = Field(
+        None,
+        description="File holding that key instead (base64 text or 32 raw bytes; mode 0600 or stricter).",
+    )
     instance: str = Field(
         "",
         description=(

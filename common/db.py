@@ -55,6 +55,7 @@ __all__ = [
     "Amount",
     "AuditLog",
     "Base",
+    "BrokerToken",
     "ControlRequest",
     "Fill",
     "KillSwitchEvent",
@@ -433,6 +434,27 @@ class Model(Base):
         Index("uq_models_promoted_name", "name", unique=True,
               sqlite_where=text("state = 'promoted'"), postgresql_where=text("state = 'promoted'")),
     )
+
+
+class BrokerToken(Base):
+    """A broker session token, encrypted at rest (``common/broker_tokens.py``, 0008).
+
+    One row per (``broker``, ``account_id``): the broker's name in settings and the login
+    identity (the api key). ``ciphertext`` is AES-256-GCM (12-byte random nonce, then the
+    ciphertext and tag) with associated data binding it to broker, account and expiry;
+    ``key_id`` names the key (a fingerprint, not the key), which lives outside the database.
+    Times are ns since the epoch; ``rotated_at`` is the last re-login.
+    """
+
+    __tablename__ = "broker_tokens"
+
+    broker: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    rotated_at: Mapped[int] = mapped_column(BigInteger)
 
 
 # -- engine and sessions -------------------------------------------------------------------

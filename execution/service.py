@@ -94,7 +94,7 @@ class ExecutionGateway(Service):
         # Validated here so a bad file stops `python -m execution` with a ConfigError at once.
         self.instruments = Instruments.load(s.instruments_file)
         self.risk_config = RiskConfig.load(s.risk_file)
-        self.venue = build_venue(s, self.instruments)
+        self.venue = build_venue(s, self.instruments, common)
         self.risk = RiskEngine(self.risk_config, self.instruments, self.venue.fee)
         self.oms = OrderManager(
             self.risk, self.venue, Decimal(common.initial_cash), known_ids=s.known_ids_cache, hist=self.hist

@@ -37,6 +37,7 @@ are ``"YYYY-MM-DD HH:MM:SS"`` (UTC).
 
 from __future__ import annotations
 
+import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -64,6 +65,7 @@ __all__ = [
     "ReportResult",
     "Trade",
     "dec_str",
+    "generate_seed",
     "load_seed",
 ]
 
@@ -88,6 +90,10 @@ _VARIETIES = {"regular"}
 _PRODUCTS = {"CNC", "MIS", "NRML"}
 _ORDER_TYPES = {"MARKET", "LIMIT", "SL", "SL-M"}
 _VALIDITIES = {"DAY", "IOC", "TTL"}
+MAX_HISTORY = 200  # order-history entries kept per order
+MAX_INSTRUMENTS = 500  # instruments per get_ltp / get_quotes call
+# The universe of a generated (seeded) account's holdings.
+SEED_UNIVERSE = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT", "GOLF", "HOTEL", "INDIA", "JULIET")
 
 
 class InvalidOrder(ValueError):
@@ -133,6 +139,7 @@ class _SeedFile(BaseModel):
     exchanges: list[str] = ["SIM"]
     products: list[str] = ["CNC", "MIS", "NRML"]
     order_types: list[str] = ["MARKET", "LIMIT", "SL", "SL-M"]
+    mis_leverage: Decimal = Field(Decimal(1), ge=1, le=100)
     holdings: list[_SeedHolding] = []
 
 
@@ -150,6 +157,8 @@ class AccountSeed:
     products: tuple[str, ...] = ("CNC", "MIS", "NRML")
     order_types: tuple[str, ...] = ("MARKET", "LIMIT", "SL", "SL-M")
     holdings: tuple[tuple[str, str, Decimal, Decimal, str], ...] = ()  # (symbol, exchange, qty, avg, isin)
+    # Intraday (MIS) leverage: an MIS position needs 1/mis_leverage of its notional as margin.
+    mis_leverage: Decimal = Decimal(1)
 
 
 def load_seed(path: Path | str) -> AccountSeed:
@@ -183,9 +192,34 @@ def load_seed(path: Path | str) -> AccountSeed:
         exchanges=tuple(f.exchanges),
         products=tuple(f.products),
         order_types=tuple(f.order_types),
+        mis_leverage=f.mis_leverage,
         holdings=tuple(
             (h.tradingsymbol, h.exchange, h.quantity, h.average_price, h.isin) for h in f.holdings
         ),
+    )
+
+
+def generate_seed(seed: int, base: AccountSeed | None = None) -> AccountSeed:
+    """A deterministic account for ``seed``: the same user id and holdings every time.
+
+    Profile fields and leverage come from ``base``; the user id is ``SIM<seed>`` and 1-4
+    delivery holdings are drawn from ``SEED_UNIVERSE`` (quantity 1-100, average price
+    50-2000 in steps of 0.05) by ``random.Random(seed)``. ``base`` must list no holdings.
+    """
+    base = base or AccountSeed()
+    if base.holdings:
+        raise ConfigError("a seeded account generates its holdings: the account file must list none")
+    rng = random.Random(seed)
+    syms = sorted(rng.sample(SEED_UNIVERSE, rng.randint(1, 4)))
+    holdings = tuple(
+        (sym, base.exchanges[0] if base.exchanges else "SIM", Decimal(rng.randint(1, 100)),
+         Decimal(rng.randint(1000, 40_000)) * Decimal("0.05"), f"SIM{seed % 10**6:06d}{i:03d}")
+        for i, sym in enumerate(syms)
+    )
+    return AccountSeed(
+        user_id=f"SIM{seed:06d}"[:32], user_name=base.user_name, user_shortname=base.user_shortname,
+        email=base.email, user_type=base.user_type, broker=base.broker, exchanges=base.exchanges,
+        products=base.products, order_types=base.order_types, holdings=holdings, mis_leverage=base.mis_leverage,
     )
 
 
@@ -194,7 +228,7 @@ def load_seed(path: Path | str) -> AccountSeed:
 
 @dataclass(slots=True)
 class Position:
-    """Net position in one symbol (intraday, product MIS)."""
+    """Net position in one symbol and product (MIS intraday, CNC delivery, NRML)."""
 
     symbol: str
     exchange: str = "SIM"
@@ -262,6 +296,16 @@ class Order:
     client_order_id: str = ""  # the caller's id (place_order), or the gateway's id of a learnt order
     triggered: bool = False  # SL / SL-M: the trigger price was reached
     fills: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # get_order_history: one view per change
+
+    def record(self, status: str | None = None) -> None:
+        """Append the order as it is now (``status`` overrides the shown status, e.g. MODIFIED)."""
+        v = self.view()
+        if status is not None:
+            v["status"] = status
+        self.history.append(v)
+        if len(self.history) > MAX_HISTORY:
+            del self.history[1]  # keep the first (placement) entry
 
     @property
     def pending_quantity(self) -> Decimal:
@@ -363,7 +407,9 @@ class Account:
     def __post_init__(self) -> None:
         self.cash: Decimal = self.initial_cash
         self.charges: Decimal = ZERO
-        self.positions: dict[str, Position] = {}
+        self.positions: dict[tuple[str, str], Position] = {}  # (symbol, product) -> position
+        self.quotes: dict[str, _Quote] = {}  # symbol -> the marks seen this session (get_ltp / get_quotes)
+        self.mis_margin = Decimal(1) / self.seed.mis_leverage  # margin per unit of MIS notional
         self.holdings: dict[str, Holding] = {
             sym: Holding(sym, exch, qty, avg, isin) for sym, exch, qty, avg, isin in self.seed.holdings
         }
@@ -394,13 +440,21 @@ class Account:
         )
         return ReportResult.FILL
 
+    def position(self, symbol: str, product: str = "MIS") -> Position | None:
+        """The position in ``symbol`` under ``product`` (the gateway's fills are MIS)."""
+        return self.positions.get((symbol, product))
+
+    def net_quantity(self, symbol: str) -> Decimal:
+        """Signed quantity of ``symbol`` over every product (holdings not included)."""
+        return sum((p.quantity for (s, _), p in self.positions.items() if s == symbol), ZERO)
+
     def _book(
         self, symbol: str, side: Side, qty: Decimal, px: Decimal, fee: Decimal, *, trade_id: str, order_id: str,
-        exchange: str, ts: int, exec_id: str, client_order_id: str,
+        exchange: str, ts: int, exec_id: str, client_order_id: str, product: str = "MIS",
     ) -> None:
-        pos = self.positions.get(symbol)
+        pos = self.positions.get((symbol, product))
         if pos is None:
-            pos = self.positions[symbol] = Position(symbol)
+            pos = self.positions[(symbol, product)] = Position(symbol, exchange=exchange, product=product)
         pos.apply(side, qty, px)
         pos.charges += fee
         self.cash += (-qty * px if side == Side.BUY else qty * px) - fee
@@ -433,6 +487,7 @@ class Account:
         LIMIT / MARKET. An IOC order that cannot fill on its first mark is cancelled. Fee =
         ``fee_bps`` of the notional. The fill is trade ``<order_id>-T<n>`` (also its exec_id).
         """
+        self.observe(marks)
         n = 0
         for o in list(self.orders.values()):
             if o.source != "mcp" or o.status != OPEN:
@@ -451,6 +506,7 @@ class Account:
                     o.status, o.status_message = CANCELLED, "IOC: not fillable at the mark"
                     o.cancelled_quantity = o.quantity - o.filled_quantity
                     o.exchange_ts = self.clock()
+                    o.record()
                 continue
             qty = o.pending_quantity
             fee = (qty * px * self.fee_bps / 10_000).quantize(Decimal("1e-10"))
@@ -460,12 +516,29 @@ class Account:
             self._book(
                 o.tradingsymbol, Side.BUY if buy else Side.SELL, qty, px, fee, trade_id=trade_id,
                 order_id=o.order_id, exchange=o.exchange, ts=now, exec_id=trade_id, client_order_id=o.client_order_id,
+                product=o.product,
             )
             o.average_price = (o.average_price * o.filled_quantity + px * qty) / (o.filled_quantity + qty)
             o.filled_quantity += qty
             o.status, o.exchange_ts = COMPLETE, now
+            o.record()
             n += 1
         return n
+
+    def observe(self, marks: Mapping[str, Decimal]) -> None:
+        """Track the session's open / high / low / last per symbol from the marks (get_quotes)."""
+        now = 0
+        for sym, px in marks.items():
+            if not px > 0:
+                continue
+            q = self.quotes.get(sym)
+            if q is None:
+                now = now or self.clock()
+                self.quotes[sym] = _Quote(px, px, px, px, now)
+            elif px != q.last:
+                now = now or self.clock()
+                q.last, q.ts = px, now
+                q.high, q.low = max(q.high, px), min(q.low, px)
 
     def _upsert_order(self, rep: ExecutionReport) -> None:
         o = self.orders.get(rep.client_order_id)
@@ -495,6 +568,7 @@ class Account:
         if rep.reason or rep.text:
             o.status_message = rep.reason or rep.text
         o.exchange_ts = max(o.exchange_ts, rep.ts_exec)
+        o.record()
 
     def _add_order(self, o: Order) -> None:
         self.orders[o.order_id] = o
@@ -524,6 +598,8 @@ class Account:
         1-64 characters) is the caller's id: placing it again returns the first order
         (idempotent, so a caller may retry a placement whose answer it lost), and the
         gateway's reports for it are not applied (the broker's own fills count).
+        A BUY needs ``quantity * price * margin(product)`` of live balance (MIS: 1 /
+        ``mis_leverage``; CNC and NRML: the full notional); a CNC SELL needs the holding.
         """
         if client_order_id:
             if len(client_order_id) > 64 or any(c.isspace() for c in client_order_id):
@@ -539,17 +615,62 @@ class Account:
         side = (transaction_type or "").upper()
         if side not in ("BUY", "SELL"):
             raise InvalidOrder(f"transaction_type must be BUY or SELL, not {transaction_type!r}")
-        if variety not in _VARIETIES:
-            raise InvalidOrder(f"variety must be one of {sorted(_VARIETIES)}, not {variety!r}")
-        product, order_type, validity = product.upper(), order_type.upper(), validity.upper()
+        _check_variety(variety)
+        product = product.upper()
         if product not in _PRODUCTS:
             raise InvalidOrder(f"product must be one of {sorted(_PRODUCTS)}, not {product!r}")
+        if tag and (len(tag) > 20 or not tag.replace("_", "").replace("-", "").isalnum()):
+            raise InvalidOrder("tag must be at most 20 letters, digits, '-' or '_'")
+        order_type, qty, px, trig, validity = self._check_terms(sym, order_type, quantity, price, trigger_price,
+                                                                validity)
+
+        self._order_seq += 1
+        o = Order(
+            order_id=f"SIM{self._order_seq:012d}",
+            tradingsymbol=sym,
+            exchange=exchange,
+            transaction_type=side,
+            quantity=qty,
+            product=product,
+            order_type=order_type,
+            price=px,
+            trigger_price=trig,
+            validity=validity,
+            variety=variety,
+            tag=tag,
+            order_ts=self.clock(),
+            client_order_id=client_order_id,
+        )
+        # A business rejection is an order in state REJECTED with a reason, not an error.
+        marks = marks or {}
+        if side == "BUY":
+            need, free = self._funds_needed(o, marks), self.live_balance(marks)
+            if need > free:
+                o.status, o.status_message = (
+                    REJECTED,
+                    f"insufficient funds: need {dec_str(need)}, available {dec_str(free)}",
+                )
+        elif product == "CNC" and qty > self.sellable(sym):
+            o.status, o.status_message = REJECTED, "insufficient holdings for a CNC sell"
+        if client_order_id:
+            self.own[client_order_id] = o.order_id
+            learnt = self.orders.get(client_order_id)
+            if learnt is not None and learnt.source == "gateway" and not learnt.filled_quantity:
+                # The gateway's report of this order (e.g. ACCEPTED) came before the placement itself.
+                del self.orders[client_order_id]
+        self._add_order(o)
+        o.record()
+        return o
+
+    def _check_terms(
+        self, sym: str, order_type: str, quantity: Any, price: Any, trigger_price: Any, validity: str
+    ) -> tuple[str, Decimal, Decimal, Decimal, str]:
+        """Validate what place_order and modify_order share; return (order_type, qty, price, trigger, validity)."""
+        order_type, validity = (order_type or "").upper(), (validity or "").upper()
         if order_type not in _ORDER_TYPES:
             raise InvalidOrder(f"order_type must be one of {sorted(_ORDER_TYPES)}, not {order_type!r}")
         if validity not in _VALIDITIES:
             raise InvalidOrder(f"validity must be one of {sorted(_VALIDITIES)}, not {validity!r}")
-        if tag and (len(tag) > 20 or not tag.replace("_", "").replace("-", "").isalnum()):
-            raise InvalidOrder("tag must be at most 20 letters, digits, '-' or '_'")
         qty = _finite("quantity", quantity)
         if qty <= 0 or qty > MAX_QTY:
             raise InvalidOrder(f"quantity must be > 0 and <= {MAX_QTY:f}, not {dec_str(qty)}")
@@ -576,52 +697,83 @@ class Account:
                     raise InvalidOrder(
                         f"{name} {dec_str(val)} is not a multiple of the tick size {dec_str(inst.tick_size)}"
                     )
+        return order_type, qty, px, trig, validity
 
-        self._order_seq += 1
-        o = Order(
-            order_id=f"SIM{self._order_seq:012d}",
-            tradingsymbol=sym,
-            exchange=exchange,
-            transaction_type=side,
-            quantity=qty,
-            product=product,
-            order_type=order_type,
-            price=px,
-            trigger_price=trig,
-            validity=validity,
-            variety=variety,
-            tag=tag,
-            order_ts=self.clock(),
-            client_order_id=client_order_id,
+    def margin_rate(self, product: str) -> Decimal:
+        """Margin per unit of notional: 1 / mis_leverage for MIS, 1 (the full price) otherwise."""
+        return self.mis_margin if product == "MIS" else Decimal(1)
+
+    def _funds_needed(self, o: Order, marks: Mapping[str, Decimal]) -> Decimal:
+        ref = o.price or o.trigger_price or self.last_price(o.tradingsymbol, marks)
+        return o.pending_quantity * ref * self.margin_rate(o.product)
+
+    def sellable(self, symbol: str) -> Decimal:
+        """What a CNC sell may still sell: the holding plus today's CNC position (bought or already sold)."""
+        held = self.holdings.get(symbol)
+        cnc = self.position(symbol, "CNC")
+        return (held.quantity if held else ZERO) + (cnc.quantity if cnc else ZERO)
+
+    def modify_order(
+        self,
+        order_id: str,
+        variety: str = "regular",
+        *,
+        quantity: Any = None,
+        price: Any = None,
+        order_type: str | None = None,
+        trigger_price: Any = None,
+        validity: str | None = None,
+        marks: Mapping[str, Decimal] | None = None,
+    ) -> Order:
+        """Change an OPEN order placed through ``place_order``; arguments left ``None`` keep their value.
+
+        Raises ``InvalidOrder`` when the order is unknown, finished, the gateway's, or the new
+        terms are invalid, or when a BUY's new terms need more funds than are free.
+        """
+        _check_variety(variety)
+        o = self.orders.get(order_id)
+        if o is None:
+            raise InvalidOrder(f"order {order_id!r} not found")
+        if o.source != "mcp":
+            raise InvalidOrder(f"order {order_id} was routed by the execution gateway; modify it there")
+        if o.status in _TERMINAL:
+            raise InvalidOrder(f"order {order_id} is {o.status} and cannot be modified")
+        new_type = (order_type or o.order_type).upper()
+        px = price if price is not None else (o.price or None)
+        trig = trigger_price if trigger_price is not None else (o.trigger_price or None)
+        # A kept price that the new order type does not take is dropped.
+        if price is None and new_type not in ("LIMIT", "SL"):
+            px = None
+        if trigger_price is None and new_type not in ("SL", "SL-M"):
+            trig = None
+        new = self._check_terms(
+            o.tradingsymbol, new_type, quantity if quantity is not None else o.quantity, px, trig,
+            validity if validity is not None else o.validity,
         )
-        # A business rejection is an order in state REJECTED with a reason, not an error.
+        if new[1] < o.filled_quantity:
+            raise InvalidOrder(f"quantity {dec_str(new[1])} is below the filled {dec_str(o.filled_quantity)}")
         marks = marks or {}
-        ref = px or trig or self.last_price(sym, marks)
-        if side == "BUY" and ref > 0:
-            free = self.live_balance(marks)
-            need = qty * ref
+        old = (o.order_type, o.quantity, o.price, o.trigger_price, o.validity)
+        if o.transaction_type == "BUY":
+            free = self.live_balance(marks) + self._funds_needed(o, marks)  # this order's own block is free again
+            o.order_type, o.quantity, o.price, o.trigger_price, o.validity = new
+            need = self._funds_needed(o, marks)
             if need > free:
-                o.status, o.status_message = (
-                    REJECTED,
-                    f"insufficient funds: need {dec_str(need)}, available {dec_str(free)}",
-                )
-        elif side == "SELL" and product == "CNC":
-            held = self.holdings.get(sym)
-            if held is None or held.quantity < qty:
-                o.status, o.status_message = REJECTED, "insufficient holdings for a CNC sell"
-        if client_order_id:
-            self.own[client_order_id] = o.order_id
-            learnt = self.orders.get(client_order_id)
-            if learnt is not None and learnt.source == "gateway" and not learnt.filled_quantity:
-                # The gateway's report of this order (e.g. ACCEPTED) came before the placement itself.
-                del self.orders[client_order_id]
-        self._add_order(o)
+                o.order_type, o.quantity, o.price, o.trigger_price, o.validity = old
+                raise InvalidOrder(f"insufficient funds: need {dec_str(need)}, available {dec_str(free)}")
+        elif o.product == "CNC" and new[1] > self.sellable(o.tradingsymbol):
+            raise InvalidOrder("insufficient holdings for a CNC sell")
+        o.order_type, o.quantity, o.price, o.trigger_price, o.validity = new
+        if o.order_type not in ("SL", "SL-M"):
+            o.triggered = False
+        o.exchange_ts = self.clock()
+        o.record("MODIFIED")
+        o.record()
         return o
 
     def cancel_order(self, order_id: str, variety: str = "regular") -> Order:
         """Cancel an OPEN order; raise ``InvalidOrder`` when it is unknown or already finished."""
-        if variety not in _VARIETIES:
-            raise InvalidOrder(f"variety must be one of {sorted(_VARIETIES)}, not {variety!r}")
+        _check_variety(variety)
         o = self.orders.get(order_id)
         if o is None:
             raise InvalidOrder(f"order {order_id!r} not found")
@@ -631,7 +783,15 @@ class Account:
         o.status = CANCELLED
         o.status_message = "cancelled by user"
         o.exchange_ts = self.clock()
+        o.record()
         return o
+
+    def order_history(self, order_id: str) -> list[dict[str, Any]]:
+        """Every state the order went through, oldest first (Kite's ``order_history``)."""
+        o = self.orders.get(order_id)
+        if o is None:
+            raise InvalidOrder(f"order {order_id!r} not found")
+        return [dict(v) for v in o.history]
 
     # -- values ----------------------------------------------------------------------------
     def last_price(self, symbol: str, marks: Mapping[str, Decimal]) -> Decimal:
@@ -649,7 +809,7 @@ class Account:
         return sum(
             (
                 -p.quantity * self._price_or_avg(s, p.average_price, marks)
-                for s, p in self.positions.items()
+                for (s, _), p in self.positions.items()
                 if p.quantity < 0
             ),
             ZERO,
@@ -661,12 +821,21 @@ class Account:
         total = ZERO
         for o in self.orders.values():
             if o.source == "mcp" and o.transaction_type == "BUY" and o.status not in _TERMINAL:
-                ref = o.price or o.trigger_price or self.last_price(o.tradingsymbol, marks)
-                total += o.pending_quantity * ref
+                total += self._funds_needed(o, marks)
         return total
 
+    def _mis_long(self, marks: Mapping[str, Decimal]) -> tuple[Decimal, Decimal]:
+        """(value, margin) of the intraday (MIS) long positions at the last price."""
+        value = ZERO
+        for (s, product), p in self.positions.items():
+            if product == "MIS" and p.quantity > 0:
+                value += p.quantity * self._price_or_avg(s, p.average_price, marks)
+        return value, value * self.mis_margin
+
     def live_balance(self, marks: Mapping[str, Decimal]) -> Decimal:
-        return self.cash - self.short_exposure(marks) - self.blocked_by_orders(marks)
+        """Free to trade: cash + MIS long value − (short exposure + MIS margin + blocked by orders)."""
+        value, span = self._mis_long(marks)
+        return self.cash + value - span - self.short_exposure(marks) - self.blocked_by_orders(marks)
 
     # -- views (Kite Connect shapes) -------------------------------------------------------
     def profile(self) -> dict[str, Any]:
@@ -688,10 +857,12 @@ class Account:
     def margins(self, marks: Mapping[str, Decimal]) -> dict[str, Any]:
         exposure = self.short_exposure(marks)
         blocked = self.blocked_by_orders(marks)
-        live = self.cash - exposure - blocked
+        mis_value, span = self._mis_long(marks)
+        debits = exposure + span + blocked
+        live = self.cash + mis_value - debits
         realised = sum((p.realised for p in self.positions.values()), ZERO)
         unrealised = sum(
-            (p.unrealised(self._price_or_avg(s, p.average_price, marks)) for s, p in self.positions.items()),
+            (p.unrealised(self._price_or_avg(s, p.average_price, marks)) for (s, _), p in self.positions.items()),
             ZERO,
         )
         turnover = sum((p.buy_value + p.sell_value for p in self.positions.values()), ZERO)
@@ -708,9 +879,9 @@ class Account:
                     "intraday_payin": "0",
                 },
                 "utilised": {
-                    "debits": dec_str(exposure + blocked),
+                    "debits": dec_str(debits),
                     "exposure": dec_str(exposure),
-                    "span": "0",
+                    "span": dec_str(span),
                     "option_premium": "0",
                     "holding_sales": "0",
                     "turnover": dec_str(turnover),
@@ -728,8 +899,7 @@ class Account:
         out = []
         for sym, h in self.holdings.items():
             last = self._price_or_avg(sym, h.average_price, marks)
-            pos = self.positions.get(sym)
-            used = min(h.quantity, max(-pos.quantity, ZERO)) if pos else ZERO
+            used = min(h.quantity, max(-self.net_quantity(sym), ZERO))
             out.append(
                 {
                     "tradingsymbol": sym,
@@ -756,7 +926,7 @@ class Account:
 
     def positions_view(self, marks: Mapping[str, Decimal]) -> dict[str, list[dict[str, Any]]]:
         rows = []
-        for sym, p in self.positions.items():
+        for (sym, _), p in self.positions.items():
             last = self._price_or_avg(sym, p.average_price, marks)
             unrealised = p.unrealised(last)
             pnl = p.realised + unrealised
@@ -769,6 +939,7 @@ class Account:
                     "quantity": dec_str(p.quantity),
                     "overnight_quantity": "0",
                     "multiplier": "1",
+                    "margin": dec_str(abs(p.quantity) * last * self.margin_rate(p.product)),
                     "average_price": dec_str(p.average_price),
                     "close_price": "0",
                     "last_price": dec_str(last),
@@ -798,6 +969,73 @@ class Account:
 
     def trades_view(self) -> list[dict[str, Any]]:
         return [t.view() for t in self.trades]
+
+    def _instrument_keys(self, instruments: Any) -> list[tuple[str, str]]:
+        if isinstance(instruments, str):
+            instruments = [instruments]
+        if not isinstance(instruments, list) or not instruments:
+            raise InvalidOrder("instruments must be a non-empty list like ['SIM:AAA'] or ['AAA']")
+        if len(instruments) > MAX_INSTRUMENTS:
+            raise InvalidOrder(f"at most {MAX_INSTRUMENTS} instruments per call")
+        out = []
+        for key in instruments:
+            if not isinstance(key, str) or not key.strip() or len(key) > 81:
+                raise InvalidOrder(f"instrument {key!r} must be 'EXCHANGE:SYMBOL' or 'SYMBOL'")
+            out.append((key, key.split(":", 1)[1] if ":" in key else key))
+        return out
+
+    def ltp_view(self, instruments: Any, marks: Mapping[str, Decimal]) -> dict[str, Any]:
+        """Kite's ``ltp``: {key: {"instrument_token", "last_price"}}; symbols with no price are left out."""
+        out = {}
+        for key, sym in self._instrument_keys(instruments):
+            px = self.last_price(sym, marks)
+            if px > 0:
+                out[key] = {"instrument_token": 0, "last_price": dec_str(px)}
+        return out
+
+    def quotes_view(self, instruments: Any, marks: Mapping[str, Decimal]) -> dict[str, Any]:
+        """Kite's ``quote`` from the marks seen this session (open/high/low of the marks, no depth);
+        symbols with no price are left out."""
+        out = {}
+        for key, sym in self._instrument_keys(instruments):
+            last = self.last_price(sym, marks)
+            if not last > 0:
+                continue
+            q = self.quotes.get(sym) or _Quote(last, last, last, last, 0)
+            traded = sum((t.quantity for t in self.trades if t.tradingsymbol == sym), ZERO)
+            out[key] = {
+                "instrument_token": 0,
+                "timestamp": _ts(q.ts),
+                "last_trade_time": _ts(q.ts),
+                "last_price": dec_str(last),
+                "last_quantity": "0",
+                "buy_quantity": "0",
+                "sell_quantity": "0",
+                "volume": dec_str(traded),
+                "average_price": "0",
+                "oi": "0",
+                "net_change": dec_str(last - q.open),
+                "lower_circuit_limit": "0",
+                "upper_circuit_limit": "0",
+                "ohlc": {"open": dec_str(q.open), "high": dec_str(max(q.high, last)),
+                         "low": dec_str(min(q.low, last)), "close": dec_str(q.open)},
+                "depth": {"buy": [], "sell": []},
+            }
+        return out
+
+
+@dataclass(slots=True)
+class _Quote:
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    last: Decimal
+    ts: int
+
+
+def _check_variety(variety: str) -> None:
+    if variety not in _VARIETIES:
+        raise InvalidOrder(f"variety must be one of {sorted(_VARIETIES)}, not {variety!r}")
 
 
 def _finite(name: str, value: Any) -> Decimal:

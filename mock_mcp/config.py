@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.config import SettingsBase
@@ -46,6 +46,26 @@ class McpSettings(SettingsBase):
     shutdown_timeout_s: float = Field(
         3.0, gt=0, le=60, description="Longest graceful wait for open HTTP connections on stop."
     )
+    seed: int | None = Field(
+        None, ge=0, le=999_999,
+        description="Generate a deterministic account (user id SIM<seed>, 1-4 holdings) from this seed; "
+        "the account file must then list no holdings. Empty = the account file as written.",
+    )
+    api_key: str = Field(
+        "", description="Api key the login tool accepts; set with api_secret to require a session token on "
+        "every other tool. Empty = no sessions (tools answer anyone).",
+    )
+    api_secret: str = Field("", repr=False, description="Api secret the login tool accepts (with api_key).")
+    token_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86_400, description="Lifetime of an access token issued by login (seconds)."
+    )
+
+    @model_validator(mode="after")
+    def _keys(self) -> McpSettings:
+        if bool(self.api_key) != bool(self.api_secret):
+            missing = "AITRADER_MCP_API_SECRET" if self.api_key else "AITRADER_MCP_API_KEY"
+            raise ValueError(f"api_key and api_secret go together: {missing} is missing")
+        return self
 
     @field_validator("path")
     @classmethod

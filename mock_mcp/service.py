@@ -33,7 +33,8 @@ from common.config import CommonSettings, load
 from common.instruments import Instruments
 from common.messages import ExecutionReport, check, decode_as
 from common.service import Service
-from mock_mcp.account import Account, AccountSeed, ReportResult, load_seed
+from mock_mcp.account import Account, AccountSeed, ReportResult, generate_seed, load_seed
+from mock_mcp.auth import SessionAuth
 from mock_mcp.config import McpSettings
 from mock_mcp.server import McpHttpServer, build_mcp_server
 
@@ -62,6 +63,8 @@ class MockMcpService(Service):
                 if self.settings.account_file.exists()
                 else AccountSeed()
             )
+            if self.settings.seed is not None:
+                seed = generate_seed(self.settings.seed, seed)
         self.account = Account(
             Decimal(common.initial_cash),
             seed,
@@ -71,8 +74,12 @@ class MockMcpService(Service):
             fee_bps=self.settings.fee_bps,
         )
         self.tool_calls: dict[str, int] = {}
+        s = self.settings
+        self.auth = (
+            SessionAuth(s.api_key, s.api_secret, s.token_ttl_s, user_id=seed.user_id) if s.api_key else None
+        )
         self.http = McpHttpServer(
-            build_mcp_server(self.account, self.marks, self._on_tool_call),
+            build_mcp_server(self.account, self.marks, self._on_tool_call, auth=self.auth),
             host=self.settings.host,
             port=self.settings.port,
             path=self.settings.path,
@@ -111,6 +118,10 @@ class MockMcpService(Service):
         self.http.bind()  # fail fast (port in use) before joining the group
         n = await self.replay()
         log.info("mock_mcp: account rebuilt from %d ex:events entries; MCP at %s", n, self.http.url)
+        if self.auth is None:
+            log.warning("mock_mcp: sessions are off (no AITRADER_MCP_API_KEY): every tool answers without login")
+        else:
+            log.info("mock_mcp: tools need a session token (login; tokens live %gs)", self.settings.token_ttl_s)
 
     async def replay(self) -> int:
         """Apply every valid report in ``ex:events`` from the start (idempotent); return entries read."""
@@ -192,7 +203,7 @@ class MockMcpService(Service):
         open_positions = sum(1 for p in a.positions.values() if p.quantity)
         return (
             f"mcp {self.http.url}; cash {a.cash}; open positions {open_positions}; "
-            f"reports applied {len(a.applied)}"
+            f"reports applied {len(a.applied)}; sessions {'on' if self.auth else 'off'}"
         )
 
 

@@ -44,7 +44,7 @@ from strategy_engine.account import AccountContext
 from strategy_engine.brackets import Actions, BracketBook
 from strategy_engine.config import StrategySettings
 from strategy_engine.fusion import FusionBook
-from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient
+from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient, client_from_settings
 from strategy_engine.portfolio import PortfolioGuard, load_portfolio
 from strategy_engine.sizing import flatten_size, size_intent
 from strategy_engine.state import STRATEGY_COMMANDS, load_switches
@@ -78,9 +78,7 @@ class StrategyEngineService(Service):
         self.instruments = instruments or Instruments.load(s.instruments_path)
         self.brackets = BracketBook(self.instruments)
         self.switches_note = ""  # why the persisted strategy switches could not be read, if so
-        self.broker = broker or McpBrokerClient(
-            s.mcp_url, auth_header=s.mcp_auth_header, auth_secret=s.mcp_auth_secret, timeout_s=s.mcp_timeout_s
-        )
+        self.broker = broker or client_from_settings(s, common, "aitrader-strategy-engine")
         self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps

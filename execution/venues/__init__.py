@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from common.config import ConfigError
+from common.config import CommonSettings, ConfigError, load
 from common.instruments import Instruments
 from execution.config import ExecutionSettings
 from execution.venues.base import (
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def _simulator(settings: ExecutionSettings, instruments: Instruments) -> Venue:
+def _simulator(settings: ExecutionSettings, instruments: Instruments, common: CommonSettings | None) -> Venue:
     return SimulatedVenue(
         instruments,
         slippage_bps=settings.slippage_bps,
@@ -34,10 +34,11 @@ def _simulator(settings: ExecutionSettings, instruments: Instruments) -> Venue:
     )
 
 
-def _mcp(settings: ExecutionSettings, instruments: Instruments) -> Venue:
+def _mcp(settings: ExecutionSettings, instruments: Instruments, common: CommonSettings | None) -> Venue:
     if not settings.mcp_url:
         raise ConfigError("invalid setting AITRADER_EX_MCP_URL: required when AITRADER_EX_VENUE=mcp")
     from execution.venues.mcp_broker import McpBrokerVenue  # the MCP SDK only when it is used
+    from strategy_engine.mcp_client import client_from_settings
 
     return McpBrokerVenue(
         settings.mcp_url,
@@ -47,13 +48,15 @@ def _mcp(settings: ExecutionSettings, instruments: Instruments) -> Venue:
         poll_ms=settings.mcp_poll_ms,
         fee_bps=settings.fee_bps,
         min_fee=settings.min_fee,
+        # With a login its session tokens are stored encrypted in the database of ``common``.
+        client=client_from_settings(settings, common or load(CommonSettings), "aitrader-execution"),
     )
 
 
-VENUES: dict[str, Callable[[ExecutionSettings, Instruments], Venue]] = {"simulator": _simulator, "mcp": _mcp}
+VENUES: dict[str, Callable[[ExecutionSettings, Instruments, CommonSettings | None], Venue]] = {"simulator": _simulator, "mcp": _mcp}
 
 
-def build_venue(settings: ExecutionSettings, instruments: Instruments) -> Venue:
+def build_venue(settings: ExecutionSettings, instruments: Instruments, common: CommonSettings | None = None) -> Venue:
     """The venue named by ``AITRADER_EX_VENUE``."""
     try:
         factory = VENUES[settings.venue]
@@ -61,4 +64,4 @@ def build_venue(settings: ExecutionSettings, instruments: Instruments) -> Venue:
         raise ConfigError(
             f"invalid setting AITRADER_EX_VENUE: unknown venue {settings.venue!r} (known: {sorted(VENUES)})"
         ) from None
-    return factory(settings, instruments)
+    return factory(settings, instruments, common)

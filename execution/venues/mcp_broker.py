@@ -103,6 +103,7 @@ class McpBrokerVenue(Venue):
         fee_bps: Decimal = Decimal(0),
         min_fee: Decimal = Decimal(0),
         name: str = "mcp",
+        client: McpBrokerClient | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -110,7 +111,7 @@ class McpBrokerVenue(Venue):
         self.poll_s = poll_ms / 1000.0
         self.fee_rate = Decimal(fee_bps) / _BPS
         self.min_fee = Decimal(min_fee)
-        self.client = McpBrokerClient(
+        self.client = client or McpBrokerClient(
             url, auth_header=auth_header, auth_secret=auth_secret, timeout_s=timeout_s,
             client_name="aitrader-execution",
         )

@@ -16,7 +16,7 @@ from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
           "risk_overrides", "gateway_state", "users", "refresh_tokens", "models",
-          "strategy_switches"}
+          "strategy_switches", "broker_tokens"}
 
 
 def tables(url: str) -> set[str]:
@@ -161,7 +161,7 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
     finally:
         eng.dispose()
     db.downgrade(database_url, "0005")
-    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "strategy_switches"}
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "strategy_switches", "broker_tokens"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)
@@ -192,3 +192,12 @@ def test_users_constraints_hold(database_url):
                                                            "issued_at": 1, "expires_at": 2})
     finally:
         eng.dispose()
+
+
+def test_0009_broker_tokens_downgrades_alone(database_url):
+    """0009 down removes only broker_tokens; up again restores it."""
+    db.migrate(database_url)
+    db.downgrade(database_url, "0008")
+    assert tables(database_url) == TABLES - {"broker_tokens"}
+    db.migrate(database_url)
+    assert tables(database_url) == TABLES

@@ -113,7 +113,7 @@ async def test_market_order_is_placed_at_the_broker_and_its_fill_comes_back_once
     # The gateway's report of this fill on ex:events is not counted again by the broker.
     rep = fill(symbol="BAC", qty="100", px="10.02", coid=o.client_order_id, exec_id=ev.exec_id)
     assert broker.do(broker.account.apply_report, rep) == ReportResult.OWN
-    assert broker.account.positions["BAC"].quantity == D(100)
+    assert broker.account.position("BAC").quantity == D(100)
     assert broker.account.cash == D(100000) - D("1002") - D("0.1002")
 
 
@@ -212,7 +212,7 @@ async def test_intent_becomes_a_broker_order_and_its_fill_a_report_and_a_db_fill
     assert (f["exec_id"], f["venue"], f["qty"], f["price"]) == (reps[1].exec_id, "mcp", D(100), D("10.02"))
     (o,) = db_rows(common.db_url, db.Order.__table__)
     assert (o["status"], o["cum_qty"], o["venue"]) == ("FILLED", D(100), "mcp")
-    assert broker.account.positions["BAC"].quantity == D(100)
+    assert broker.account.position("BAC").quantity == D(100)
     await r.aclose()
 
 

@@ -26,7 +26,7 @@ def test_buy_then_partial_sell_realises_pnl_and_charges_fees():
     assert a.apply_report(fill(side=Side.BUY, qty="10", px="100", fee="1.5")) == ReportResult.FILL
     assert a.cash == D("100000") - D("1000") - D("1.5")
     a.apply_report(fill(side=Side.SELL, qty="4", px="110", fee="0.5"))
-    p = a.positions["AAA"]
+    p = a.position("AAA")
     assert p.quantity == D("6") and p.average_price == D("100")
     assert p.realised == D("40")  # 4 * (110 - 100), gross of fees
     assert p.charges == D("2.0") and a.charges == D("2.0")
@@ -38,7 +38,7 @@ def test_adding_to_a_position_averages_the_entry_price():
     a = _acct()
     a.apply_report(fill(qty="10", px="100"))
     a.apply_report(fill(qty="30", px="104"))
-    p = a.positions["AAA"]
+    p = a.position("AAA")
     assert p.quantity == D("40") and p.average_price == D("103")
     assert p.realised == 0
 
@@ -47,7 +47,7 @@ def test_sell_through_zero_flips_to_short_at_the_fill_price():
     a = _acct()
     a.apply_report(fill(side=Side.BUY, qty="10", px="100"))
     a.apply_report(fill(side=Side.SELL, qty="25", px="90"))
-    p = a.positions["AAA"]
+    p = a.position("AAA")
     assert p.quantity == D("-15") and p.average_price == D("90")
     assert p.realised == D("-100")  # closed 10 at a 10 loss
     # Covering the short at 80 realises 15 * (90 - 80) = 150 more.
@@ -62,7 +62,7 @@ def test_short_then_cover_realises_gain():
     a = _acct()
     a.apply_report(fill(side=Side.SELL, qty="5", px="200", fee="1"))
     a.apply_report(fill(side=Side.BUY, qty="5", px="190", fee="1"))
-    assert a.positions["AAA"].realised == D("50")
+    assert a.position("AAA").realised == D("50")
     assert a.cash == D("100000") + D("50") - D("2")
 
 
@@ -71,7 +71,7 @@ def test_a_redelivered_report_is_applied_once():
     rep = fill(exec_id="ex-dup", qty="3", px="50")
     assert a.apply_report(rep) == ReportResult.FILL
     assert a.apply_report(rep) == ReportResult.DUPLICATE
-    assert a.positions["AAA"].quantity == D("3") and len(a.trades) == 1
+    assert a.position("AAA").quantity == D("3") and len(a.trades) == 1
     assert a.cash == D("100000") - D("150")
 
 
@@ -215,6 +215,6 @@ def test_cash_plus_position_value_equals_start_plus_pnl_minus_fees(fills):
     for sym, side, q, px, fee in fills:
         a.apply_report(fill(symbol=sym, side=side, qty=D(q), px=D(px) / 4, fee=D(fee) / 10))
     marks = {"A": D("61.25"), "B": D("7")}
-    value = sum((p.quantity * marks[s] for s, p in a.positions.items()), D(0))
-    pnl = sum((p.realised + p.unrealised(marks[s]) for s, p in a.positions.items()), D(0))
+    value = sum((p.quantity * marks[s] for (s, _), p in a.positions.items()), D(0))
+    pnl = sum((p.realised + p.unrealised(marks[s]) for (s, _), p in a.positions.items()), D(0))
     assert a.cash + value == D("1000000") + pnl - a.charges

@@ -6,12 +6,15 @@ import asyncio
 import json
 from decimal import Decimal
 
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from common.instruments import Instruments
 from common.messages import Side
 from mock_mcp.account import Account
+from mock_mcp.auth import SessionAuth, kite_checksum
 from mock_mcp.server import TOOL_NAMES, McpHttpServer, build_mcp_server
 from tests.unit.mock_mcp.stubs import fill
 
@@ -76,9 +79,65 @@ async def test_every_tool_answers_in_kite_shapes(served):
         assert orders[1]["pending_quantity"] == "5" and orders[1]["price"] == "99.5"
         trades = _json(await c.call_tool("get_trades", {}))
         assert trades[0]["quantity"] == "10" and trades[0]["average_price"] == "100"
+        modified = _json(await c.call_tool("modify_order", {"order_id": placed["order_id"], "price": "99"}))
+        assert modified == {"order_id": placed["order_id"], "status": "OPEN"}
         cancelled = _json(await c.call_tool("cancel_order", {"order_id": placed["order_id"]}))
         assert cancelled == {"order_id": placed["order_id"], "status": "CANCELLED"}
+        hist = _json(await c.call_tool("get_order_history", {"order_id": placed["order_id"]}))
+        assert [(h["status"], h["price"]) for h in hist] == [
+            ("OPEN", "99.5"), ("MODIFIED", "99"), ("OPEN", "99"), ("CANCELLED", "99")
+        ]
+        assert _json(await c.call_tool("get_ltp", {"instruments": ["SIM:AAA", "ZZZ"]})) == {
+            "SIM:AAA": {"instrument_token": 0, "last_price": "101"}
+        }
+        q = _json(await c.call_tool("get_quotes", {"instruments": ["AAA"]}))["AAA"]
+        assert q["last_price"] == "101" and q["ohlc"]["high"] == "101" and q["volume"] == "10"
+        r = await c.call_tool("login", {"api_key": "k", "api_secret": "s"})
+        assert r.is_error and "sessions are off" in r.content[0].text
+        r = await c.call_tool("modify_order", {"order_id": placed["order_id"], "quantity": 1})
+        assert r.is_error and "CANCELLED" in r.content[0].text
+        r = await c.call_tool("get_quotes", {"instruments": []})
+        assert r.is_error and "non-empty" in r.content[0].text
     assert set(calls) == set(TOOL_NAMES)
+
+
+async def test_with_sessions_every_tool_but_login_needs_a_live_token():
+    now = [1_000_000.0]
+    auth = SessionAuth("kite-key", "kite-secret", ttl_s=60, clock=lambda: now[0])
+    account = Account(Decimal(50000))
+    http = McpHttpServer(build_mcp_server(account, auth=auth), port=0)
+    task = asyncio.create_task(http.serve())
+    try:
+        while not http.started:
+            await asyncio.sleep(0.02)
+        async with Client(http.url) as c:
+            for tool, args in (("get_margins", {}), ("get_ltp", {"instruments": ["A"]}),
+                               ("place_order", {"tradingsymbol": "A", "transaction_type": "BUY", "quantity": 1})):
+                r = await c.call_tool(tool, args)
+                assert r.is_error and "TokenException: missing access token" in r.content[0].text
+            r = await c.call_tool("login", {"api_key": "kite-key", "api_secret": "wrong"})
+            assert r.is_error and "TokenException: invalid api_secret" in r.content[0].text
+            ses = _json(await c.call_tool("login", {"api_key": "kite-key", "api_secret": "kite-secret"}))
+            assert ses["expires_in"] == 60 and ses["user_id"] == "SIM001" and len(ses["access_token"]) >= 32
+        # Kite's flow without sending the secret: a request token and its checksum.
+        async with Client(http.url) as c:
+            other = _json(await c.call_tool("login", {"api_key": "kite-key", "request_token": "rt1",
+                                                     "checksum": kite_checksum("kite-key", "rt1", "kite-secret")}))
+            assert other["access_token"] != ses["access_token"]
+        assert not account.orders
+        good = {"Authorization": f"token kite-key:{ses['access_token']}"}
+        async with httpx2.AsyncClient(headers=good) as h, Client(streamable_http_client(http.url, http_client=h)) as c:
+            assert _json(await c.call_tool("get_profile", {}))["user_id"] == "SIM001"
+            now[0] += 61
+            r = await c.call_tool("get_profile", {})
+            assert r.is_error and "TokenException: access token expired" in r.content[0].text
+        bad = {"Authorization": "token kite-key:forged"}
+        async with httpx2.AsyncClient(headers=bad) as h, Client(streamable_http_client(http.url, http_client=h)) as c:
+            r = await c.call_tool("get_profile", {})
+            assert r.is_error and "invalid or ended session" in r.content[0].text
+    finally:
+        http.stop()
+        await asyncio.wait_for(task, 10)
 
 
 BAD_ORDERS = [

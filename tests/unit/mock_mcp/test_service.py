@@ -12,11 +12,12 @@ import sys
 import time
 from decimal import Decimal
 
+import pytest
 from mcp import Client
 
 from common import streams
 from common.bus import Publisher, connect
-from common.config import CommonSettings, load
+from common.config import CommonSettings, ConfigError, load
 from common.messages import Side, encode
 from mock_mcp.config import McpSettings
 from mock_mcp.service import MockMcpService
@@ -109,7 +110,7 @@ async def test_garbage_on_ex_events_is_dead_lettered(redis_url, clean_env):
 
         await _until(dead)
         assert await r.xlen(streams.dlq_stream(streams.EXEC_EVENTS)) == 3
-        assert svc.account.positions["AAA"].quantity == Decimal(1)
+        assert svc.account.position("AAA").quantity == Decimal(1)
         assert (await r.xpending(streams.EXEC_EVENTS, "mock_mcp"))["pending"] == 0
     finally:
         await _stop(svc, task)
@@ -127,7 +128,7 @@ async def test_restart_rebuilds_the_account_by_replaying_ex_events(redis_url, cl
     first = _service(redis_url)
     task = await _start(first)
     await _until(lambda: _acked(r))
-    cash, qty = first.account.cash, first.account.positions["AAA"].quantity
+    cash, qty = first.account.cash, first.account.position("AAA").quantity
     assert await _stop(first, task) == 0
 
     # Everything is acked now; a fresh process still rebuilds the same account from the stream.
@@ -135,8 +136,8 @@ async def test_restart_rebuilds_the_account_by_replaying_ex_events(redis_url, cl
     task = await _start(second)
     try:
         assert second.account.cash == cash == Decimal(10000) - 1000 - 1 + 360 - 1
-        assert second.account.positions["AAA"].quantity == qty == 7
-        assert second.account.positions["AAA"].realised == Decimal(60)
+        assert second.account.position("AAA").quantity == qty == 7
+        assert second.account.position("AAA").realised == Decimal(60)
         await pub.publish([(streams.EXEC_EVENTS, encode(fill(side=Side.BUY, qty="1", px="100")))])
         await _until(lambda: _pos(second, 8))
         assert second.counters.get("replayed_fills") == 2
@@ -152,7 +153,7 @@ async def _acked(r) -> bool:
 
 
 async def _pos(svc, n) -> bool:
-    return svc.account.positions["AAA"].quantity == n
+    return svc.account.position("AAA").quantity == n
 
 
 def _free_port() -> int:
@@ -194,3 +195,18 @@ def test_python_m_mock_mcp_serves_and_exits_0_on_sigterm(redis_url, clean_env):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_settings_turn_sessions_and_seeded_accounts_on(clean_env):
+    clean_env.setenv("AITRADER_MCP_API_KEY", "k1")
+    with pytest.raises(ConfigError, match="AITRADER_MCP_API_SECRET is missing"):
+        load(McpSettings)
+    clean_env.setenv("AITRADER_MCP_API_SECRET", "s1-not-a-placeholder")
+    clean_env.setenv("AITRADER_MCP_SEED", "42")
+    clean_env.setenv("AITRADER_MCP_TOKEN_TTL_S", "5")
+    svc = MockMcpService(load(CommonSettings), load(McpSettings))
+    again = MockMcpService(load(CommonSettings), load(McpSettings))
+    assert svc.auth is not None and svc.auth.ttl_s == 5 and "s1-not" not in repr(svc.auth)
+    assert svc.account.profile()["user_id"] == "SIM000042" == svc.auth.user_id
+    assert svc.account.holdings_view({}) == again.account.holdings_view({}) != []
+    assert "sessions on" in svc.heartbeat_detail()

@@ -201,7 +201,7 @@ async def test_signals_become_sized_intents_without_an_mcp_call_each(stack):
     await _until(lambda: _true(mock.tool_calls.get("get_margins", 0) > calls_before.get("get_margins", 0)))
     await _until(lambda: _true(se.context.cash == Decimal(100000 - 12500 - 1)))
     assert se.context.position("S00") == Decimal(125)  # filled: no longer counted as in flight as well
-    assert mock.account.positions["S00"].quantity == Decimal(125)
+    assert mock.account.position("S00").quantity == Decimal(125)
 
     # The same signal again (a replay) yields the very same intent.
     await r.xadd(streams.SIGNALS, {b"d": encode(sigs[2])})
