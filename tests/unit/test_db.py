@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
-          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models"}
+          "risk_overrides", "gateway_state", "users", "refresh_tokens", "models", "jobs", "suggestions"}
 
 
 def tables(url: str) -> set[str]:
