@@ -160,7 +160,7 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
     finally:
         eng.dispose()
     db.downgrade(database_url, "0005")
-    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models"}
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "jobs", "suggestions"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)
@@ -191,3 +191,27 @@ def test_users_constraints_hold(database_url):
                                                            "issued_at": 1, "expires_at": 2})
     finally:
         eng.dispose()
+
+
+def test_0008_jobs_and_suggestions_downgrade_alone_and_constraints_hold(database_url):
+    db.migrate(database_url)
+    eng = db.make_engine(database_url)
+    try:
+        with eng.begin() as c:
+            jid = c.execute(db.Job.__table__.insert().values(kind="suggestion", status="queued", created_by="a",
+                                                             error="")).inserted_primary_key[0]
+            c.execute(db.SuggestionRun.__table__.insert().values(
+                job_id=jid, prompt="scan", provider="offline", model="rules-v1", context_digest="", summary="",
+                attempts=0, created_by="a", suggestions=[{"symbol": "AAA"}]))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # status outside the four
+            c.execute(db.Job.__table__.insert().values(kind="suggestion", status="lost", created_by="a", error=""))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # a run needs its job, one run per job
+            c.execute(db.SuggestionRun.__table__.insert().values(
+                job_id=jid, prompt="again", provider="offline", model="", context_digest="", summary="",
+                attempts=0, created_by="a"))
+    finally:
+        eng.dispose()
+    db.downgrade(database_url, "0007")
+    assert tables(database_url) == TABLES - {"jobs", "suggestions"}
+    db.migrate(database_url)
+    assert tables(database_url) == TABLES
