@@ -212,12 +212,17 @@ class SuggestionService:
         return await self.execute(run_id, prompt, p)
 
 
+def _utc(t: datetime | None) -> datetime | None:
+    # SQLite gives back naive datetimes; every time here is written in UTC
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
 def _as_dict(r: SuggestionRun, j: Job, context: bool) -> dict[str, Any]:
     out = {
         "id": r.id, "job_id": j.id, "status": j.status, "error": j.error, "prompt": r.prompt,
         "provider": r.provider, "model": r.model, "context_digest": r.context_digest, "summary": r.summary,
-        "suggestions": r.suggestions or [], "attempts": r.attempts, "created_at": r.created_at,
-        "created_by": r.created_by, "started_at": j.started_at, "finished_at": j.finished_at,
+        "suggestions": r.suggestions or [], "attempts": r.attempts, "created_at": _utc(r.created_at),
+        "created_by": r.created_by, "started_at": _utc(j.started_at), "finished_at": _utc(j.finished_at),
     }
     if context:
         out["context"] = r.context

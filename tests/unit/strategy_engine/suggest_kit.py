@@ -8,11 +8,12 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 
 from common import streams
@@ -156,3 +157,76 @@ async def seeded_broker(redis_url: str) -> AsyncIterator[MockMcpService]:
     finally:
         svc.request_stop()
         await asyncio.wait_for(task, 15)
+
+
+def seed_sync(redis_url: str) -> None:
+    """The fills above on ex:events and the marks (synchronously), for a broker process started after."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        for s, q, p in FILLS:
+            r.xadd(streams.EXEC_EVENTS, {b"d": encode(fill(symbol=s, side=Side.BUY, qty=q, px=p, exec_id=f"e-{s}",
+                                                           coid=f"co-{s}"))})
+        r.hset(streams.MARKS, mapping=MARKS)
+    finally:
+        r.close()
+
+
+@contextmanager
+def mock_mcp_process(redis_url: str, home: Path) -> Iterator[str]:
+    """``python -m mock_mcp`` as its own process (seeded first with ``seed_sync``); yields its MCP URL."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AITRADER_") and k not in ("REDIS_URL",
+                                                                                                "DATABASE_URL")}
+    env.update(REDIS_URL=redis_url, AITRADER_MCP_PORT=str(port), AITRADER_INITIAL_CASH="100000",
+               AITRADER_HOME=str(home), AITRADER_INSTANCE="suggest-test", AITRADER_HEARTBEAT_S="0.2",
+               PYTHONPATH=str(ROOT))
+    log = (home / "mock_mcp.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mock_mcp"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"mock_mcp exited {proc.returncode}: {(home / 'mock_mcp.log').read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("mock_mcp did not listen within 30 s") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def broker_tool_calls(redis_url: str) -> dict[str, int]:
+    """The tool calls the broker process has counted, from its latest heartbeat (health key)."""
+    import redis
+
+    from common.messages import Heartbeat, decode_as
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        raw = r.get(streams.health_key("mock_mcp", "suggest-test"))
+    finally:
+        r.close()
+    hb = decode_as(raw, Heartbeat)
+    return {k.removeprefix("tool_calls."): v for k, v in hb.counters.items() if k.startswith("tool_calls.")}
