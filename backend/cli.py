@@ -27,7 +27,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from backend import model_cli, strategies_cli
+from backend import model_cli, strategies_cli, suggest_cli
 from backend.control import make_control, trading_states
 from backend.control import send as send_control
 from backend.status import snapshot_once
@@ -443,6 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     rk.add_argument("--via", choices=["auto", "bus", "db"], default="auto", help=_VIA_HELP)
     model_cli.add_parser(sub)
     strategies_cli.add_parser(sub)
+    suggest_cli.add_parser(sub)
     return p
 
 
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"report": cmd_report, "kill": cmd_kill, "status": cmd_status, "orders": cmd_orders,
                 "fills": cmd_fills, "positions": cmd_positions, "risk": cmd_risk, "cancel": cmd_cancel,
                 "cancel-all": cmd_cancel, "model": model_cli.run,
-                "strategies": strategies_cli.run}
+                "strategies": strategies_cli.run, "suggest": suggest_cli.run}
     return handlers[args.cmd](args, common)
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ALEMBIC_INI",
     "AMOUNT_SCALE",
+    "JOB_STATUSES",
     "MODEL_STATES",
     "OPEN_STATUSES",
     "ORDER_STATUSES",
@@ -58,11 +59,13 @@ __all__ = [
     "BrokerToken",
     "ControlRequest",
     "Fill",
+    "Job",
     "KillSwitchEvent",
     "Model",
     "Order",
     "OutboxMessage",
     "RefreshToken",
+    "SuggestionRun",
     "TradingState",
     "User",
     "alembic_config",
@@ -96,6 +99,7 @@ OPEN_STATUSES = ("PENDING_NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL"
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 ROLES = ("viewer", "trader", "admin")  # API roles, least to most privileged
 MODEL_STATES = ("registered", "promoted", "retired")  # pattern_engine.ml.registry
+JOB_STATUSES = ("queued", "running", "done", "failed")
 
 # Deterministic constraint names: downgrades and PostgreSQL/SQLite diffs need them.
 NAMING_CONVENTION = {
@@ -455,6 +459,44 @@ class BrokerToken(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     rotated_at: Mapped[int] = mapped_column(BigInteger)
+class Job(Base):
+    """One job (``kind`` ``suggestion`` for now) and where it stands: queued, running, done or failed (0008).
+
+    The row is the job's truth. Jobs run in process (the CLI, the API) until a task queue runs them.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="status"),)
+
+
+class SuggestionRun(Base):
+    """One suggestion run: the prompt, who asked, the provider and model, the context sent (and its SHA-256)
+    and the validated suggestions; its job row says whether it finished (0008). Advice only."""
+
+    __tablename__ = "suggestions"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ID, ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128), default="")
+    context_digest: Mapped[str] = mapped_column(String(64), default="")
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    suggestions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+    created_by: Mapped[str] = mapped_column(String(64))
 
 
 # -- engine and sessions -------------------------------------------------------------------

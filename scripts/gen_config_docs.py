@@ -19,6 +19,7 @@ from execution.config import ExecutionSettings  # noqa: E402
 from mock_mcp.config import McpSettings  # noqa: E402
 from pattern_engine.config import PatternEngineSettings  # noqa: E402
 from strategy_engine.config import StrategySettings  # noqa: E402
+from strategy_engine.suggestions.config import LlmSettings  # noqa: E402
 from tick_replay.config import ReplaySettings  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
@@ -26,6 +27,7 @@ SECTIONS = [
     ("Every service", CommonSettings),
     ("Pattern engine (`python -m pattern_engine`)", PatternEngineSettings),
     ("Strategy engine (`python -m strategy_engine`)", StrategySettings),
+    ("Suggestions: the LLM provider (`aitrader suggest`, `POST /suggestions`; see docs/strategies.md)", LlmSettings),
     ("Execution gateway (`python -m execution`)", ExecutionSettings),
     ("Mock broker (`python -m mock_mcp`)", McpSettings),
     ("Tick replay (`aitrader replay`, `python -m tick_replay`)", ReplaySettings),

@@ -70,6 +70,13 @@ class ApiSettings(SettingsBase):
         5, ge=1, le=10_000, description="Login attempts allowed per client address and username per window."
     )
     login_rate_window_s: int = Field(60, ge=1, le=86_400, description="The login rate limit's window in seconds.")
+    suggest_rate_limit: int = Field(
+        10, ge=1, le=10_000,
+        description="Suggestion runs (POST /suggestions) allowed per user per window: each may call a paid LLM.",
+    )
+    suggest_rate_window_s: int = Field(
+        60, ge=1, le=86_400, description="The suggestion rate limit's window in seconds."
+    )
     control_timeout_s: float = Field(
         5.0, gt=0, le=60, description="How long a kill-switch request waits for the gateway's answer."
     )

@@ -16,7 +16,7 @@ from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
           "risk_overrides", "gateway_state", "users", "refresh_tokens", "models",
-          "strategy_switches", "broker_tokens"}
+          "strategy_switches", "broker_tokens", "jobs", "suggestions"}
 
 
 def tables(url: str) -> set[str]:
@@ -161,7 +161,8 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
     finally:
         eng.dispose()
     db.downgrade(database_url, "0005")
-    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "strategy_switches", "broker_tokens"}
+    assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "strategy_switches",
+                                             "broker_tokens", "jobs", "suggestions"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)
@@ -198,6 +199,30 @@ def test_0009_broker_tokens_downgrades_alone(database_url):
     """0009 down removes only broker_tokens; up again restores it."""
     db.migrate(database_url)
     db.downgrade(database_url, "0008")
-    assert tables(database_url) == TABLES - {"broker_tokens"}
+    assert tables(database_url) == TABLES - {"broker_tokens", "jobs", "suggestions"}
+    db.migrate(database_url)
+    assert tables(database_url) == TABLES
+
+
+def test_0010_jobs_and_suggestions_downgrade_alone_and_constraints_hold(database_url):
+    db.migrate(database_url)
+    eng = db.make_engine(database_url)
+    try:
+        with eng.begin() as c:
+            jid = c.execute(db.Job.__table__.insert().values(kind="suggestion", status="queued", created_by="a",
+                                                             error="")).inserted_primary_key[0]
+            c.execute(db.SuggestionRun.__table__.insert().values(
+                job_id=jid, prompt="scan", provider="offline", model="rules-v1", context_digest="", summary="",
+                attempts=0, created_by="a", suggestions=[{"symbol": "AAA"}]))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # status outside the four
+            c.execute(db.Job.__table__.insert().values(kind="suggestion", status="lost", created_by="a", error=""))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # a run needs its job, one run per job
+            c.execute(db.SuggestionRun.__table__.insert().values(
+                job_id=jid, prompt="again", provider="offline", model="", context_digest="", summary="",
+                attempts=0, created_by="a"))
+    finally:
+        eng.dispose()
+    db.downgrade(database_url, "0009")
+    assert tables(database_url) == TABLES - {"jobs", "suggestions"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES

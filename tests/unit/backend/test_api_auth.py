@@ -40,12 +40,17 @@ MATRIX = [
     ("GET", "/models/{name}/{version}", None, "viewer", 404),
     ("POST", "/models/{name}/{version}/promote", {"reason": "matrix"}, "admin", 404),
     ("POST", "/models/{name}/{version}/retire", {"reason": "matrix"}, "admin", 404),
+    # suggestions: advice only, so viewers read them; a run may call a paid LLM, so creating one is trader's.
+    # No broker runs here: the run is stored as failed (still 201); test_api_suggestions.py has done ones.
+    ("GET", "/suggestions", None, "viewer", 200),
+    ("GET", "/suggestions/{run_id}", None, "viewer", 404),
+    ("POST", "/suggestions", {"prompt": "matrix"}, "trader", 201),
     ("GET", "/status", None, "viewer", 200),
     ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
-PATH_PARAMS = {"name": "no_such_model", "version": 1}  # the MATRIX paths' {placeholders} in requests
+PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999}  # the MATRIX paths' {placeholders} in requests
 
 
 def _b64(obj: dict) -> str:

@@ -53,7 +53,8 @@ MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGAT
 def fuzz_api(make_api):
     # a short control timeout: every accepted kill-switch / risk command waits for it (no gateway here);
     # a generous login limit so fuzzed logins reach the password check
-    return make_api(control_timeout_s=0.02, login_rate_limit=1000)
+    # and no suggestion-run limit in the way (each run here fails fast: no broker listens)
+    return make_api(control_timeout_s=0.02, login_rate_limit=1000, suggest_rate_limit=10_000)
 
 
 def test_f1_schema_fuzz(fuzz_api):
@@ -99,7 +100,8 @@ def test_f1_schema_fuzz(fuzz_api):
     assert no_negative == without_input
     # the protected routes were exercised past the role check (a 2xx as admin), not only refused
     ok = {k.rsplit(" ", 1)[0] for k in calls if k.endswith((" 200", " 201"))}
-    for label in ("GET /status", "GET /metrics", "GET /orders", "GET /risk", "GET /kill-switch", "GET /auth/me"):
+    for label in ("GET /status", "GET /metrics", "GET /orders", "GET /risk", "GET /kill-switch", "GET /auth/me",
+                  "POST /suggestions", "GET /suggestions"):
         assert label in ok, sorted(calls)
     assert any(k.startswith("POST /kill-switch/engage 504") for k in calls), sorted(calls)
 
