@@ -349,7 +349,7 @@ CONSUMED = {  # stream -> the groups reading it
     streams.SIGNALS: ("strategy_engine",),
     streams.INTENTS: ("execution",),
     streams.EXEC_EVENTS: ("strategy_engine", "mock_mcp"),
-    streams.CONTROL: ("execution",),
+    streams.CONTROL: ("execution", "strategy_engine"),
 }
 
 
