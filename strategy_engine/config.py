@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -34,6 +35,16 @@ class StrategySettings(SettingsBase):
     )
     mcp_timeout_s: float = Field(
         5.0, gt=0, le=120, description="Longest wait for one account refresh over MCP."
+    )
+    refresh_isolation: Literal["process", "thread"] = Field(
+        "process",
+        description="Where the account refresh's MCP work runs: a worker process (its CPU never holds the engine's "
+        "GIL while signals wait) or a thread of the engine.",
+    )
+    gil_switch_interval_s: float = Field(
+        0.0005, ge=0.0001, le=0.1,
+        description="sys.setswitchinterval of the engine: how long the refresh thread may hold the GIL while "
+        "signals wait (CPython's default is 0.005).",
     )
     mcp_api_key: str = Field(
         "",

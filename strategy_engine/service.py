@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from decimal import Decimal
 
@@ -46,6 +47,7 @@ from strategy_engine.config import StrategySettings
 from strategy_engine.fusion import FusionBook
 from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient, client_from_settings
 from strategy_engine.portfolio import PortfolioGuard, load_portfolio
+from strategy_engine.refresher import ProcessRefresher
 from strategy_engine.sizing import flatten_size, size_intent
 from strategy_engine.state import STRATEGY_COMMANDS, load_switches
 from strategy_engine.strategies import StrategyConfig, StrategyRouter, load_strategies
@@ -79,6 +81,9 @@ class StrategyEngineService(Service):
         self.brackets = BracketBook(self.instruments)
         self.switches_note = ""  # why the persisted strategy switches could not be read, if so
         self.broker = broker or client_from_settings(s, common, "aitrader-strategy-engine")
+        # refresh_isolation "process": the refresh's MCP work runs in a worker process (strategy_engine/refresher.py)
+        self._refresher_proc = ProcessRefresher(s, common) if broker is None and s.refresh_isolation == "process" \
+            else None
         self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
@@ -91,6 +96,10 @@ class StrategyEngineService(Service):
 
     async def setup(self) -> None:
         assert self.redis is not None
+        # The account refresh runs the MCP client's Python (JSON, validation) on a worker thread; with
+        # CPython's default 5 ms switch interval the event loop waits up to 5 ms for the GIL each time
+        # the worker holds it. 0.5 ms bounds that wait (measured: docs/benchmarks.md).
+        sys.setswitchinterval(self.settings.gil_switch_interval_s)
         # ex:events is a delta feed on top of the broker's snapshot, whose history the snapshot already
         # holds: a new group starts at the end of the stream ("$"), not at 0 as the Consumer would.
         # So is ctl:commands: the strategies' switches come from the database (state.py), not the history.
@@ -141,9 +150,13 @@ class StrategyEngineService(Service):
         """Fetch a snapshot over MCP and apply it; False (context unchanged, error kept) on failure."""
         requested = time.time_ns()
         try:
-            # The MCP round trips (session set-up, JSON, validation) cost tens of ms of CPU:
-            # run them on their own event loop in a thread so signals keep flowing here.
-            snap = await asyncio.to_thread(asyncio.run, self.broker.snapshot())
+            # The MCP round trips (session set-up, JSON, validation) cost tens of ms of CPU: in a worker
+            # process (default) they never hold this process's GIL; on a thread (refresh_isolation
+            # "thread") they run on their own event loop and hold it in slices.
+            if self._refresher_proc is not None:
+                snap = await self._refresher_proc.snapshot()
+            else:
+                snap = await asyncio.to_thread(asyncio.run, self.broker.snapshot())
         except BrokerClientError as e:
             if not self.context.last_error:
                 log.warning("%s: account refresh failed: %s", self.name, e)
@@ -187,6 +200,10 @@ class StrategyEngineService(Service):
         if status is None:
             self._update_status()  # staleness comes with time passing, not only with refresh attempts
         await super().heartbeat_once(status)
+
+    async def teardown(self) -> None:
+        if self._refresher_proc is not None:
+            self._refresher_proc.close()
 
     def heartbeat_detail(self) -> str:
         ctx = f"{self.context.describe()}; {self.portfolio.describe()}"
