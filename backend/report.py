@@ -102,6 +102,9 @@ def _db_figures(db_url: str) -> dict[str, Any]:
             )
             rows = c.execute(sa.text("SELECT symbol, side, qty, price, fee FROM fills ORDER BY ts_exec, id")).all()
             state = c.execute(sa.text("SELECT state, reason FROM trading_state WHERE scope = 'global'")).first()
+            scopes = dict(c.execute(sa.text(
+                "SELECT scope, state FROM trading_state WHERE scope <> 'global' AND state <> 'ACTIVE' ORDER BY scope"
+            )).all())
     finally:
         eng.dispose()
     fills = [(s, int(side), Decimal(str(q)), Decimal(str(p))) for s, side, q, p, _f in rows]
@@ -118,6 +121,7 @@ def _db_figures(db_url: str) -> dict[str, Any]:
         "positions": positions_from_fills(fills),
         "trading_state": (state[0] if state else "ACTIVE"),
         "trading_state_reason": (state[1] if state else ""),
+        "scopes_not_active": {str(k): str(v) for k, v in scopes.items()},
     }
 
 
@@ -172,6 +176,8 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
         "ticks": _int(pe.get(b"ticks")),
         "signals": _int(pe.get(b"signals")),
         "intents": _int(se.get(b"intents")),
+        "intents_blocked": {k.decode().removeprefix("intents_blocked."): int(v) for k, v in se.items()
+                            if k.startswith(b"intents_blocked.")},
         "orders": db["orders"],
         "orders_by_status": db["orders_by_status"],
         "fills": db["fills"],
@@ -188,6 +194,7 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
         "unrealized_pnl": _q(unrealized),
         "equity": _q(equity),
         "trading_state": db["trading_state"],
+        "scopes_not_active": db["scopes_not_active"],
         "latency_us": latency,
         "stage_counters": {
             "pattern_engine": {k.decode(): int(v) for k, v in pe.items()},
@@ -203,12 +210,15 @@ def format_report(rep: dict[str, Any]) -> str:
         "AITrader run report" + ("" if rep["idle"] else "  (WARNING: pipeline did not drain in time)"),
         f"  ticks           {rep['ticks']:>12,}",
         f"  signals         {rep['signals']:>12,}",
-        f"  intents         {rep['intents']:>12,}",
+        f"  intents         {rep['intents']:>12,}"
+        + (f"   blocked by portfolio limits / trading states: {rep['intents_blocked']}" if rep["intents_blocked"]
+           else ""),
         f"  orders          {rep['orders']:>12,}   {rep['orders_by_status']}",
         f"  fills           {rep['fills']:>12,}",
         f"  rejects         {rep['rejected']:>12,}   {rep['rejects']}",
         f"  dead_letters    {rep['dead_letters']:>12,}   {rep['dead_letters_by_stream'] or ''}",
-        f"  trading state   {rep['trading_state']:>12}",
+        f"  trading state   {rep['trading_state']:>12}"
+        + (f"   not active: {rep['scopes_not_active']}" if rep["scopes_not_active"] else ""),
         "  account",
         f"    cash          {rep['cash']:>16}",
         f"    realized_pnl  {rep['realized_pnl']:>16}   (after fees {rep['fees']})",

@@ -164,6 +164,13 @@ def test_strategy_reducing_then_portfolio_halted_through_the_gateway(redis_url, 
         n_before = len(_intents(r))
         _signal(r, "momentum_burst", Side.BUY, 95.0)
         _until(lambda: _stats(r).get("intents_blocked.trading_state", 0) >= 1, "mom's BUY blocked")
+        # the run report says so too: the blocked intents and the scope that is not active
+        rep = json.loads(p.run("-m", "backend.cli", "report", "--json").stdout)
+        assert rep["intents_blocked"].get("trading_state", 0) >= 1, rep["intents_blocked"]
+        assert rep["scopes_not_active"] == {"strategy:mom": "REDUCING"}, rep["scopes_not_active"]
+        text = p.run("-m", "backend.cli", "report").stdout
+        assert "blocked by portfolio limits / trading states: {'trading_state':" in text
+        assert "not active: {'strategy:mom': 'REDUCING'}" in text
         assert len(_intents(r)) == n_before
 
         # the price falls to 84: the portfolio lost 16 x 400 + fees > 6000 = 0.06 of 100000 -> global HALTED
