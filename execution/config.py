@@ -5,17 +5,18 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.config import SettingsBase
+from common.mcp_login import McpLoginSettings
 
 __all__ = ["DEFAULT_RISK_FILE", "ExecutionSettings"]
 
 DEFAULT_RISK_FILE = Path(__file__).resolve().parents[1] / "config" / "risk.yml"
 
 
-class ExecutionSettings(SettingsBase):
+class ExecutionSettings(SettingsBase, McpLoginSettings):
     """Execution gateway / OMS settings."""
 
     model_config = SettingsConfigDict(
@@ -39,21 +40,6 @@ class ExecutionSettings(SettingsBase):
     )
     mcp_timeout_s: float = Field(
         5.0, gt=0, le=120, description="Venue mcp: longest wait for one broker call (place, cancel, poll)."
-    )
-    mcp_api_key: str = Field(
-        "",
-        description="Venue mcp: Api key for the broker's login tool; with AITRADER_EX_MCP_API_SECRET the client logs in, sends the "
-        "session token on every call, logs in again when it expires and stores it encrypted (needs "
-        "AITRADER_BROKER_TOKEN_KEY). Empty = no login.",
-    )
-    mcp_api_secret: str = Field("", repr=False, description="Venue mcp: Api secret for the login tool (with mcp_api_key).")
-    mcp_broker: str = Field(
-        "mock", min_length=1, max_length=64, description="Venue mcp: Name of the broker: the stored session token's row."
-    )
-    mcp_login_tool: str = Field("login", min_length=1, description="Venue mcp: Name of the broker's login tool.")
-    mcp_auth_format: str = Field(
-        "token {api_key}:{access_token}",
-        description="Venue mcp: Value of mcp_auth_header after a login ({api_key} and {access_token} are filled in).",
     )
     mcp_poll_ms: float = Field(
         50.0, ge=5, le=60_000, description="Venue mcp: how often the broker's orders and trades are polled for fills."
@@ -107,16 +93,6 @@ class ExecutionSettings(SettingsBase):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
-    @model_validator(mode="after")
-    def _login(self) -> ExecutionSettings:
-        if bool(self.mcp_api_key) != bool(self.mcp_api_secret):
-            missing = "AITRADER_EX_MCP_API_SECRET" if self.mcp_api_key else "AITRADER_EX_MCP_API_KEY"
-            raise ValueError(f"mcp_api_key and mcp_api_secret go together: {missing} is missing")
-        if self.mcp_api_key and self.mcp_auth_secret:
-            raise ValueError("set either mcp_auth_secret (a fixed token) or mcp_api_key/mcp_api_secret (a login)")
-        if "{access_token}" not in self.mcp_auth_format:
-            raise ValueError("mcp_auth_format must contain {access_token}")
-        return self
 
     @field_validator("slippage_bps", "fee_bps", "min_fee")
     @classmethod

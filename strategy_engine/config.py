@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.config import SettingsBase
+from common.mcp_login import McpLoginSettings
 
 __all__ = ["DEFAULT_STRATEGIES_FILE", "StrategySettings"]
 
@@ -16,7 +17,7 @@ DEFAULT_STRATEGIES_FILE = Path(__file__).resolve().parents[1] / "config" / "stra
 DEFAULT_PORTFOLIO_FILE = Path(__file__).resolve().parents[1] / "config" / "portfolio.yml"
 
 
-class StrategySettings(SettingsBase):
+class StrategySettings(SettingsBase, McpLoginSettings):
     """Where the broker's MCP server is, how fresh the account context must be, which strategies run."""
 
     model_config = SettingsConfigDict(env_prefix="AITRADER_SE_", env_file=".env", extra="ignore", frozen=True)
@@ -45,21 +46,6 @@ class StrategySettings(SettingsBase):
         0.0005, ge=0.0001, le=0.1,
         description="sys.setswitchinterval of the engine: how long the refresh thread may hold the GIL while "
         "signals wait (CPython's default is 0.005).",
-    )
-    mcp_api_key: str = Field(
-        "",
-        description="Api key for the broker's login tool; with AITRADER_SE_MCP_API_SECRET the client logs in, sends the "
-        "session token on every call, logs in again when it expires and stores it encrypted (needs "
-        "AITRADER_BROKER_TOKEN_KEY). Empty = no login.",
-    )
-    mcp_api_secret: str = Field("", repr=False, description="Api secret for the login tool (with mcp_api_key).")
-    mcp_broker: str = Field(
-        "mock", min_length=1, max_length=64, description="Name of the broker: the stored session token's row."
-    )
-    mcp_login_tool: str = Field("login", min_length=1, description="Name of the broker's login tool.")
-    mcp_auth_format: str = Field(
-        "token {api_key}:{access_token}",
-        description="Value of mcp_auth_header after a login ({api_key} and {access_token} are filled in).",
     )
     refresh_s: float = Field(
         5.0, gt=0, le=3600, description="Background account-context refresh period (seconds)."
@@ -111,13 +97,3 @@ class StrategySettings(SettingsBase):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
-    @model_validator(mode="after")
-    def _login(self) -> StrategySettings:
-        if bool(self.mcp_api_key) != bool(self.mcp_api_secret):
-            missing = "AITRADER_SE_MCP_API_SECRET" if self.mcp_api_key else "AITRADER_SE_MCP_API_KEY"
-            raise ValueError(f"mcp_api_key and mcp_api_secret go together: {missing} is missing")
-        if self.mcp_api_key and self.mcp_auth_secret:
-            raise ValueError("set either mcp_auth_secret (a fixed token) or mcp_api_key/mcp_api_secret (a login)")
-        if "{access_token}" not in self.mcp_auth_format:
-            raise ValueError("mcp_auth_format must contain {access_token}")
-        return self
