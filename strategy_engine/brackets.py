@@ -346,15 +346,15 @@ class BracketBook:
     def _maybe_close(self, b: Bracket) -> None:
         if b.open_legs() or b.replacing:
             return
-        if True:  # nothing protects the position any more (filled, cancelled or refused): forget it
-            self.brackets.pop(b.entry_coid, None)
-            sym = self.by_symbol.get(b.symbol)
-            if sym is not None:
-                sym.pop(b.entry_coid, None)
-                if not sym:
-                    del self.by_symbol[b.symbol]
-            for coid in b.legs:
-                self.by_leg.pop(coid, None)
+        # nothing protects the position any more (filled, cancelled or refused): forget it
+        self.brackets.pop(b.entry_coid, None)
+        sym = self.by_symbol.get(b.symbol)
+        if sym is not None:
+            sym.pop(b.entry_coid, None)
+            if not sym:
+                del self.by_symbol[b.symbol]
+        for coid in b.legs:
+            self.by_leg.pop(coid, None)
 
     def open_brackets(self) -> int:
         return len(self.brackets)

@@ -192,36 +192,29 @@ class _StrengthParams(BaseModel):
     min_strength: float = Field(0.0, ge=0, le=1e12)  # signals weaker than this are skipped
 
 
-def _follow(sig: Signal, min_strength: float) -> Decision:
-    if sig.strength < min_strength:
-        return Decision("skip", sig.side, "weak_signal")
-    return Decision("target", sig.side)
-
-
 @register_strategy
 class Follow(Strategy):
-    """Trade every signal's side (the behaviour of a strategy without a type)."""
+    """Trade every signal's side (the behaviour of a strategy without a type); skip signals weaker
+    than ``min_strength``. The rule types below trade their detector's side the same way."""
 
     type_name = "follow"
     Params = _StrengthParams
 
     def decide(self, sig: Signal, position: Decimal) -> Decision:
-        return _follow(sig, self.p.min_strength)
+        if sig.strength < self.p.min_strength:
+            return Decision("skip", sig.side, "weak_signal")
+        return Decision("target", sig.side)
 
 
 @register_strategy
-class Momentum(Strategy):
+class Momentum(Follow):
     """Trend following: go with the move (momentum_burst's side is the move's); strength in vol units."""
 
     type_name = "momentum"
-    Params = _StrengthParams
-
-    def decide(self, sig: Signal, position: Decimal) -> Decision:
-        return _follow(sig, self.p.min_strength)
 
 
 @register_strategy
-class MeanReversion(Strategy):
+class MeanReversion(Follow):
     """Fade a stretch from the mean (the detector's side is already the fade); skip moves beyond ``max_strength``."""
 
     type_name = "mean_reversion"
@@ -232,29 +225,21 @@ class MeanReversion(Strategy):
     def decide(self, sig: Signal, position: Decimal) -> Decision:
         if self.p.max_strength and sig.strength > self.p.max_strength:
             return Decision("skip", sig.side, "too_strong")
-        return _follow(sig, self.p.min_strength)
+        return super().decide(sig, position)
 
 
 @register_strategy
-class Breakout(Strategy):
+class Breakout(Follow):
     """Trade a break of the recent high / low in its direction (strength: the break size)."""
 
     type_name = "breakout"
-    Params = _StrengthParams
-
-    def decide(self, sig: Signal, position: Decimal) -> Decision:
-        return _follow(sig, self.p.min_strength)
 
 
 @register_strategy
-class Imbalance(Strategy):
+class Imbalance(Follow):
     """Order-book (DOM) imbalance: trade the heavy side when |imbalance| (the strength, 0..1) is large enough."""
 
     type_name = "imbalance"
-    Params = _StrengthParams
-
-    def decide(self, sig: Signal, position: Decimal) -> Decision:
-        return _follow(sig, self.p.min_strength)
 
 
 @register_strategy
