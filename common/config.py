@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ConfigError", "CommonSettings", "SettingsBase", "load", "env_name", "known_env_names", "SERVICE_PREFIXES"]
+__all__ = ["SERVICE_PREFIXES", "CommonSettings", "ConfigError", "SettingsBase", "env_name", "known_env_names", "load"]
 
 T = TypeVar("T", bound=BaseSettings)
 
@@ -223,6 +223,12 @@ def _check_unknown() -> None:
             continue
         if key.upper() not in known and key.upper() not in allowed_extra:
             raise ConfigError(f"unknown setting {key!r} (typo?); see docs/configuration.md")
+
+
+def first_error(e: ValidationError, top: str = "") -> tuple[str, str]:
+    """The first error of a pydantic validation: its dotted location (``top`` when it has none) and message."""
+    err = e.errors()[0]
+    return ".".join(str(p) for p in err.get("loc", ())) or top, err["msg"]
 
 
 def load(cls: type[T], **overrides: Any) -> T:

@@ -272,6 +272,8 @@ class PatternEngine:
 
     def _run_models(self, ticks: Sequence[Tick], sym: np.ndarray, batches: Sequence[TickBatch],
                     ends: list[int], out: list[list[Signal]]) -> None:
+        if not any(det.ready for det in self.models):
+            return  # e.g. a model detector waiting for its first promoted version
         n = sym.shape[0]
         if n == 1:
             uniq, last_k = sym, np.zeros(1, dtype=np.int64)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from common.config import ConfigError
+from common.config import ConfigError, first_error
 from pattern_engine.config import DEFAULT_PATTERN_PATH
 from pattern_engine.detectors import DETECTOR_TYPES, BatchDetector, Detector, RuleDetector
 from pattern_engine.features import FeatureParams
@@ -59,10 +59,9 @@ def _validate(model: type[BaseModel], data: Any, prefix: str, source: str) -> An
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        loc, msg = first_error(e)
         key = f"{prefix}.{loc}" if loc else prefix
-        raise ConfigError(f"{source}: {key}: {err['msg']}") from e
+        raise ConfigError(f"{source}: {key}: {msg}") from e
 
 
 def parse_pattern_config(data: Any, source: str = "<dict>") -> PatternConfig:

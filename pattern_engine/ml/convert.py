@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper
 from pydantic import ValidationError
 
+from common.config import first_error
 from pattern_engine.ml.dataset import check_feature_names
 from pattern_engine.ml.metadata import ModelMetadata, save_bundle
 
@@ -352,7 +353,6 @@ def import_model(
             versions=extra["versions"], created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
     except ValidationError as e:  # bad name, classes, scale ...
-        err = e.errors()[0]
-        loc = ".".join(str(v) for v in err.get("loc", ())) or "metadata"
-        raise ModelImportError(f"{p}: {loc}: {err['msg']}") from e
+        loc, msg = first_error(e, "metadata")
+        raise ModelImportError(f"{p}: {loc}: {msg}") from e
     return save_bundle(out_dir, meta, data)

@@ -428,8 +428,9 @@ class OnnxDetector(BatchDetector):
         else:
             t0 = time.perf_counter()
             p = run()
-            if time.perf_counter() - t0 > timeout_s:
-                raise InferenceTimeout(f"inference took {(time.perf_counter() - t0) * 1e6:.0f} µs")
+            took = time.perf_counter() - t0
+            if took > timeout_s:
+                raise InferenceTimeout(f"inference took {took * 1e6:.0f} µs")
         if p.shape != (n, len(m.meta.classes)):
             raise ValueError(f"output shape {p.shape}, expected ({n}, {len(m.meta.classes)})")
         if not np.isfinite(p).all():

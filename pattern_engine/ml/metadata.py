@@ -33,6 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.config import first_error
+
 __all__ = [
     "BUNDLE_META",
     "BUNDLE_ONNX",
@@ -141,9 +143,8 @@ def load_bundle(directory: str | Path, verify: bool = True) -> tuple[ModelMetada
     try:
         meta = ModelMetadata.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-        raise BundleError(f"{meta_path}: {loc}: {err['msg']}") from e
+        loc, msg = first_error(e, "(top level)")
+        raise BundleError(f"{meta_path}: {loc}: {msg}") from e
     if not onnx_path.is_file():
         raise BundleError(f"{onnx_path}: missing")
     if verify and meta.onnx_sha256 and onnx_sha256(onnx_path) != meta.onnx_sha256:
