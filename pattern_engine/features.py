@@ -89,6 +89,11 @@ class FeatureParams(BaseModel):
             raise ValueError("lists a level count twice")
         return v
 
+    def recorded(self) -> dict[str, float]:
+        """The settings a model bundle records as ``feature_params`` (numbers: ``book_levels`` is
+        excluded) and the engine compares a bundle's with."""
+        return {k: float(v) for k, v in self.model_dump().items()}
+
     def vector(self) -> np.ndarray:
         """The kernel's feature-parameter vector."""
         v = np.zeros(kernel.FP_SIZE, dtype=np.float64)

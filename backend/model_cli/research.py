@@ -62,7 +62,11 @@ def _register(bundle: Path, args: argparse.Namespace, common: Any, what: str) ->
         reg.engine.dispose()
 
 
-def _registry_flags(p: Any) -> None:
+def _bundle_flags(p: Any) -> None:
+    """What train and import share: the feature settings, where the bundle goes, and the registry."""
+    p.add_argument("--pattern", default=None, metavar="FILE",
+                   help="pattern config whose features: settings the model uses (default config/pattern.yml)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--register", action="store_true", help="also register the bundle in the model registry")
     p.add_argument("--promote", action="store_true", help="register and promote it (engines following the name "
                    "swap to it)")
@@ -128,10 +132,7 @@ def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int
     tp.add_argument("--threshold", type=float, default=0.5, help="decision threshold on P(up) / P(down)")
     tp.add_argument("--max-rows", type=_positive, default=None, help="train on a random subset of N labelled rows")
     tp.add_argument("--seed", type=int, default=0)
-    tp.add_argument("--pattern", default=None, metavar="FILE",
-                    help="pattern config whose features: settings to use (default config/pattern.yml)")
-    tp.add_argument("--out", required=True, help="bundle directory to write")
-    _registry_flags(tp)
+    _bundle_flags(tp)
 
     ip = msub.add_parser("import", help="turn a .onnx / .pkl / .joblib / .pt model into a bundle")
     ip.add_argument("file")
@@ -146,10 +147,7 @@ def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int
     ip.add_argument("--mean", type=_floats, default=None, help="per-feature mean the engine subtracts (default 0)")
     ip.add_argument("--scale", type=_floats, default=None, help="per-feature scale the engine divides by (default 1)")
     ip.add_argument("--threshold", type=float, default=0.6)
-    ip.add_argument("--pattern", default=None, metavar="FILE",
-                    help="pattern config whose features: settings the model assumes (default config/pattern.yml)")
-    ip.add_argument("--out", required=True, help="bundle directory to write")
-    _registry_flags(ip)
+    _bundle_flags(ip)
 
     rp = msub.add_parser("report", help="draw a trained bundle's curve, precision vs threshold and importances")
     rp.add_argument("bundle", help="bundle directory, or a registry id: NAME@VERSION, or NAME (its promoted version)")
@@ -226,7 +224,7 @@ def cmd_import(args: argparse.Namespace, common: Any) -> int:
         out = import_model(args.file, args.out, name=args.name, features=args.features, classes=args.classes,
                            outputs=args.outputs, output_name=args.output_name, mean=args.mean, scale=args.scale,
                            threshold=args.threshold,
-                           feature_params={k: float(v) for k, v in params.model_dump().items()})
+                           feature_params=params.recorded())
     except _errors() as e:
         return _fail("import", e)
     from pattern_engine.ml.metadata import load_bundle

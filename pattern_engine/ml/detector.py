@@ -206,7 +206,7 @@ def load_model(
             f"(it computes: {', '.join(columns)})"
         )
     if meta.feature_params:
-        ours = features.model_dump()
+        ours = features.recorded()
         diff = {k: (v, ours.get(k)) for k, v in meta.feature_params.items() if ours.get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: trained {a}, engine {b}" for k, (a, b) in sorted(diff.items()))

@@ -298,7 +298,7 @@ def train(rows: LabelledRows, opts: TrainOptions, out_dir: str | Path,
         name=name, version=f"dev-{sha[:12]}", kind=f"sklearn-{opts.model}", features=features,
         mean=[float(v) for v in mean], scale=[float(v) for v in scale], clip=opts.clip, classes=classes,
         threshold=opts.threshold, horizon=Horizon(events=opts.horizon, flat_bps=round(flat, 6)),
-        feature_params={k: float(v) for k, v in params.model_dump().items()}, training=training, metrics=metrics,
+        feature_params=params.recorded(), training=training, metrics=metrics,
         versions=versions("sklearn", "skl2onnx"),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )

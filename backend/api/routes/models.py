@@ -198,7 +198,7 @@ def upload_model(
             bundle = import_model(
                 src, FsPath(tmp) / "bundle", name=name, features=[x.strip() for x in features.split(",")],
                 classes=[int(c) for c in classes.split(",")] if classes else None, outputs=outputs,
-                threshold=threshold, feature_params={k: float(v) for k, v in params.model_dump().items()},
+                threshold=threshold, feature_params=params.recorded(),
             )
         except (ModelImportError, DatasetError, BundleError, ValueError) as e:
             raise ApiError(422, str(e).replace(str(src), file.filename or "upload")[:500]) from e
