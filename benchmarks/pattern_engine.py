@@ -48,6 +48,7 @@ import numpy as np
 from common.messages import Tick, TickBatch, TickType, decode_as, encode
 from pattern_engine.engine import PatternEngine
 from pattern_engine.pattern_config import DEFAULT_PATH, load_pattern_config
+from tests.integration.harness import cpu_seconds
 
 T0 = 1_700_000_000_000_000_000
 
@@ -203,7 +204,7 @@ async def bus(url: str, rate: int, seconds: float, symbols: int, config: Path | 
             await asyncio.sleep(0.1)
         ticks = synthetic(int(rate * seconds), symbols, seed=3)
         stream = streams.ticks_stream(0)
-        cpu_start = _cpu_s(proc.pid)
+        cpu_start = cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         i = 0
         while i < len(ticks):
@@ -220,7 +221,7 @@ async def bus(url: str, rate: int, seconds: float, symbols: int, config: Path | 
             if done >= len(ticks):
                 break
             await asyncio.sleep(0.05)
-        cpu = _cpu_s(proc.pid) - cpu_start
+        cpu = cpu_seconds(proc.pid) - cpu_start
     finally:
         proc.terminate()  # SIGTERM: the service commits its batch and exits 0
         rc = await asyncio.wait_for(proc.wait(), 30)
@@ -257,11 +258,6 @@ async def _floor(r) -> dict:
     await r.delete(stream)
     return h.summary()
 
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -46,15 +46,11 @@ import redis.asyncio as aioredis
 from common import streams
 from common.latency import LatencyHistogram
 from common.messages import Heartbeat, OrderIntent, Side, Signal, decode_as, encode, signal_id_for
-from tests.integration.harness import bench_setup, free_port
+from tests.integration.harness import bench_setup, cpu_seconds, free_port
 
 DETECTORS = ("momentum_burst", "mean_reversion", "breakout", "imbalance", "ml_demo")
 TOOLS_PER_REFRESH = ("get_margins", "get_positions", "get_holdings")
 
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _heartbeat(r, service: str, after_ns: int = 0, timeout: float = 10.0) -> Heartbeat:
@@ -108,7 +104,7 @@ async def run_rate(rate: int, seconds: float, symbols: int, refresh_s: float) ->
         t_start = time.time_ns()
         mcp0 = await _heartbeat(r, "mock_mcp", t_start)
         se0 = await _heartbeat(r, "strategy_engine", t_start)
-        cpu0 = _cpu_s(se.pid)
+        cpu0 = cpu_seconds(se.pid)
         t0 = time.perf_counter()
         i = 0
         while i < len(sigs):
@@ -133,7 +129,7 @@ async def run_rate(rate: int, seconds: float, symbols: int, refresh_s: float) ->
             if done >= len(sigs):
                 break
             await asyncio.sleep(0.05)
-        cpu = _cpu_s(se.pid) - cpu0
+        cpu = cpu_seconds(se.pid) - cpu0
         t_end = time.time_ns()
         mcp1 = await _heartbeat(r, "mock_mcp", t_end)
         se1 = await _heartbeat(r, "strategy_engine", t_end)

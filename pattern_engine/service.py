@@ -35,7 +35,7 @@ from common.messages import Control, Signal, TickBatch, encode
 from common.service import Service
 from pattern_engine.config import PatternEngineSettings
 from pattern_engine.engine import PatternEngine, UnprocessableTicks
-from pattern_engine.ml.detector import ModelLoadError, OnnxDetector
+from pattern_engine.ml.detector import ModelLoadError, OnnxDetector, registry_unavailable
 from pattern_engine.pattern_config import PatternConfig, load_pattern_config
 
 __all__ = ["PatternEngineService", "build"]
@@ -112,11 +112,17 @@ class PatternEngineService(Service):
             for d in detectors:
                 try:
                     await self.check_model(d)
-                except Exception:
+                except Exception as e:
                     self.count("model_poll_errors")
                     n = self.counters["model_poll_errors"]
-                    if n in (1, 10, 100) or n % 1000 == 0:
-                        log.exception("%s: cannot read the model registry for %s", self.name, d.follows)
+                    if not (n in (1, 10, 100) or n % 1000 == 0):
+                        continue
+                    if isinstance(e, registry_unavailable()):  # one line: the database's error, not its SQL
+                        log.warning("%s: cannot read the model registry for %s (%d times): %s", self.name,
+                                    d.follows, n, str(e).splitlines()[0][:300])
+                    else:
+                        log.exception("%s: checking the model registry for %s failed (%d times)", self.name,
+                                      d.follows, n)
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=period)
             except TimeoutError:

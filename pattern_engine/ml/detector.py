@@ -58,7 +58,7 @@ from pattern_engine.features import FeatureParams, model_columns
 from pattern_engine.ml.backends import InferenceBackend, make_backend
 from pattern_engine.ml.metadata import BundleError, ModelMetadata, load_bundle
 
-__all__ = ["LoadedModel", "ModelLoadError", "NoPromotedVersion", "OnnxDetector", "OnnxParams", "load_model", "model_ref_kind"]
+__all__ = ["LoadedModel", "ModelLoadError", "NoPromotedVersion", "OnnxDetector", "OnnxParams", "load_model", "model_ref_kind", "registry_unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _smoke(m: LoadedModel) -> None:
             raise ModelLoadError("outputs are not class probabilities (finite, >= 0, rows summing to 1)")
 
 
-def _registry_unavailable() -> tuple[type[BaseException], ...]:
+def registry_unavailable() -> tuple[type[BaseException], ...]:
     import sqlalchemy.exc
 
     return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
@@ -340,9 +340,9 @@ class OnnxDetector(BatchDetector):
         except NoPromotedVersion as e:
             log.warning("detector %s: %s; idle until a version is promoted", self.name, e)
         except ModelLoadError as e:
-            if self.follows and isinstance(e.__cause__, _registry_unavailable()):
+            if self.follows and isinstance(e.__cause__, registry_unavailable()):
                 log.warning("detector %s: cannot read the model registry now (%s); idle until it answers and "
-                            "%s has a promoted version", self.name, e, self.follows)
+                            "%s has a promoted version", self.name, str(e).splitlines()[0][:300], self.follows)
                 return []
             return [("model", str(e))]
         return []

@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("mock_mcp", "execution", "strategy_engine", "pattern_engine")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), for the benchmarks' CPU per message."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

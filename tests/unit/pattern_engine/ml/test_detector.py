@@ -18,7 +18,10 @@ from tests.unit.pattern_engine.stubs import T0, random_walk
 
 
 def config(model: str, **params: object):
-    body = {"type": "onnx", "model": model, "warmup": 20, "cooldown": 0, "threshold": 0.34, **params}
+    # a generous timeout: these tests compare signals, and a loaded machine must not turn a slow call into a
+    # discarded one (the timeout tests set their own)
+    body = {"type": "onnx", "model": model, "warmup": 20, "cooldown": 0, "threshold": 0.34, "timeout_us": 1_000_000,
+            **params}
     return parse_pattern_config({"detectors": {"mlp": body}})
 
 

@@ -29,7 +29,7 @@ STATS = streams.stats_key("pattern_engine")
 
 def pattern(model: str, **params: object):
     body = {"type": "onnx", "model": model, "warmup": 20, "cooldown": 0, "threshold": 0.34, "poll_s": 0.05,
-            **params}
+            "timeout_us": 1_000_000, **params}  # generous: a loaded machine must not discard a slow call here
     return parse_pattern_config({"detectors": {"mlp": body}})
 
 
