@@ -80,6 +80,7 @@ class StrategyEngineService(Service):
         self.instruments = instruments or Instruments.load(s.instruments_path)
         self.brackets = BracketBook(self.instruments)
         self.switches_note = ""  # why the persisted strategy switches could not be read, if so
+        # Built in both modes: building it checks the login settings (and the token key) now, at start.
         self.broker = broker or client_from_settings(s, common, "aitrader-strategy-engine")
         # refresh_isolation "process": the refresh's MCP work runs in a worker process (strategy_engine/refresher.py)
         self._refresher_proc = ProcessRefresher(s, common) if broker is None and s.refresh_isolation == "process" \
@@ -96,9 +97,9 @@ class StrategyEngineService(Service):
 
     async def setup(self) -> None:
         assert self.redis is not None
-        # The account refresh runs the MCP client's Python (JSON, validation) on a worker thread; with
-        # CPython's default 5 ms switch interval the event loop waits up to 5 ms for the GIL each time
-        # the worker holds it. 0.5 ms bounds that wait (measured: docs/benchmarks.md).
+        # Work on other threads of this process (the account refresh with refresh_isolation "thread", the
+        # switches' database read) holds the GIL in slices; with CPython's default 5 ms switch interval the
+        # event loop waits up to 5 ms each time. 0.5 ms bounds that wait (measured: docs/benchmarks.md).
         sys.setswitchinterval(self.settings.gil_switch_interval_s)
         # ex:events is a delta feed on top of the broker's snapshot, whose history the snapshot already
         # holds: a new group starts at the end of the stream ("$"), not at 0 as the Consumer would.
