@@ -125,6 +125,11 @@ def _db_figures(db_url: str) -> dict[str, Any]:
     }
 
 
+def fmt_qty(q: Decimal) -> str:
+    """A quantity in plain notation without trailing zeros: -560, 0.0015 (never -5.6E+2)."""
+    return f"{q.normalize():f}" if q else "0"
+
+
 def _q(d: Decimal, places: str = "0.01") -> str:
     return str(d.quantize(Decimal(places)))
 
@@ -161,7 +166,7 @@ async def build_report(common: CommonSettings, wait_idle_s: float = 0.0) -> dict
         unrealized += upnl
         realized += p.realized
         positions[sym] = {
-            "qty": str(p.qty.normalize()) if p.qty else "0",
+            "qty": fmt_qty(p.qty),
             "avg_px": _q(p.avg_px, "0.000001"),
             "mark": str(mark),
             "market_value": _q(value),

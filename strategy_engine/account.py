@@ -150,6 +150,7 @@ class AccountContext:
         self._max_seen = max_seen
         self._pending: dict[str, _Pending] = {}
         self._pending_pos: dict[str, Decimal] = {}  # net quantity of own intents in flight per symbol
+        self._strategy_pending: dict[tuple[str, str], Decimal] = {}  # the same per (strategy, symbol)
         self._reserved: dict[str, Decimal] = {}  # cash those intents will use (< 0: free) per symbol
         self.reserved = ZERO
         self._emitted: OrderedDict[str, OrderIntent] = OrderedDict()
@@ -252,6 +253,10 @@ class AccountContext:
         """Signed position: confirmed (snapshot + fills) plus own intents in flight."""
         return self.positions.get(symbol, ZERO) + self._pending_pos.get(symbol, ZERO)
 
+    def strategy_pending(self, strategy: str, symbol: str) -> Decimal:
+        """Net quantity of ``strategy``'s own intents in flight in ``symbol`` (its book holds its fills)."""
+        return self._strategy_pending.get((strategy, symbol), ZERO)
+
     @property
     def pending_positions(self) -> dict[str, Decimal]:
         """Net quantity of own intents in flight per symbol (read-only view for the portfolio checks)."""
@@ -291,6 +296,8 @@ class AccountContext:
         sym = intent.symbol
         self._pending[coid] = _Pending(intent, sign, intent.qty, self.clock())
         self._pending_pos[sym] = self._pending_pos.get(sym, ZERO) + sign * intent.qty
+        key = (intent.strategy, sym)
+        self._strategy_pending[key] = self._strategy_pending.get(key, ZERO) + sign * intent.qty
         self.prices.setdefault(sym, intent.ref_price)
         self._reserve(sym)
 
@@ -298,6 +305,7 @@ class AccountContext:
         p.remaining -= qty
         sym = p.intent.symbol
         self._set_pending_pos(sym, self._pending_pos.get(sym, ZERO) - p.sign * qty)
+        self._strategy_shrink(p, qty)
         if p.remaining <= 0:
             self._drop(coid)
 
@@ -308,12 +316,22 @@ class AccountContext:
             self._pending_pos.pop(sym, None)
         self._reserve(sym)
 
+    def _strategy_shrink(self, p: _Pending, qty: Decimal) -> None:
+        key = (p.intent.strategy, p.intent.symbol)
+        q = self._strategy_pending.get(key, ZERO) - p.sign * qty
+        if q:
+            self._strategy_pending[key] = q
+        else:
+            self._strategy_pending.pop(key, None)
+
     def _drop(self, coid: str) -> None:
         p = self._pending.pop(coid)
         sym = p.intent.symbol
         self._set_pending_pos(sym, self._pending_pos.get(sym, ZERO) - p.sign * p.remaining)
+        self._strategy_shrink(p, p.remaining)
         if not self._pending:
             self._pending_pos.clear()
+            self._strategy_pending.clear()
             self._reserved.clear()
             self.reserved = ZERO  # no drift once nothing is in flight
 

@@ -50,8 +50,8 @@ it knows to be REDUCING (all intents when HALTED): its own commands count at onc
 (``intents_blocked.trading_state``).
 
 What survives a restart (the Redis hash ``se:portfolio``, written whenever it changes): the
-day and its starting equity, the peak, the strategies' fill books and day baselines, and the
-levels already sent. Lost (Redis flushed), the engine starts afresh from the broker's equity.
+day and its starting equity, the peak, the strategies' day baselines and the levels already
+sent; the strategies' books themselves are ``se:books`` (``strategy_engine/books.py``). Lost (Redis flushed), the engine starts afresh from the broker's equity.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ import logging
 import math
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -74,7 +73,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from common import streams
 from common.config import ConfigError
-from common.messages import Control, ControlAck, ExecutionReport, OrderIntent, Side, decode_as, encode
+from common.messages import Control, ControlAck, OrderIntent, Side, decode_as, encode
+from strategy_engine.books import StrategyBooks
 
 __all__ = [
     "LIMITS",
@@ -244,36 +244,6 @@ class Correlation:
         return self.groups.get(symbol, frozenset((symbol,)))
 
 
-class _Book:
-    """One strategy's fills: cash flow and net quantity per symbol."""
-
-    __slots__ = ("cash", "last_px", "qty")
-
-    def __init__(self) -> None:
-        self.cash = 0.0
-        self.qty: dict[str, float] = {}
-        self.last_px: dict[str, float] = {}
-
-    def pnl(self, prices: dict[str, Decimal]) -> float:
-        v = self.cash
-        for s, q in self.qty.items():
-            if q:
-                p = prices.get(s)
-                v += q * (float(p) if p is not None else self.last_px.get(s, 0.0))
-        return v
-
-    def dump(self) -> dict[str, Any]:
-        return {"cash": self.cash, "qty": self.qty, "last_px": self.last_px}
-
-    @classmethod
-    def load(cls, d: dict[str, Any]) -> _Book:
-        b = cls()
-        b.cash = float(d.get("cash", 0.0))
-        b.qty = {str(k): float(v) for k, v in (d.get("qty") or {}).items()}
-        b.last_px = {str(k): float(v) for k, v in (d.get("last_px") or {}).items()}
-        return b
-
-
 class PortfolioGuard:
     """Checks intents against the exposure limits and turns loss-limit breaches into ``Control``s.
 
@@ -286,6 +256,7 @@ class PortfolioGuard:
         cfg: PortfolioConfig,
         ctx: Any,
         allocations: dict[str, float],
+        books: StrategyBooks | None = None,
         *,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -299,7 +270,7 @@ class PortfolioGuard:
         self.day = -1
         self.day_start: float | None = None
         self.peak: float | None = None
-        self.books: dict[str, _Book] = {}
+        self.books = books if books is not None else StrategyBooks()  # each strategy's fills (books.py)
         self.day_base: dict[str, float] = {}  # strategy -> its P&L at the day's start
         self.sent: dict[str, str] = {}  # "<limit>|<scope>" -> level already sent
         self.dirty = False
@@ -310,7 +281,6 @@ class PortfolioGuard:
         self.last_breach = ""
         self.last_block = ""
         self.blocked: dict[str, int] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
         self._watch: dict[str, str] = {}  # request id of a kill command seen on ctl:commands -> scope
         self._wake = asyncio.Event()
 
@@ -405,25 +375,10 @@ class PortfolioGuard:
         return limit
 
     # -- fills -----------------------------------------------------------------------------
-    def on_report(self, rep: ExecutionReport) -> None:
-        """Book a fill to its strategy (once per exec id) and ask for an evaluation."""
-        if rep.last_qty <= 0 or rep.last_px <= 0 or not rep.strategy:
-            return
-        if rep.exec_id in self._seen:
-            return
-        self._seen[rep.exec_id] = None
-        if len(self._seen) > 100_000:
-            self._seen.popitem(last=False)
-        b = self.books.get(rep.strategy)
-        if b is None:
-            b = self.books[rep.strategy] = _Book()
-            if self.day_start is not None:
-                self.day_base.setdefault(rep.strategy, 0.0)
-        q, px = float(rep.last_qty), float(rep.last_px)
-        signed = q if rep.side == Side.BUY else -q
-        b.cash += -signed * px - float(rep.fee)
-        b.qty[rep.symbol] = b.qty.get(rep.symbol, 0.0) + signed
-        b.last_px[rep.symbol] = px
+    def on_fill(self, strategy: str) -> None:
+        """A fill was booked to ``strategy``'s book (``StrategyBooks.apply_report``): evaluate soon."""
+        if self.day_start is not None:
+            self.day_base.setdefault(strategy, 0.0)  # a strategy's first fill today: its day starts flat
         self.dirty = True
         self.poke()
 
@@ -442,7 +397,7 @@ class PortfolioGuard:
         day = now // NS_PER_DAY
         if day != self.day or self.day_start is None:
             self.day, self.day_start = day, eq
-            self.day_base = {n: b.pnl(ctx.prices) for n, b in self.books.items()}
+            self.day_base = {n: b.pnl(ctx.prices) for n, b in self.books.books.items()}
             self.sent = {k: v for k, v in self.sent.items() if not k.startswith(("daily_loss|",
                                                                                 "strategy_daily_loss|"))}
             self.dirty = True
@@ -456,7 +411,7 @@ class PortfolioGuard:
                                   f"daily loss {loss:.4f} of the day's starting equity {self.day_start:.2f} "
                                   f"(equity {eq:.2f}; limits reduce {cfg.daily_loss.reduce}, halt "
                                   f"{cfg.daily_loss.halt})")
-            for name, b in self.books.items():
+            for name, b in self.books.books.items():
                 alloc = self.allocations.get(name)
                 if not alloc:
                     continue
@@ -508,7 +463,6 @@ class PortfolioGuard:
             "day": str(self.day),
             "day_start": "" if self.day_start is None else repr(self.day_start),
             "peak": "" if self.peak is None else repr(self.peak),
-            "books": json.dumps({n: b.dump() for n, b in self.books.items()}),
             "day_base": json.dumps(self.day_base),
             "sent": json.dumps(self.sent),
         }
@@ -523,7 +477,6 @@ class PortfolioGuard:
             day = int(d.get("day", "-1"))
             day_start = float(d["day_start"]) if d.get("day_start") else None
             peak = float(d["peak"]) if d.get("peak") else None
-            books = {str(n): _Book.load(b) for n, b in json.loads(d.get("books") or "{}").items()}
             day_base = {str(k): float(v) for k, v in json.loads(d.get("day_base") or "{}").items()}
             sent = {str(k): str(v) for k, v in json.loads(d.get("sent") or "{}").items() if v in _RANK}
         except (ValueError, TypeError, KeyError, AttributeError) as e:
@@ -533,7 +486,7 @@ class PortfolioGuard:
             log.warning("portfolio: stored state not finite; starting afresh")
             return False
         self.day, self.day_start, self.peak = day, day_start, peak
-        self.books, self.day_base, self.sent = books, day_base, sent
+        self.day_base, self.sent = day_base, sent
         return True
 
     # -- gateway states --------------------------------------------------------------------
@@ -577,15 +530,18 @@ class PortfolioGuard:
         return head
 
     # -- the background task ---------------------------------------------------------------
+    async def load(self, r: Any) -> None:
+        """Continue from the stored state (call before the engine consumes anything)."""
+        try:
+            self.restore(await r.hgetall(PORTFOLIO_STATE_KEY))
+        except Exception as e:  # noqa: BLE001 - start fresh rather than not at all
+            log.warning("portfolio: could not read %s: %s", PORTFOLIO_STATE_KEY, e)
+
     async def run(self, service: Any) -> None:
         """Evaluate on every poke and every ``check_interval_s``; publish commands; watch acks.
 
         ``service`` is the running ``Service`` (its ``redis``, ``stopping``, ``count``)."""
         r = service.redis
-        try:
-            self.restore(await r.hgetall(PORTFOLIO_STATE_KEY))
-        except Exception as e:  # noqa: BLE001 - start fresh rather than not at all
-            log.warning("portfolio: could not read %s: %s", PORTFOLIO_STATE_KEY, e)
         cursors: dict[str, bytes] = {}
         for stream in (streams.CONTROL, streams.CONTROL_ACKS):
             try:

@@ -42,6 +42,7 @@ from common.messages import (
 )
 from common.service import Service
 from strategy_engine.account import AccountContext
+from strategy_engine.books import BOOKS_KEY, StrategyBooks
 from strategy_engine.brackets import Actions, BracketBook
 from strategy_engine.config import StrategySettings
 from strategy_engine.fusion import FusionBook
@@ -88,8 +89,9 @@ class StrategyEngineService(Service):
         self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
+        self.books = StrategyBooks()  # each strategy's own positions and P&L: what it sizes against
         self.portfolio = PortfolioGuard(load_portfolio(s.portfolio_path), self.context,
-                                        {c.name: c.allocation for c in self.router.strategies})
+                                        {c.name: c.allocation for c in self.router.strategies}, self.books)
 
     # -- set-up ----------------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
@@ -111,6 +113,9 @@ class StrategyEngineService(Service):
                 if "BUSYGROUP" not in str(e):
                     raise
         await self._load_switches()
+        # The strategies' books and the portfolio's state, before the first message is consumed.
+        self.books.restore(await self.redis.hgetall(BOOKS_KEY))
+        await self.portfolio.load(self.redis)
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per MCP request otherwise
         # Best effort: a broker that is down leaves the context stale, not the engine dead.
         await self.refresh()
@@ -207,7 +212,7 @@ class StrategyEngineService(Service):
             self._refresher_proc.close()
 
     def heartbeat_detail(self) -> str:
-        ctx = f"{self.context.describe()}; {self.portfolio.describe()}"
+        ctx = f"{self.context.describe()}; {self.portfolio.describe()}; {self.books.describe(self.context.positions)}"
         if self.switches_note:
             ctx = f"{ctx}; {self.switches_note}"
         return f"{self.detail}; {ctx}" if self.detail else ctx
@@ -229,7 +234,12 @@ class StrategyEngineService(Service):
     def _on_report(self, rep: ExecutionReport, out: Outputs) -> None:
         if self.context.apply_report(rep):
             self._count(out, "fills")
-        self.portfolio.on_report(rep)
+        booked = self.books.apply_report(rep)
+        if booked is not None:
+            # Durable with the report's ack: a crash redelivers it to a book that has not seen it.
+            state = self.books.dump_one(booked)
+            out.redis_op(lambda pipe, n=booked, v=state: pipe.hset(BOOKS_KEY, n, v))
+            self.portfolio.on_fill(booked)
         if rep.last_qty > 0:
             self._refresh_soon.set()
         acts = self.brackets.on_report(rep)
@@ -298,7 +308,8 @@ class StrategyEngineService(Service):
                 continue
             fsig = fused.signal
             assert fsig is not None
-            current = ctx.position(sig.symbol)
+            # The strategy's own position (its fills and its intents in flight), not the account's net.
+            current = self.books.position(name, sig.symbol) + ctx.strategy_pending(name, sig.symbol)
             dec = self._strategies[name].decide(fsig, current)
             if dec.action == "skip":
                 self._count(out, f"signals_skipped.{dec.reason}")

@@ -62,3 +62,10 @@ def test_rejects_by_reason_adds_the_rejects_without_an_order_row():
     }
     assert rejects_by_reason({}, {}) == {}
     assert {"DUPLICATE_CLORDID", "DUPLICATE_CLORDID_MISMATCH"} <= {str(c) for c in RejectCode}
+
+
+def test_quantities_print_in_plain_notation():
+    from backend.report import fmt_qty
+
+    assert [fmt_qty(D(x)) for x in ("-560", "-5.6E+2", "2508.000", "0.00150", "0", "1E+3")] == [
+        "-560", "-560", "2508", "0.0015", "0", "1000"]

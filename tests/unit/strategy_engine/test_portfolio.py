@@ -65,6 +65,13 @@ def _intent(symbol: str, side: Side, qty: str, price: str, stop: float | None = 
     )
 
 
+def _book(g: PortfolioGuard, rep) -> None:
+    """What the engine does with a report: book it to its strategy, then tell the guard."""
+    name = g.books.apply_report(rep)
+    if name is not None:
+        g.on_fill(name)
+
+
 def _fill(strategy: str, symbol: str, side: Side, qty: str, px: str, exec_id: str, fee: str = "0"):
     return ExecutionReport(
         exec_id=exec_id, client_order_id=f"o-{exec_id}", signal_id="s", strategy=strategy, symbol=symbol, side=side,
@@ -277,9 +284,9 @@ def test_strategy_daily_loss_moves_only_that_strategy():
     ctx = _ctx("100000", prices={"AAA": "100"})
     g = _guard(ctx, {"mom": 0.2, "rev": 0.2})
     g.evaluate(T0)  # day start 100000: each strategy's capital is 20000
-    g.on_report(_fill("mom", "AAA", Side.BUY, "100", "100", "e1", fee="2"))
-    g.on_report(_fill("mom", "AAA", Side.BUY, "100", "100", "e1", fee="2"))  # the same fill again: once
-    g.on_report(_fill("rev", "AAA", Side.SELL, "10", "100", "e2"))
+    _book(g, _fill("mom", "AAA", Side.BUY, "100", "100", "e1", fee="2"))
+    _book(g, _fill("mom", "AAA", Side.BUY, "100", "100", "e1", fee="2"))  # the same fill again: once
+    _book(g, _fill("rev", "AAA", Side.SELL, "10", "100", "e2"))
     ctx.mark("AAA", D("90.02"))  # mom: -2 fee + 100 x (90.02 - 100) = -1000 = 0.05 of 20000
     ctx.equity = D("100000")  # the portfolio itself is flat: only the strategy limit speaks
     [ctl] = g.evaluate(T0 + 1)
@@ -298,14 +305,15 @@ def test_state_survives_a_restart_and_the_breach_is_not_forgiven():
     g.evaluate(T0)
     _set_equity(ctx, "130000")
     g.evaluate(T0 + 1)
-    g.on_report(_fill("mom", "AAA", Side.BUY, "10", "100", "e1"))
+    _book(g, _fill("mom", "AAA", Side.BUY, "10", "100", "e1"))
     saved = {k.encode(): v.encode() for k, v in g.dump().items()}
+    books = {n.encode(): g.books.dump_one(n).encode() for n in g.books.books}
 
     ctx2 = _ctx("110000", prices={"AAA": "100"})  # restarted; the broker says 110000
     g2 = _guard(ctx2)
-    assert g2.restore(saved)
+    assert g2.restore(saved) and g2.books.restore(books) == 1
     assert (g2.day_start, g2.peak) == (100000.0, 130000.0)
-    assert g2.books["mom"].qty == {"AAA": 10.0}
+    assert g2.books.books["mom"].qty == {"AAA": D(10)} and g2.books.position("mom", "AAA") == D(10)
     _set_equity(ctx2, "110500")  # 0.15 below the stored peak of 130000
     [ctl] = g2.evaluate(T0 + 2)
     assert ctl.args["limit"] == "drawdown"

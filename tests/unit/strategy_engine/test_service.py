@@ -260,3 +260,90 @@ async def test_engine_starts_with_the_broker_down_and_opens_nothing(stack, redis
 
     await _until(blocked)
     assert await r.xlen(streams.INTENTS) == 0
+
+
+TWO_ON_ONE_SYMBOL = parse_strategies(
+    {
+        "strategies": [
+            {"name": "trend", "type": "momentum", "detectors": ["momentum_burst"], "allocation": 0.25,
+             "allow_short": True, "stop_k": 2.0, "horizon_ticks": 16, "max_position_notional": "50000"},
+            {"name": "fade", "type": "mean_reversion", "detectors": ["zscore_reversion"], "allocation": 0.25,
+             "allow_short": True, "stop_k": 2.0, "horizon_ticks": 16, "max_position_notional": "50000"},
+        ]
+    }
+)
+
+
+async def test_each_strategy_sizes_against_its_own_book_and_keeps_it_across_a_restart(redis_url, clean_env):
+    """Two strategies on one symbol with opposite views: neither trades the other's position, each is
+    charged only its own fills, and the books come back after a restart (se:books)."""
+    from strategy_engine.books import BOOKS_KEY
+
+    r = connect(redis_url)
+    mock = MockMcpService(_common(redis_url), load(McpSettings, port=0))
+    mock_task = asyncio.create_task(mock.run())
+    await _until(lambda: _true(mock.http.started))
+
+    async def start() -> tuple[StrategyEngineService, asyncio.Task]:
+        se = StrategyEngineService(_common(redis_url), load(StrategySettings, mcp_url=mock.http.url, refresh_s=60,
+                                                            stale_after_s=120), strategies=TWO_ON_ONE_SYMBOL)
+        task = asyncio.create_task(se.run())
+        await _until(lambda: _true(se.consumer is not None and se.status in ("ok", "degraded")))
+        return se, task
+
+    async def step(sig: Signal, n: int, exec_id: str) -> OrderIntent:
+        """Publish a signal, wait for the n-th intent, fill it on ex:events, wait for the book to take it."""
+        await r.xadd(streams.SIGNALS, {b"d": encode(sig)})
+        await _until(lambda: _intent_count(r, n))
+        it = (await _intents(r))[-1]
+        await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(it, exec_id))})
+        await _until(lambda: _true(exec_id in se.books._seen and se.context.strategy_pending(it.strategy, it.symbol) == 0))
+        return it
+
+    se, task = await start()
+    try:
+        buy = await step(_signal("AAA", 1, Side.BUY, "momentum_burst"), 1, "x1")
+        assert (buy.strategy, buy.side, buy.qty) == ("trend", Side.BUY, Decimal(125))
+        # The fade strategy sells its own short (124: equity is 99999 after the first fee); against the
+        # account's net +125 it would have sold 125 + 124.
+        sell = await step(_signal("AAA", 2, Side.SELL, "zscore_reversion"), 2, "x2")
+        assert (sell.strategy, sell.side, sell.qty) == ("fade", Side.SELL, Decimal(124))
+        assert sell.sizing["current_position"] == 0.0
+        assert se.context.positions.get("AAA") == 1  # the account nets the two books
+        assert (se.books.position("trend", "AAA"), se.books.position("fade", "AAA")) == (Decimal(125), Decimal(-124))
+        assert se.books.unattributed(se.context.positions) == {}
+        # A second fade signal finds fade already at its target: nothing, whatever trend holds.
+        await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 3, Side.SELL, "zscore_reversion"))})
+
+        async def skipped():
+            return int((await r.hget(streams.stats_key("strategy_engine"), "signals_skipped.at_target")) or 0) == 1
+
+        await _until(skipped)
+        assert await r.xlen(streams.INTENTS) == 2
+        # Each is charged its own fills: at 110, trend made 125 x 10 and fade lost 124 x 10 (1 fee each).
+        prices = {"AAA": Decimal(110)}
+        assert se.books.get("trend").pnl(prices) == pytest.approx(1250 - 1)
+        assert se.books.get("fade").pnl(prices) == pytest.approx(-1240 - 1)
+        await _until(lambda: _true(len(se.books.books) == 2))
+        stored = await r.hgetall(BOOKS_KEY)
+        assert set(stored) == {b"trend", b"fade"}
+    finally:
+        se.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+
+    # Restarted: the books are read back before anything is consumed; trend reverses its own long only.
+    se, task = await start()
+    try:
+        assert (se.books.position("trend", "AAA"), se.books.position("fade", "AAA")) == (Decimal(125), Decimal(-124))
+        await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 4, Side.SELL, "momentum_burst"))})
+        await _until(lambda: _intent_count(r, 3))
+        rev = (await _intents(r))[-1]
+        assert (rev.strategy, rev.side) == ("trend", Side.SELL)
+        assert rev.qty == 125 + Decimal(rev.sizing["risk_qty"])  # its own 125 closed, then its own short
+        assert rev.sizing["current_position"] == 125.0
+    finally:
+        se.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+        mock.request_stop()
+        await asyncio.wait_for(mock_task, 15)
+        await r.aclose()
