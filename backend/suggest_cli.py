@@ -2,7 +2,7 @@
 
 Advice only: the job reads the account over MCP and the recent signals, asks the LLM
 provider and stores the run (``suggestions`` table); it places no order. Exit 0 when the
-run is done, 1 when it failed (the reason is printed and stored), 2 for bad usage or
+run completed, 1 when it failed (the reason is printed and stored), 2 for bad usage or
 configuration.
 """
 
@@ -40,7 +40,7 @@ def format_run(rec: dict[str, Any]) -> str:
     """A stored run as text: a header line, the suggestions as a table, the summary."""
     head = (f"suggestion run {rec['id']} {rec['status']} ({rec['provider']}/{rec['model']}, "
             f"context {rec['context_digest'][:12] or '-'})")
-    if rec["status"] != "done":
+    if rec["status"] != "completed":
         return f"{head}\n{rec['error']}"
     rows = [[s["symbol"], s["action"], s["size"], s["size_unit"], f"{s['confidence']:.2f}", s["rationale"]]
             for s in rec["suggestions"]]
@@ -106,4 +106,4 @@ def run(args: argparse.Namespace, common: Any) -> int:
         print(json.dumps(rec, indent=2, default=_default))
     else:
         print(format_run(rec))
-    return EXIT_OK if rec["status"] == "done" else EXIT_FAIL
+    return EXIT_OK if rec["status"] == "completed" else EXIT_FAIL

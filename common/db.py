@@ -23,6 +23,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -46,6 +47,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ALEMBIC_INI",
     "AMOUNT_SCALE",
+    "JOB_FINAL",
     "JOB_STATUSES",
     "MODEL_STATES",
     "OPEN_STATUSES",
@@ -55,6 +57,7 @@ __all__ = [
     "TRADING_STATES",
     "Amount",
     "AuditLog",
+    "Backtest",
     "Base",
     "BrokerToken",
     "ControlRequest",
@@ -99,7 +102,8 @@ OPEN_STATUSES = ("PENDING_NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL"
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 ROLES = ("viewer", "trader", "admin")  # API roles, least to most privileged
 MODEL_STATES = ("registered", "promoted", "retired")  # pattern_engine.ml.registry
-JOB_STATUSES = ("queued", "running", "done", "failed")
+JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+JOB_FINAL = ("completed", "failed", "cancelled")
 
 # Deterministic constraint names: downgrades and PostgreSQL/SQLite diffs need them.
 NAMING_CONVENTION = {
@@ -460,21 +464,64 @@ class BrokerToken(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     rotated_at: Mapped[int] = mapped_column(BigInteger)
 class Job(Base):
-    """One job (``kind`` ``suggestion`` for now) and where it stands: queued, running, done or failed (0008).
+    """One job and where it stands (0010, 0011): the row is the job's truth.
 
-    The row is the job's truth. Jobs run in process (the CLI, the API) until a task queue runs them.
+    ``kind`` (column ``type``): ``suggestion``, ``backtest``, ``train``, ... ; ``status`` queued →
+    running → completed | failed | cancelled; ``payload`` what to do, ``result`` what came out,
+    ``progress`` 0..1 with a note; ``task_id`` the task queue's id, ``worker`` who runs it and
+    ``heartbeat_at`` its lease (a running job whose lease lapsed lost its worker); ``attempts``;
+    ``cancel_requested`` asks a running job to stop; ``parent_id`` the sweep that fanned it out.
     """
 
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column("type", String(32), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    progress_note: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    task_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    worker: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    parent_id: Mapped[int | None] = mapped_column(ID, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+
+    __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="status"),)
+
+
+class Backtest(Base):
+    """One backtest (0011): its files and config, status, metrics, and where its equity curve and
+    trades are stored (Parquet); ``job_id`` when it ran as a job (null when run by the CLI in process)."""
+
+    __tablename__ = "backtests"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    job_id: Mapped[int | None] = mapped_column(ID, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True,
+                                               index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    files: Mapped[list[str]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    config_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    timeseries_path: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    trades_path: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    ticks: Mapped[int] = mapped_column(ID, default=0, server_default="0")
+    orders: Mapped[int] = mapped_column(ID, default=0, server_default="0")
+    fills: Mapped[int] = mapped_column(ID, default=0, server_default="0")
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="status"),)
 

@@ -2,7 +2,7 @@
 
 ``SuggestionService`` is the one object the CLI (``aitrader suggest``) and the API
 (``POST /suggestions``) call. ``create`` writes a ``jobs`` row (queued) and its
-``suggestions`` row; ``execute`` runs it in this process (running → done | failed) and
+``suggestions`` row; ``execute`` runs it in this process (running → completed | failed) and
 ``suggest`` does both. There is no task queue yet: the caller waits for the run.
 
 The answer is parsed and validated whole (``schema.parse_answer``); an invalid one is sent
@@ -176,7 +176,7 @@ class SuggestionService:
 
     # -- running -----------------------------------------------------------------------------
     async def execute(self, run_id: int, prompt: str, provider: LLMProvider) -> dict[str, Any]:
-        """Run the job ``run_id``: the record when it ends, done or failed (errors are in the record)."""
+        """Run the job ``run_id``: the record when it ends, completed or failed (errors are in the record)."""
         await asyncio.to_thread(self._update, run_id, {"status": "running", "started_at": _now()})
         ctx: dict[str, Any] | None = None
         try:
@@ -198,7 +198,7 @@ class SuggestionService:
         else:
             data = out.answer.model_dump(mode="json")
             await asyncio.to_thread(
-                self._update, run_id, {"status": "done", "finished_at": _now()},
+                self._update, run_id, {"status": "completed", "finished_at": _now()},
                 {"summary": data["summary"], "suggestions": data["suggestions"], "attempts": out.attempts,
                  "model": out.model[:128]})
         got = await asyncio.to_thread(self.get, run_id)

@@ -16,7 +16,7 @@ from common import db
 
 TABLES = {"orders", "fills", "trading_state", "kill_switch_events", "audit_log", "outbox", "control_requests",
           "risk_overrides", "gateway_state", "users", "refresh_tokens", "models",
-          "strategy_switches", "broker_tokens", "jobs", "suggestions"}
+          "strategy_switches", "broker_tokens", "jobs", "suggestions", "backtests"}
 
 
 def tables(url: str) -> set[str]:
@@ -162,7 +162,7 @@ def test_0006_users_and_refresh_tokens_downgrade_alone(database_url):
         eng.dispose()
     db.downgrade(database_url, "0005")
     assert tables(database_url) == TABLES - {"users", "refresh_tokens", "models", "strategy_switches",
-                                             "broker_tokens", "jobs", "suggestions"}
+                                             "broker_tokens", "jobs", "suggestions", "backtests"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
     eng = db.make_engine(database_url)
@@ -199,7 +199,7 @@ def test_0009_broker_tokens_downgrades_alone(database_url):
     """0009 down removes only broker_tokens; up again restores it."""
     db.migrate(database_url)
     db.downgrade(database_url, "0008")
-    assert tables(database_url) == TABLES - {"broker_tokens", "jobs", "suggestions"}
+    assert tables(database_url) == TABLES - {"broker_tokens", "jobs", "suggestions", "backtests"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
 
@@ -209,13 +209,13 @@ def test_0010_jobs_and_suggestions_downgrade_alone_and_constraints_hold(database
     eng = db.make_engine(database_url)
     try:
         with eng.begin() as c:
-            jid = c.execute(db.Job.__table__.insert().values(kind="suggestion", status="queued", created_by="a",
+            jid = c.execute(db.Job.__table__.insert().values(type="suggestion", status="queued", created_by="a",
                                                              error="")).inserted_primary_key[0]
             c.execute(db.SuggestionRun.__table__.insert().values(
                 job_id=jid, prompt="scan", provider="offline", model="rules-v1", context_digest="", summary="",
                 attempts=0, created_by="a", suggestions=[{"symbol": "AAA"}]))
         with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # status outside the four
-            c.execute(db.Job.__table__.insert().values(kind="suggestion", status="lost", created_by="a", error=""))
+            c.execute(db.Job.__table__.insert().values(type="suggestion", status="lost", created_by="a", error=""))
         with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:  # a run needs its job, one run per job
             c.execute(db.SuggestionRun.__table__.insert().values(
                 job_id=jid, prompt="again", provider="offline", model="", context_digest="", summary="",
@@ -223,6 +223,38 @@ def test_0010_jobs_and_suggestions_downgrade_alone_and_constraints_hold(database
     finally:
         eng.dispose()
     db.downgrade(database_url, "0009")
-    assert tables(database_url) == TABLES - {"jobs", "suggestions"}
+    assert tables(database_url) == TABLES - {"jobs", "suggestions", "backtests"}
     db.migrate(database_url)
     assert tables(database_url) == TABLES
+
+
+def test_0011_jobs_lifecycle_and_backtests_round_trip(database_url):
+    """0011: a 'done' job becomes 'completed' and keeps its row through down and up; the new statuses and
+    columns hold; backtests need a known status and lose only their job link when the job goes."""
+    db.migrate(database_url, "0010")
+    eng = db.make_engine(database_url)
+    try:
+        with eng.begin() as c:
+            c.execute(sa.text("INSERT INTO jobs (kind, status, created_by, error) VALUES ('suggestion', 'done', 'a', '')"))
+        db.migrate(database_url)
+        assert tables(database_url) == TABLES
+        jobs = db.Job.__table__
+        with eng.begin() as c:
+            assert c.execute(sa.select(jobs.c.type, jobs.c.status, jobs.c.progress, jobs.c.cancel_requested)).one() \
+                == ("suggestion", "completed", 0.0, False)
+            jid = c.execute(jobs.insert().values(type="backtest", status="cancelled", created_by="a", error="",
+                                                 payload={"files": ["x.csv"]})).inserted_primary_key[0]
+            c.execute(jobs.insert().values(type="backtest", status="queued", created_by="a", error="", parent_id=jid))
+            c.execute(db.Backtest.__table__.insert().values(job_id=jid, status="completed", files=["x.csv"],
+                                                            created_by="a", metrics={"sharpe": 1.5}))
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:
+            c.execute(db.Backtest.__table__.insert().values(status="done", files=[], created_by="a"))
+        db.downgrade(database_url, "0010")
+        assert tables(database_url) == TABLES - {"backtests"}
+        with eng.connect() as c:
+            assert sorted(c.execute(sa.text("SELECT kind, status FROM jobs")).all()) == [
+                ("backtest", "failed"), ("backtest", "queued"), ("suggestion", "done")]
+        db.migrate(database_url)
+        assert tables(database_url) == TABLES
+    finally:
+        eng.dispose()

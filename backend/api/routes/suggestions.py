@@ -33,7 +33,7 @@ router = APIRouter(prefix="/suggestions", tags=["suggestions"])
 T = TypeVar("T")
 
 Ctx = Annotated[ApiContext, Depends(context)]
-Status = Literal["queued", "running", "done", "failed"]
+Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the run's id")]
 
 

@@ -35,7 +35,7 @@ def test_trader_runs_a_suggestion_and_viewers_read_it(broker, make_api, redis_ur
     r = api.client.post("/suggestions", json={"prompt": "scan my portfolio"}, headers=api.headers("trader"))
     assert r.status_code == 201, r.text
     run = r.json()
-    assert run["status"] == "done" and run["provider"] == "offline" and run["created_by"] == "api:trader"
+    assert run["status"] == "completed" and run["provider"] == "offline" and run["created_by"] == "api:trader"
     assert "context" not in run and len(run["context_digest"]) == 64
     assert {s["symbol"]: s["action"] for s in run["suggestions"]} == {"BBB": "close", "CCC": "buy", "AAA": "reduce",
                                                                       "DDD": "hold"}

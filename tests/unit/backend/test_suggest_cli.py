@@ -46,7 +46,7 @@ def test_suggest_prints_the_table_and_json_and_orders_nothing(broker, redis_url,
     assert main(["suggest", "scan my portfolio"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].startswith("suggestion run 1 done (offline/rules-v1, context ")
+    assert lines[0].startswith("suggestion run 1 completed (offline/rules-v1, context ")
     assert lines[1].split() == ["SYMBOL", "ACTION", "SIZE", "UNIT", "CONF", "RATIONALE"]
     rows = [ln.split()[:5] for ln in lines[2:-2] if not ln.startswith(" ")]  # (long rationales wrap, indented)
     assert rows == [
@@ -56,7 +56,7 @@ def test_suggest_prints_the_table_and_json_and_orders_nothing(broker, redis_url,
 
     assert main(["suggest", "what about CCC?", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["id"] == 2 and rec["status"] == "done" and rec["created_by"].startswith("cli:")
+    assert rec["id"] == 2 and rec["status"] == "completed" and rec["created_by"].startswith("cli:")
     assert [s["symbol"] for s in rec["suggestions"]] == ["CCC"] and rec["context"]["account"]["cash"] == "64800"
     assert sql_rows(database_url, "SELECT count(*) FROM suggestions") == [(2,)]
     r = redis.Redis.from_url(redis_url)
@@ -82,7 +82,7 @@ def test_suggest_with_an_openai_compatible_server(broker, env, capsys, caplog):
         env.setenv("AITRADER_LLM_API_KEY", KEY)
         assert main(["suggest", "scan my portfolio", "--provider", "openai"]) == 0
     out = capsys.readouterr()
-    assert "suggestion run 1 done (openai/grok-test" in out.out and "AAA     reduce    50  quantity  0.66  30% of equity" in out.out
+    assert "suggestion run 1 completed (openai/grok-test" in out.out and "AAA     reduce    50  quantity  0.66  30% of equity" in out.out
     assert KEY not in out.out + out.err + caplog.text
     assert llm.seen[0].path == "/v1/chat/completions" and llm.seen[0].headers["authorization"] == f"Bearer {KEY}"
 

@@ -53,7 +53,7 @@ async def test_scan_my_portfolio_offline_reads_the_broker_and_stores_the_run(eng
         orders_before = broker.account.orders_view()
         svc = service(engine, redis_url, broker.http.url)
         rec = await svc.suggest("  scan my portfolio ", "cli:ann")
-        assert rec["status"] == "done", rec["error"]
+        assert rec["status"] == "completed", rec["error"]
         ctx = rec["context"]
         # the context is the broker's account, as read over MCP
         assert Decimal(ctx["account"]["equity"]) == EQUITY and ctx["account"]["cash"] == "64800"
@@ -73,9 +73,9 @@ async def test_scan_my_portfolio_offline_reads_the_broker_and_stores_the_run(eng
         # the same account and signals: the same context digest and the same advice
         again = await svc.suggest("scan my portfolio", "cli:ann")
         assert again["suggestions"] == rec["suggestions"] and again["id"] == rec["id"] + 1
-    rows = sql_rows(database_url, "SELECT s.id, s.provider, s.context_digest, s.created_by, j.kind, j.status "
+    rows = sql_rows(database_url, "SELECT s.id, s.provider, s.context_digest, s.created_by, j.type, j.status "
                                   "FROM suggestions s JOIN jobs j ON j.id = s.job_id ORDER BY s.id")
-    assert [r[1:2] + r[3:] for r in rows] == [("offline", "cli:ann", "suggestion", "done")] * 2
+    assert [r[1:2] + r[3:] for r in rows] == [("offline", "cli:ann", "suggestion", "completed")] * 2
     canonical = json.dumps(ctx, sort_keys=True, separators=(",", ":")).encode()
     assert rows[0][2] == hashlib.sha256(canonical).hexdigest() == rec["context_digest"]
     assert svc.list(limit=1)[0]["id"] == again["id"] and "context" not in svc.list()[0]
@@ -94,7 +94,7 @@ async def test_an_invalid_answer_is_sent_back_once_then_accepted(engine, redis_u
                           backoff_s=0.01)
             rec = await svc.suggest("scan my portfolio", "api:trader", "openai")
             _untouched(redis_url, broker)
-    assert rec["status"] == "done" and rec["attempts"] == 2 and rec["model"] == "stand-in-1"
+    assert rec["status"] == "completed" and rec["attempts"] == 2 and rec["model"] == "stand-in-1"
     assert rec["suggestions"] == [{"symbol": "AAA", "action": "reduce", "size": "0.5", "size_unit": "position_fraction",
                                    "rationale": "big", "confidence": 0.7}]
     first, second = llm.seen
@@ -150,7 +150,7 @@ async def test_redis_down_runs_without_signals_and_says_so(engine, redis_url):
         svc = SuggestionService(engine, LlmSettings(), StrategySettings(mcp_url=broker.http.url),
                                 "redis://127.0.0.1:1/0")
         rec = await svc.suggest("scan", "cli:ann")
-    assert rec["status"] == "done"
+    assert rec["status"] == "completed"
     assert rec["context"]["signals"]["error"].startswith("recent signals unavailable")
     assert "CCC" not in {s["symbol"] for s in rec["suggestions"]}
 
