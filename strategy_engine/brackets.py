@@ -22,24 +22,38 @@ A strategy with ``stops:`` (``config/strategies.yml``) gets a *bracket* for ever
   price, the stop is cancelled and, once its ``CANCELLED`` report arrives, a new stop is
   sent at the trail level of that moment for the quantity still open. Never two stops at
   once: a stop that fills before its cancel lands closes the bracket instead;
-- an intent of the strategy engine against a bracket's direction (a signal that flattens or
-  reverses the symbol) cancels that bracket's legs: the position they protect is being closed.
+- a partial fill of the take-profit shrinks the position: the stop is cancelled and, once its
+  ``CANCELLED`` report arrives, a new stop is sent for the quantity still open (the target keeps
+  working for its rest); a full fill of either leg, or any fill of the stop, cancels the others;
+- an intent of the same strategy against a bracket's direction (a signal that flattens or
+  reverses its position) cancels that bracket's legs: the position they protect is being closed.
+  Another strategy's intents never touch it (each strategy has its own book: books.py).
 
 Marks: the price of every signal of the symbol (any detector, routed or not) and every fill
 price on ``ex:events``. Nothing is read per tick: the engine sees no ticks, and a trailing
 stop moves only as often as signals and fills come (between them a price can run and come
-back without the stop following). Brackets live in the engine's memory: after a restart the
-protective orders keep working at the gateway but are no longer trailed or OCO-linked.
+back without the stop following).
+
+Durability: every entry waiting for its fill and every open bracket is kept in the Redis hash
+``se:brackets`` (field = the entry's client order id, value = JSON), written in the same
+transaction that acknowledges the message that changed it and removed when the bracket
+closes; a restarted engine reads them back before it consumes anything, so its protective
+orders stay trailed and OCO-linked. The best price since entry is stored when the stop moves
+(not on every mark): after a restart the trail resumes from the stop's last level.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+import msgspec
 
 from common.instruments import Instruments
 from common.messages import (
@@ -53,7 +67,7 @@ from common.messages import (
 )
 from strategy_engine.strategies import StopsConfig
 
-__all__ = ["Actions", "Bracket", "BracketBook", "leg_id"]
+__all__ = ["BRACKETS_KEY", "Actions", "Bracket", "BracketBook", "leg_id"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +75,7 @@ ZERO = Decimal(0)
 _BPS = Decimal(10_000)
 _FINAL = {OrdStatus.FILLED, OrdStatus.CANCELLED, OrdStatus.REJECTED, OrdStatus.EXPIRED}
 SERVICE = "strategy_engine"
+BRACKETS_KEY = "se:brackets"
 
 
 def leg_id(entry_coid: str, kind: str, n: int = 1) -> str:
@@ -120,12 +135,36 @@ class Bracket:
     best: Decimal
     legs: dict[str, _Leg] = field(default_factory=dict)
     exited: Decimal = ZERO
-    replacing: bool = False  # a trailing move: the old stop is being cancelled
+    replacing: bool = False  # the old stop is being cancelled, a new one follows its CANCELLED report
+    replace_why: str = ""  # "trail" (a trailing move) or "resize" (a partial take-profit)
     closing: bool = False  # closed by a signal or an exit fill: no more legs
     stop_n: int = 0
 
     def open_legs(self) -> list[_Leg]:
         return [g for g in self.legs.values() if g.state != "done"]
+
+    def dump(self) -> dict[str, Any]:
+        return {"kind": "bracket", "entry_coid": self.entry_coid, "strategy": self.strategy,
+                "signal_id": self.signal_id, "symbol": self.symbol, "d": self.d, "qty": str(self.qty),
+                "entry_px": str(self.entry_px), "dist": str(self.dist), "stops": self.stops.model_dump(mode="json"),
+                "best": str(self.best), "exited": str(self.exited), "replacing": self.replacing,
+                "replace_why": self.replace_why, "closing": self.closing, "stop_n": self.stop_n,
+                "legs": [{"coid": g.coid, "kind": g.kind, "n": g.n, "price": str(g.price), "qty": str(g.qty),
+                          "state": g.state, "filled": str(g.filled), "cancel_requested": g.cancel_requested}
+                         for g in self.legs.values()]}
+
+    @classmethod
+    def load(cls, d: Mapping[str, Any]) -> Bracket:
+        b = cls(entry_coid=d["entry_coid"], strategy=d["strategy"], signal_id=d["signal_id"], symbol=d["symbol"],
+                d=int(d["d"]), qty=Decimal(d["qty"]), entry_px=Decimal(d["entry_px"]), dist=Decimal(d["dist"]),
+                stops=StopsConfig.model_validate(d["stops"]), best=Decimal(d["best"]),
+                exited=Decimal(d["exited"]), replacing=bool(d["replacing"]), replace_why=str(d.get("replace_why", "")),
+                closing=bool(d["closing"]),
+                stop_n=int(d["stop_n"]))
+        for g in d["legs"]:
+            b.legs[g["coid"]] = _Leg(g["coid"], g["kind"], int(g["n"]), Decimal(g["price"]), Decimal(g["qty"]),
+                                     g["state"], Decimal(g["filled"]), bool(g["cancel_requested"]))
+        return b
 
     @property
     def remaining(self) -> Decimal:
@@ -155,6 +194,8 @@ class BracketBook:
         self.by_symbol: dict[str, dict[str, Bracket]] = {}
         self.marks: dict[str, _Mark] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.dirty: set[str] = set()  # entry ids whose stored state changed (persist with the ack)
+        self.unreadable: list[str] = []  # stored entries that could not be read at restore
 
     # -- entries ---------------------------------------------------------------------------
     def on_entry(self, intent: OrderIntent, stops: StopsConfig, opening: Decimal, dist: Decimal) -> None:
@@ -162,16 +203,20 @@ class BracketBook:
         if not stops.any or opening <= 0 or dist <= 0:
             return
         self.entries[intent.client_order_id] = _Entry(intent, stops, opening, dist)
+        self.dirty.add(intent.client_order_id)
         if len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+            old, _ = self.entries.popitem(last=False)
+            self.dirty.add(old)
 
     def on_exit_intent(self, intent: OrderIntent) -> Actions:
-        """An engine intent on ``intent.symbol``: brackets protecting the other direction are closing."""
+        """An engine intent on ``intent.symbol``: the same strategy's brackets protecting the other
+        direction are closing (another strategy's intent does not close this strategy's position)."""
         acts = Actions()
         d_against = -int(intent.side)
         for b in list(self.by_symbol.get(intent.symbol, {}).values()):
-            if b.d == d_against and not b.closing:
+            if b.d == d_against and not b.closing and b.strategy == intent.strategy:
                 b.closing = True
+                self.dirty.add(b.entry_coid)
                 acts.incr("brackets.closed_by_signal")
                 for g in b.open_legs():
                     self._cancel(b, g, "position closed by a signal", acts)
@@ -202,7 +247,8 @@ class BracketBook:
             level = self._stop_price(b)
             step = Decimal(repr(b.stops.trail_step_bps)) * price / _BPS
             if (level - stop.price) * b.d > 0 and (level - stop.price) * b.d >= step:
-                b.replacing = True
+                b.replacing, b.replace_why = True, "trail"
+                self.dirty.add(b.entry_coid)
                 acts.incr("brackets.trail_requested")
                 self._cancel(b, stop, "trailing stop moved", acts)
         return acts
@@ -223,6 +269,7 @@ class BracketBook:
         if len(self._seen) > 200_000:
             self._seen.popitem(last=False)
         acts = Actions()
+        self.dirty.add(entry.intent.client_order_id if entry is not None else owner)  # type: ignore[arg-type]
         if entry is not None:
             done = rep.status == OrdStatus.FILLED or (rep.status in _FINAL and rep.cum_qty > 0)
             if done:
@@ -243,7 +290,15 @@ class BracketBook:
                 acts.incr("brackets.double_exit")
                 log.warning("bracket %s of %s: more than one protective leg filled (OCO race)",
                             b.entry_coid, b.symbol)
-            if not b.closing:
+            partial_target = g.kind == "tp" and rep.status not in _FINAL and b.remaining > 0
+            if partial_target and not b.closing:
+                # The target took part of the position: the stop must cover only what is left.
+                stop = self._stop_leg(b)
+                if stop is not None and stop.state == "open" and not b.replacing:
+                    b.replacing, b.replace_why = True, "resize"
+                    acts.incr("brackets.resize_requested")
+                    self._cancel(b, stop, f"take-profit {g.coid} partly filled: stop for the rest", acts)
+            elif not b.closing:
                 b.closing = True
                 for other in b.open_legs():
                     if other is not g:
@@ -261,7 +316,7 @@ class BracketBook:
                 b.replacing = False
                 if b.remaining > 0:
                     self._send_stop(b, acts)
-                    acts.incr("brackets.trail_moved")
+                    acts.incr("brackets.trail_moved" if b.replace_why == "trail" else "brackets.stop_resized")
             elif g.kind == "sl" and b.replacing:
                 b.replacing = False  # filled (or refused) instead of cancelled: no new stop
         self._maybe_close(b)
@@ -347,6 +402,7 @@ class BracketBook:
         if b.open_legs() or b.replacing:
             return
         # nothing protects the position any more (filled, cancelled or refused): forget it
+        self.dirty.add(b.entry_coid)
         self.brackets.pop(b.entry_coid, None)
         sym = self.by_symbol.get(b.symbol)
         if sym is not None:
@@ -358,6 +414,51 @@ class BracketBook:
 
     def open_brackets(self) -> int:
         return len(self.brackets)
+
+    # -- persistence -----------------------------------------------------------------------
+    def drain(self) -> list[tuple[str, str | None]]:
+        """The changed entries as (field, JSON) to store, or (field, None) to delete; clears ``dirty``."""
+        out: list[tuple[str, str | None]] = []
+        for coid in self.dirty:
+            b = self.brackets.get(coid)
+            if b is not None:
+                out.append((coid, json.dumps(b.dump(), separators=(",", ":"))))
+                continue
+            e = self.entries.get(coid)
+            if e is not None:
+                out.append((coid, json.dumps({"kind": "entry", "intent": msgspec.to_builtins(e.intent),
+                                              "stops": e.stops.model_dump(mode="json"), "opening": str(e.opening),
+                                              "dist": str(e.dist)}, separators=(",", ":"))))
+            else:
+                out.append((coid, None))
+        self.dirty.clear()
+        return out
+
+    def restore(self, saved: Mapping[bytes | str, bytes | str]) -> int:
+        """Read back what ``drain`` stored; the number of entries and brackets restored."""
+        self.unreadable = []
+        n = 0
+        for k, v in (saved or {}).items():
+            coid = k.decode() if isinstance(k, bytes) else k
+            try:
+                d = json.loads(v)
+                if d["kind"] == "entry":
+                    it = msgspec.convert(d["intent"], OrderIntent)
+                    self.entries[coid] = _Entry(it, StopsConfig.model_validate(d["stops"]), Decimal(d["opening"]),
+                                                Decimal(d["dist"]))
+                else:
+                    b = Bracket.load(d)
+                    self.brackets[coid] = b
+                    self.by_symbol.setdefault(b.symbol, {})[coid] = b
+                    for leg in b.legs:
+                        self.by_leg[leg] = coid
+                    self.marks.setdefault(b.symbol, _Mark(b.best, 0, 0, 0, 0))
+                n += 1
+            except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, msgspec.ValidationError) as e:
+                log.error("brackets: the stored bracket %s is unreadable (%s): its orders are no longer managed",
+                          coid, e)
+                self.unreadable.append(coid)
+        return n
 
 
 def _to_tick(px: Decimal, tick: Decimal, *, up: bool) -> Decimal:

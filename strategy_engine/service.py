@@ -43,7 +43,7 @@ from common.messages import (
 from common.service import Service
 from strategy_engine.account import AccountContext
 from strategy_engine.books import BOOKS_KEY, StrategyBooks
-from strategy_engine.brackets import Actions, BracketBook
+from strategy_engine.brackets import BRACKETS_KEY, Actions, BracketBook
 from strategy_engine.config import StrategySettings
 from strategy_engine.fusion import FusionBook
 from strategy_engine.mcp_client import BrokerClientError, McpBrokerClient, client_from_settings
@@ -115,6 +115,7 @@ class StrategyEngineService(Service):
         await self._load_switches()
         # The strategies' books and the portfolio's state, before the first message is consumed.
         self.books.restore(await self.redis.hgetall(BOOKS_KEY))
+        self.brackets.restore(await self.redis.hgetall(BRACKETS_KEY))
         await self.portfolio.load(self.redis)
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per MCP request otherwise
         # Best effort: a broker that is down leaves the context stale, not the engine dead.
@@ -215,6 +216,8 @@ class StrategyEngineService(Service):
         ctx = f"{self.context.describe()}; {self.portfolio.describe()}; {self.books.describe(self.context.positions)}"
         if self.switches_note:
             ctx = f"{ctx}; {self.switches_note}"
+        if self.brackets.unreadable:
+            ctx = f"{ctx}; unreadable stored brackets (orders not managed): {', '.join(self.brackets.unreadable[:5])}"
         return f"{self.detail}; {ctx}" if self.detail else ctx
 
     # -- messages --------------------------------------------------------------------------
@@ -230,6 +233,16 @@ class StrategyEngineService(Service):
             self._on_report(msg, out)
         else:
             self._on_control(msg, out)
+        if self.brackets.dirty:
+            self._persist_brackets(out)
+
+    def _persist_brackets(self, out: Outputs) -> None:
+        """Store the brackets this message changed, in the transaction that acks it (brackets.py)."""
+        for coid, state in self.brackets.drain():
+            if state is None:
+                out.redis_op(lambda pipe, c=coid: pipe.hdel(BRACKETS_KEY, c))
+            else:
+                out.redis_op(lambda pipe, c=coid, v=state: pipe.hset(BRACKETS_KEY, c, v))
 
     def _on_report(self, rep: ExecutionReport, out: Outputs) -> None:
         if self.context.apply_report(rep):

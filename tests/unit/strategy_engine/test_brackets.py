@@ -159,3 +159,54 @@ def test_no_stops_configured_means_no_bracket():
     book = BracketBook(INST)
     book.on_entry(entry(), StopsConfig(), opening=D(100), dist=D(2))
     assert book.on_report(report("co-entry", OrdStatus.FILLED, last_qty="100", last_px="100", cum="100", avg="100")) is None
+
+
+def test_a_partial_target_fill_resizes_the_stop_to_what_is_left():
+    book, acts = opened(StopsConfig(stop_loss=True, take_profit_r=2.0))
+    stop, take = acts.intents
+    part = book.on_report(report(take.client_order_id, OrdStatus.PARTIALLY_FILLED, Side.SELL, "30", "104.04", "30",
+                                 "104.04"))
+    (ctl,) = part.cancels  # the stop, to be re-sent for 70; the target keeps working
+    assert ctl.args["client_order_id"] == stop.client_order_id and "partly filled" in ctl.reason
+    assert part.counters == {"brackets.tp_fills": 1, "brackets.resize_requested": 1} and not part.intents
+    done = book.on_report(report(stop.client_order_id, OrdStatus.CANCELLED, Side.SELL))
+    (stop2,) = done.intents
+    assert (stop2.client_order_id, stop2.qty, stop2.stop_price) == (leg_id("co-entry", "sl", 2), D(70), D("98.04"))
+    assert done.counters == {"brackets.sl_sent": 1, "brackets.stop_resized": 1}
+    # The rest of the target fills: OCO cancels the new stop; the bracket ends once that is confirmed.
+    rest = book.on_report(report(take.client_order_id, OrdStatus.FILLED, Side.SELL, "70", "104.04", "100", "104.04"))
+    assert [c.args["client_order_id"] for c in rest.cancels] == [stop2.client_order_id]
+    book.on_report(report(stop2.client_order_id, OrdStatus.CANCELLED, Side.SELL))
+    assert book.open_brackets() == 0
+
+
+def test_another_strategys_intent_does_not_close_the_bracket():
+    book, _ = opened(StopsConfig(stop_loss=True))
+    other = entry(side=Side.SELL, coid="co-fade")
+    other = OrderIntent(**{**{f: getattr(other, f) for f in other.__struct_fields__}, "strategy": "fade"})
+    assert not book.on_exit_intent(other).cancels and book.open_brackets() == 1
+
+
+def test_brackets_survive_a_restart_mid_trail():
+    """What drain() stores and restore() reads back continues exactly: the trail's pending replace
+    completes after the restart, and an entry still waiting for its fill gets its bracket."""
+    book, acts = opened(StopsConfig(stop_loss=True, trailing=True, trail_step_bps=10))
+    (stop1,) = acts.intents
+    book.on_mark("AAA", D("101.00"), 22, 50, 51, 52)  # a move requested: stop1 is being cancelled
+    waiting = entry(coid="co-second", symbol="BBB")
+    book.on_entry(waiting, StopsConfig(stop_loss=True), opening=D(10), dist=D(1))
+    stored = {k.encode(): v.encode() for k, v in book.drain() if v is not None}
+    assert set(stored) == {b"co-entry", b"co-second"} and not book.dirty
+
+    again = BracketBook(INST, clock_ns=lambda: 99)
+    assert again.restore({**stored, b"co-bad": b"{broken"}) == 2 and again.unreadable == ["co-bad"]
+    done = again.on_report(report(stop1.client_order_id, OrdStatus.CANCELLED, Side.SELL))
+    (stop2,) = done.intents
+    assert (stop2.client_order_id, stop2.stop_price, stop2.qty) == (leg_id("co-entry", "sl", 2), D("99.00"), D(100))
+    assert done.counters["brackets.trail_moved"] == 1
+    filled = again.on_report(report("co-second", OrdStatus.FILLED, Side.BUY, "10", "50", "10", "50", symbol="BBB"))
+    assert [i.stop_price for i in filled.intents] == [D("49.00")]
+    # A closed bracket is deleted from the store.
+    again.drain()
+    again.on_report(report(stop2.client_order_id, OrdStatus.FILLED, Side.SELL, "100", "99", "100", "99"))
+    assert ("co-entry", None) in again.drain()

@@ -347,3 +347,60 @@ async def test_each_strategy_sizes_against_its_own_book_and_keeps_it_across_a_re
         mock.request_stop()
         await asyncio.wait_for(mock_task, 15)
         await r.aclose()
+
+
+async def test_brackets_come_back_after_a_restart_and_stay_oco_linked(redis_url, clean_env):
+    """An entry fills, its stop and target go out; the engine restarts; the target's fill still cancels the stop."""
+    from common.messages import Control
+    from strategy_engine.brackets import BRACKETS_KEY, leg_id
+
+    bracketed = parse_strategies({"strategies": [
+        {"name": "trend", "type": "momentum", "detectors": ["momentum_burst"], "allocation": 0.25,
+         "stop_k": 2.0, "horizon_ticks": 16, "max_position_notional": "50000",
+         "stops": {"stop_loss": True, "take_profit_r": 2.0}}]})
+    r = connect(redis_url)
+    mock = MockMcpService(_common(redis_url), load(McpSettings, port=0))
+    mock_task = asyncio.create_task(mock.run())
+    await _until(lambda: _true(mock.http.started))
+
+    async def start() -> tuple[StrategyEngineService, asyncio.Task]:
+        se = StrategyEngineService(_common(redis_url), load(StrategySettings, mcp_url=mock.http.url, refresh_s=60,
+                                                            stale_after_s=120), strategies=bracketed)
+        task = asyncio.create_task(se.run())
+        await _until(lambda: _true(se.consumer is not None and se.status in ("ok", "degraded")))
+        return se, task
+
+    async def stop(se, task) -> None:
+        se.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+
+    se, task = await start()
+    try:
+        await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 1))})
+        await _until(lambda: _intent_count(r, 1))
+        (entry,) = await _intents(r)
+        await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(entry, "x1"))})
+        await _until(lambda: _intent_count(r, 3))  # the stop and the target
+        await _until(lambda: _true(se.brackets.open_brackets() == 1))
+    finally:
+        await stop(se, task)
+    assert list(await r.hkeys(BRACKETS_KEY)) == [entry.client_order_id.encode()]
+
+    se, task = await start()
+    try:
+        assert se.brackets.open_brackets() == 1
+        take = next(i for i in await _intents(r) if i.client_order_id == leg_id(entry.client_order_id, "tp", 1))
+        await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(take, "x2"))})
+
+        async def cancel_sent():
+            return any(decode_as(f[b"d"], Control).command == "order.cancel" for _, f in await r.xrange(streams.CONTROL))
+
+        await _until(cancel_sent)
+        ctl = next(c for c in (decode_as(f[b"d"], Control) for _, f in await r.xrange(streams.CONTROL))
+                   if c.command == "order.cancel")
+        assert ctl.args["client_order_id"] == leg_id(entry.client_order_id, "sl", 1)
+    finally:
+        await stop(se, task)
+        mock.request_stop()
+        await asyncio.wait_for(mock_task, 15)
+        await r.aclose()
