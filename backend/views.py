@@ -75,6 +75,12 @@ def fmt_decimal(d: Decimal | None) -> str:
     return format(d.normalize(), "f")
 
 
+def get_order(engine: Engine, client_order_id: str) -> dict[str, Any] | None:
+    """One order by its client order id (as ``list_orders`` shows it), or None."""
+    rows = list_orders(engine, client_order_id=client_order_id, limit=1)
+    return rows[0] if rows else None
+
+
 def fmt_ts(ns: int | None) -> str:
     """Nanoseconds since the epoch as UTC ``YYYY-MM-DD HH:MM:SS.mmm`` ("-" for None/0)."""
     if not ns:
@@ -102,9 +108,12 @@ def list_orders(
     symbol: str | None = None,
     strategy: str | None = None,
     limit: int | None = 50,
+    client_order_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Orders, newest first, optionally only open ones / one symbol / one strategy."""
+    """Orders, newest first, optionally only open ones / one symbol / one strategy / one client order id."""
     q = sa.select(_orders)
+    if client_order_id is not None:
+        q = q.where(_orders.c.client_order_id == client_order_id)
     if open_only:
         q = q.where(_orders.c.status.in_(db.OPEN_STATUSES))
     if symbol:

@@ -15,7 +15,7 @@ from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
 from backend.api.observability import ObservabilityMiddleware, RequestMetrics
 from backend.api.ratelimit import SlidingWindowLimiter
-from backend.api.routes import auth, health, kill_switch, models, risk, status, suggestions, views
+from backend.api.routes import auth, health, kill_switch, models, orders, risk, status, suggestions, views
 from backend.api.users import ensure_admin
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
@@ -84,6 +84,7 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
         settings=settings, common=common, engine=engine,
         login_limiter=SlidingWindowLimiter(settings.login_rate_limit, settings.login_rate_window_s),
     )
+    orders.install(app, app.state.ctx)
     try:
         suggestions.install(app, app.state.ctx)
     except Exception:
@@ -92,7 +93,7 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     metrics = RequestMetrics()
     app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
-    for r in (health.router, auth.router, views.router, kill_switch.router, risk.router, models.router,
+    for r in (health.router, auth.router, orders.router, views.router, kill_switch.router, risk.router, models.router,
               suggestions.router, status.router, status.metrics_router(settings.metrics_public)):
         app.include_router(r)
     if settings.cors_origin_list:

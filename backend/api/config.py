@@ -77,6 +77,12 @@ class ApiSettings(SettingsBase):
     suggest_rate_window_s: int = Field(
         60, ge=1, le=86_400, description="The suggestion rate limit's window in seconds."
     )
+    order_rate_limit: int = Field(
+        30, ge=1, le=100_000,
+        description="Manual orders (POST /orders) allowed per user per window; cancels and the kill switch are never "
+                    "limited.",
+    )
+    order_rate_window_s: int = Field(60, ge=1, le=86_400, description="The order rate limit's window in seconds.")
     control_timeout_s: float = Field(
         5.0, gt=0, le=60, description="How long a kill-switch request waits for the gateway's answer."
     )

@@ -28,6 +28,11 @@ MATRIX = [
     ("GET", "/auth/me", None, "viewer", 200),
     ("GET", "/orders", None, "viewer", 200),
     ("GET", "/fills", None, "viewer", 200),
+    # no gateway runs here: a manual order is sent but not recorded in time (202); cancels get no answer (504)
+    ("POST", "/orders", {"symbol": "AAA", "side": "BUY", "qty": "1", "order_type": "LIMIT", "limit_price": "10"},
+     "trader", 202),
+    ("POST", "/orders/{client_order_id}/cancel", None, "trader", 504),
+    ("POST", "/orders/cancel-all", {}, "trader", 504),
     ("GET", "/positions", None, "viewer", 200),
     ("GET", "/kill-switch", None, "viewer", 200),
     ("POST", "/kill-switch/engage", ENGAGE, "trader", 504),
@@ -50,7 +55,7 @@ MATRIX = [
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
-PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999}  # the MATRIX paths' {placeholders} in requests
+PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999, "client_order_id": "co-none"}  # the MATRIX paths' {placeholders} in requests
 
 
 def _b64(obj: dict) -> str:

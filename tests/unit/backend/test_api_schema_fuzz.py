@@ -29,7 +29,8 @@ MAX_EXAMPLES = 25
 # The routes that wait on the gateway: 504 when none answers within the timeout, 503 when neither Redis nor
 # the database can carry the command (docs/api.md). Nowhere else is a 5xx acceptable.
 CONTROL_5XX = {("POST", "/kill-switch/engage"): {503, 504}, ("POST", "/kill-switch/release"): {503, 504},
-               ("PUT", "/risk"): {503, 504}}
+               ("PUT", "/risk"): {503, 504}, ("POST", "/orders/{client_order_id}/cancel"): {503, 504},
+               ("POST", "/orders/cancel-all"): {503, 504}, ("POST", "/orders"): {503}}
 
 
 def no_undocumented_server_error(ctx, response, case) -> bool | None:
@@ -54,7 +55,8 @@ def fuzz_api(make_api):
     # a short control timeout: every accepted kill-switch / risk command waits for it (no gateway here);
     # a generous login limit so fuzzed logins reach the password check
     # and no suggestion-run limit in the way (each run here fails fast: no broker listens)
-    return make_api(control_timeout_s=0.02, login_rate_limit=1000, suggest_rate_limit=10_000)
+    return make_api(control_timeout_s=0.02, login_rate_limit=1000, suggest_rate_limit=10_000,
+                    order_rate_limit=10_000)
 
 
 def test_f1_schema_fuzz(fuzz_api):
