@@ -126,10 +126,12 @@ async def stack(redis_url, clean_env):
     started: list[tuple[StrategyEngineService, asyncio.Task]] = []
 
     async def start_engine(**kw) -> StrategyEngineService:
+        strategies = kw.pop("strategies", STRATEGIES)
         settings = load(StrategySettings, mcp_url=kw.pop("mcp_url", mock.http.url), **kw)
-        se = StrategyEngineService(_common(redis_url), settings, strategies=STRATEGIES)
+        se = StrategyEngineService(_common(redis_url), settings, strategies=strategies)
         task = asyncio.create_task(se.run())
         started.append((se, task))
+        _TASKS[se] = task
         await _until(lambda: _true(se.consumer is not None and se.status in ("ok", "degraded")))
         return se
 
@@ -144,6 +146,15 @@ async def stack(redis_url, clean_env):
 
 async def _true(v) -> bool:
     return bool(v)
+
+
+_TASKS: dict[StrategyEngineService, asyncio.Task] = {}
+
+
+async def _stop(se: StrategyEngineService) -> None:
+    """Stop an engine started by the ``stack`` fixture (a restart); it exits 0."""
+    se.request_stop()
+    assert await asyncio.wait_for(_TASKS.pop(se), 15) == 0
 
 
 async def test_signals_become_sized_intents_without_an_mcp_call_each(stack):
@@ -274,22 +285,13 @@ TWO_ON_ONE_SYMBOL = parse_strategies(
 )
 
 
-async def test_each_strategy_sizes_against_its_own_book_and_keeps_it_across_a_restart(redis_url, clean_env):
+async def test_each_strategy_sizes_against_its_own_book_and_keeps_it_across_a_restart(stack):
     """Two strategies on one symbol with opposite views: neither trades the other's position, each is
     charged only its own fills, and the books come back after a restart (se:books)."""
     from strategy_engine.books import BOOKS_KEY
 
-    r = connect(redis_url)
-    mock = MockMcpService(_common(redis_url), load(McpSettings, port=0))
-    mock_task = asyncio.create_task(mock.run())
-    await _until(lambda: _true(mock.http.started))
-
-    async def start() -> tuple[StrategyEngineService, asyncio.Task]:
-        se = StrategyEngineService(_common(redis_url), load(StrategySettings, mcp_url=mock.http.url, refresh_s=60,
-                                                            stale_after_s=120), strategies=TWO_ON_ONE_SYMBOL)
-        task = asyncio.create_task(se.run())
-        await _until(lambda: _true(se.consumer is not None and se.status in ("ok", "degraded")))
-        return se, task
+    r, _, _, start_engine = stack
+    kw = {"refresh_s": 60, "stale_after_s": 120, "strategies": TWO_ON_ONE_SYMBOL}
 
     async def step(sig: Signal, n: int, exec_id: str) -> OrderIntent:
         """Publish a signal, wait for the n-th intent, fill it on ex:events, wait for the book to take it."""
@@ -300,56 +302,44 @@ async def test_each_strategy_sizes_against_its_own_book_and_keeps_it_across_a_re
         await _until(lambda: _true(exec_id in se.books._seen and se.context.strategy_pending(it.strategy, it.symbol) == 0))
         return it
 
-    se, task = await start()
-    try:
-        buy = await step(_signal("AAA", 1, Side.BUY, "momentum_burst"), 1, "x1")
-        assert (buy.strategy, buy.side, buy.qty) == ("trend", Side.BUY, Decimal(125))
-        # The fade strategy sells its own short (124: equity is 99999 after the first fee); against the
-        # account's net +125 it would have sold 125 + 124.
-        sell = await step(_signal("AAA", 2, Side.SELL, "zscore_reversion"), 2, "x2")
-        assert (sell.strategy, sell.side, sell.qty) == ("fade", Side.SELL, Decimal(124))
-        assert sell.sizing["current_position"] == 0.0
-        assert se.context.positions.get("AAA") == 1  # the account nets the two books
-        assert (se.books.position("trend", "AAA"), se.books.position("fade", "AAA")) == (Decimal(125), Decimal(-124))
-        assert se.books.unattributed(se.context.positions) == {}
-        # A second fade signal finds fade already at its target: nothing, whatever trend holds.
-        await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 3, Side.SELL, "zscore_reversion"))})
+    se = await start_engine(**kw)
+    buy = await step(_signal("AAA", 1, Side.BUY, "momentum_burst"), 1, "x1")
+    assert (buy.strategy, buy.side, buy.qty) == ("trend", Side.BUY, Decimal(125))
+    # The fade strategy sells its own short (124: equity is 99999 after the first fee); against the
+    # account's net +125 it would have sold 125 + 124.
+    sell = await step(_signal("AAA", 2, Side.SELL, "zscore_reversion"), 2, "x2")
+    assert (sell.strategy, sell.side, sell.qty) == ("fade", Side.SELL, Decimal(124))
+    assert sell.sizing["current_position"] == 0.0
+    assert se.context.positions.get("AAA") == 1  # the account nets the two books
+    assert (se.books.position("trend", "AAA"), se.books.position("fade", "AAA")) == (Decimal(125), Decimal(-124))
+    assert se.books.unattributed(se.context.positions) == {}
+    # A second fade signal finds fade already at its target: nothing, whatever trend holds.
+    await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 3, Side.SELL, "zscore_reversion"))})
 
-        async def skipped():
-            return int((await r.hget(streams.stats_key("strategy_engine"), "signals_skipped.at_target")) or 0) == 1
+    async def skipped():
+        return int((await r.hget(streams.stats_key("strategy_engine"), "signals_skipped.at_target")) or 0) == 1
 
-        await _until(skipped)
-        assert await r.xlen(streams.INTENTS) == 2
-        # Each is charged its own fills: at 110, trend made 125 x 10 and fade lost 124 x 10 (1 fee each).
-        prices = {"AAA": Decimal(110)}
-        assert se.books.get("trend").pnl(prices) == pytest.approx(1250 - 1)
-        assert se.books.get("fade").pnl(prices) == pytest.approx(-1240 - 1)
-        await _until(lambda: _true(len(se.books.books) == 2))
-        stored = await r.hgetall(BOOKS_KEY)
-        assert set(stored) == {b"trend", b"fade"}
-    finally:
-        se.request_stop()
-        assert await asyncio.wait_for(task, 15) == 0
+    await _until(skipped)
+    assert await r.xlen(streams.INTENTS) == 2
+    # Each is charged its own fills: at 110, trend made 125 x 10 and fade lost 124 x 10 (1 fee each).
+    prices = {"AAA": Decimal(110)}
+    assert se.books.get("trend").pnl(prices) == pytest.approx(1250 - 1)
+    assert se.books.get("fade").pnl(prices) == pytest.approx(-1240 - 1)
+    assert set(await r.hgetall(BOOKS_KEY)) == {b"trend", b"fade"}
+    await _stop(se)
 
     # Restarted: the books are read back before anything is consumed; trend reverses its own long only.
-    se, task = await start()
-    try:
-        assert (se.books.position("trend", "AAA"), se.books.position("fade", "AAA")) == (Decimal(125), Decimal(-124))
-        await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 4, Side.SELL, "momentum_burst"))})
-        await _until(lambda: _intent_count(r, 3))
-        rev = (await _intents(r))[-1]
-        assert (rev.strategy, rev.side) == ("trend", Side.SELL)
-        assert rev.qty == 125 + Decimal(rev.sizing["risk_qty"])  # its own 125 closed, then its own short
-        assert rev.sizing["current_position"] == 125.0
-    finally:
-        se.request_stop()
-        assert await asyncio.wait_for(task, 15) == 0
-        mock.request_stop()
-        await asyncio.wait_for(mock_task, 15)
-        await r.aclose()
+    se = await start_engine(**kw)
+    assert (se.books.position("trend", "AAA"), se.books.position("fade", "AAA")) == (Decimal(125), Decimal(-124))
+    await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 4, Side.SELL, "momentum_burst"))})
+    await _until(lambda: _intent_count(r, 3))
+    rev = (await _intents(r))[-1]
+    assert (rev.strategy, rev.side) == ("trend", Side.SELL)
+    assert rev.qty == 125 + Decimal(rev.sizing["risk_qty"])  # its own 125 closed, then its own short
+    assert rev.sizing["current_position"] == 125.0
 
 
-async def test_brackets_come_back_after_a_restart_and_stay_oco_linked(redis_url, clean_env):
+async def test_brackets_come_back_after_a_restart_and_stay_oco_linked(stack):
     """An entry fills, its stop and target go out; the engine restarts; the target's fill still cancels the stop."""
     from common.messages import Control
     from strategy_engine.brackets import BRACKETS_KEY, leg_id
@@ -358,49 +348,31 @@ async def test_brackets_come_back_after_a_restart_and_stay_oco_linked(redis_url,
         {"name": "trend", "type": "momentum", "detectors": ["momentum_burst"], "allocation": 0.25,
          "stop_k": 2.0, "horizon_ticks": 16, "max_position_notional": "50000",
          "stops": {"stop_loss": True, "take_profit_r": 2.0}}]})
-    r = connect(redis_url)
-    mock = MockMcpService(_common(redis_url), load(McpSettings, port=0))
-    mock_task = asyncio.create_task(mock.run())
-    await _until(lambda: _true(mock.http.started))
+    r, _, _, start_engine = stack
+    kw = {"refresh_s": 60, "stale_after_s": 120, "strategies": bracketed}
 
-    async def start() -> tuple[StrategyEngineService, asyncio.Task]:
-        se = StrategyEngineService(_common(redis_url), load(StrategySettings, mcp_url=mock.http.url, refresh_s=60,
-                                                            stale_after_s=120), strategies=bracketed)
-        task = asyncio.create_task(se.run())
-        await _until(lambda: _true(se.consumer is not None and se.status in ("ok", "degraded")))
-        return se, task
-
-    async def stop(se, task) -> None:
-        se.request_stop()
-        assert await asyncio.wait_for(task, 15) == 0
-
-    se, task = await start()
-    try:
-        await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 1))})
-        await _until(lambda: _intent_count(r, 1))
-        (entry,) = await _intents(r)
-        await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(entry, "x1"))})
-        await _until(lambda: _intent_count(r, 3))  # the stop and the target
-        await _until(lambda: _true(se.brackets.open_brackets() == 1))
-    finally:
-        await stop(se, task)
+    se = await start_engine(**kw)
+    await r.xadd(streams.SIGNALS, {b"d": encode(_signal("AAA", 1))})
+    await _until(lambda: _intent_count(r, 1))
+    (entry,) = await _intents(r)
+    await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(entry, "x1"))})
+    await _until(lambda: _intent_count(r, 3))  # the stop and the target
+    await _until(lambda: _true(se.brackets.open_brackets() == 1))
+    await _stop(se)
     assert list(await r.hkeys(BRACKETS_KEY)) == [entry.client_order_id.encode()]
 
-    se, task = await start()
-    try:
-        assert se.brackets.open_brackets() == 1
-        take = next(i for i in await _intents(r) if i.client_order_id == leg_id(entry.client_order_id, "tp", 1))
-        await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(take, "x2"))})
+    se = await start_engine(**kw)
+    assert se.brackets.open_brackets() == 1
+    take = next(i for i in await _intents(r) if i.client_order_id == leg_id(entry.client_order_id, "tp", 1))
+    await r.xadd(streams.EXEC_EVENTS, {b"d": encode(_fill_for(take, "x2"))})
 
-        async def cancel_sent():
-            return any(decode_as(f[b"d"], Control).command == "order.cancel" for _, f in await r.xrange(streams.CONTROL))
+    async def cancels() -> list[Control]:
+        return [c for c in (decode_as(f[b"d"], Control) for _, f in await r.xrange(streams.CONTROL))
+                if c.command == "order.cancel"]
 
-        await _until(cancel_sent)
-        ctl = next(c for c in (decode_as(f[b"d"], Control) for _, f in await r.xrange(streams.CONTROL))
-                   if c.command == "order.cancel")
-        assert ctl.args["client_order_id"] == leg_id(entry.client_order_id, "sl", 1)
-    finally:
-        await stop(se, task)
-        mock.request_stop()
-        await asyncio.wait_for(mock_task, 15)
-        await r.aclose()
+    async def cancelled() -> bool:
+        return bool(await cancels())
+
+    await _until(cancelled)
+    (ctl,) = await cancels()
+    assert ctl.args["client_order_id"] == leg_id(entry.client_order_id, "sl", 1)
