@@ -296,9 +296,13 @@ class _Backtest:
     def _after_step(self, now: int) -> None:
         if self._fills_in_step and self._fill_refresh is None:
             self._fill_refresh = max(now + self._fill_delay, self._last_refresh + self._min_refresh)
-        if now >= self._next_sample:
-            self._record(now)
-            self._next_sample = (now // self._sample + 1) * self._sample
+
+    def _sample_until(self, now: int) -> None:
+        """Record the equity at every grid point up to ``now`` (before the step at ``now`` changes it):
+        nothing moves between steps, so that is the value at the end of each interval."""
+        while self._next_sample <= now:
+            self._record(self._next_sample)
+            self._next_sample += self._sample
 
     def _record(self, now: int) -> None:
         pf = self.oms.portfolio
@@ -342,6 +346,7 @@ class _Backtest:
                 self._next_check = res.first_ts + self._check_every
                 self._next_sample = (res.first_ts // self._sample + 1) * self._sample
                 now = self.clock.advance(last)
+            self._sample_until(now)
             await self._timers(now)
             entries = [self._entry(ticks_stream(i), TickBatch(p, now)) for i, p in enumerate(pending) if p]
             for i in range(shards):
@@ -371,7 +376,9 @@ class _Backtest:
             await step()
         res.ticks = n
         if started:
-            self._record(res.last_ts)
+            self._sample_until(res.last_ts)
+            if res.equity[-1][0] != res.last_ts:
+                self._record(res.last_ts)  # the end: a last, shorter interval
         if progress is not None:
             progress(n, total)
         res.counters.update({f"execution.{k}": v for k, v in self.gateway.counters.items()})
