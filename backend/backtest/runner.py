@@ -106,7 +106,9 @@ class BacktestResult:
     initial_cash: float = 0.0
     first_ts: int = 0
     last_ts: int = 0
-    duration_s: float = 0.0
+    duration_s: float = 0.0  # the run, after the start-up (kernel warm-up)
+    warmup_s: float = 0.0
+    step_cost: list[tuple[int, int]] = field(default_factory=list)  # (ticks, ns) of each entry's handling
     counters: dict[str, int] = field(default_factory=dict)
     dead_letters: list[str] = field(default_factory=list)
 
@@ -323,7 +325,10 @@ class _Backtest:
 
         res = self.result
         t0 = time.perf_counter()
-        self.pattern.engine.warm_up()
+        self.pattern.engine.warm_up()  # numba's compile / cache load, not counted in duration_s
+        res.warmup_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        clock_ns = time.perf_counter_ns
         shards = self.s.common.shards
         batch_max = self.s.replay.batch_max
         shard_of: dict[str, int] = {}
@@ -333,6 +338,8 @@ class _Backtest:
 
         async def step() -> None:
             nonlocal started
+            s0 = clock_ns()
+            k = sum(map(len, pending))
             last = max(t.ts_event for p in pending if p for t in (p[-1],))
             now = self.clock.advance(last)
             if not started:
@@ -357,6 +364,7 @@ class _Backtest:
             self._after_step(now)
             res.steps += 1
             res.last_ts = now
+            res.step_cost.append((k, clock_ns() - s0))
 
         for t in ticks:
             if type(t) is not Tick:
