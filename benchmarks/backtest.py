@@ -44,7 +44,7 @@ FILES = [
 
 def _pattern_file(scratch: Path, *, rules: bool, model: bool) -> Path:
     doc = yaml.safe_load((ROOT / "config" / "pattern.yml").read_text())
-    for name, d in doc["detectors"].items():
+    for d in doc["detectors"].values():
         d["enabled"] = model if d.get("type") == "onnx" else rules
     p = scratch / f"pattern-{int(rules)}{int(model)}.yml"
     p.write_text(yaml.safe_dump(doc))

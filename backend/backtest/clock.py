@@ -22,8 +22,7 @@ class SimClock:
 
     def advance(self, ts_ns: int) -> int:
         """Move to ``ts_ns`` (ignored when earlier: out-of-order ticks do not rewind time); the new now."""
-        if ts_ns > self.now:
-            self.now = ts_ns
+        self.now = max(self.now, ts_ns)
         return self.now
 
     def ns(self) -> int:

@@ -18,7 +18,7 @@ from backend.backtest.runner import run_backtest
 from common.config import ConfigError
 from common.db import make_engine
 
-__all__ = ["JOB_TYPE", "run_backtest_job", "run_and_store", "sweep_payloads"]
+__all__ = ["JOB_TYPE", "run_and_store", "run_backtest_job", "sweep_payloads"]
 
 JOB_TYPE = "backtest"
 _KEYS = {"files", "synthetic", "symbols", "seed", "max_ticks", "format", "config", "label"}

@@ -9,6 +9,7 @@ comparable with 24/7 ones only through that convention.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def cagr(equity: Sequence[float], span_s: float) -> float | None:
 
 
 def period_returns(equity: Sequence[float]) -> list[float]:
-    return [b / a - 1.0 for a, b in zip(equity, equity[1:]) if a]
+    return [b / a - 1.0 for a, b in itertools.pairwise(equity) if a]
 
 
 def _mean(xs: Sequence[float]) -> float:
