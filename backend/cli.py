@@ -14,6 +14,7 @@
     aitrader risk show [--json]                                the gateway's effective pre-trade limits
     aitrader risk set KEY VALUE --reason TEXT [--json]         change one limit now (durable, audited)
     aitrader risk unset KEY --reason TEXT [--json]             back to the risk file's value
+    aitrader backtest PATH... [--config FILE] [--synthetic N] [--json] [--label L]   engines in process over ticks
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from backend import model_cli, strategies_cli, suggest_cli
+from backend import backtest_cli, model_cli, strategies_cli, suggest_cli
 from backend.control import make_control, trading_states
 from backend.control import send as send_control
 from backend.status import snapshot_once
@@ -441,6 +442,7 @@ def _parser() -> argparse.ArgumentParser:
     rk.add_argument("--timeout", type=float, default=5.0)
     rk.add_argument("--json", action="store_true")
     rk.add_argument("--via", choices=["auto", "bus", "db"], default="auto", help=_VIA_HELP)
+    backtest_cli.add_parser(sub)
     model_cli.add_parser(sub)
     strategies_cli.add_parser(sub)
     suggest_cli.add_parser(sub)
@@ -459,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     handlers = {"report": cmd_report, "kill": cmd_kill, "status": cmd_status, "orders": cmd_orders,
                 "fills": cmd_fills, "positions": cmd_positions, "risk": cmd_risk, "cancel": cmd_cancel,
-                "cancel-all": cmd_cancel, "model": model_cli.run,
+                "cancel-all": cmd_cancel, "model": model_cli.run, "backtest": backtest_cli.run,
                 "strategies": strategies_cli.run, "suggest": suggest_cli.run}
     return handlers[args.cmd](args, common)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -87,6 +88,8 @@ class ExecutionGateway(Service):
         settings: ExecutionSettings | None = None,
         *,
         engine: Engine | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         super().__init__(common)
         self.settings = settings if settings is not None else load(ExecutionSettings)
@@ -95,9 +98,11 @@ class ExecutionGateway(Service):
         self.instruments = Instruments.load(s.instruments_file)
         self.risk_config = RiskConfig.load(s.risk_file)
         self.venue = build_venue(s, self.instruments, common)
-        self.risk = RiskEngine(self.risk_config, self.instruments, self.venue.fee)
+        # The OMS's wall clock and the throttles' monotonic clock: a backtest passes its simulated clock.
+        self.risk = RiskEngine(self.risk_config, self.instruments, self.venue.fee, clock=monotonic_ns)
         self.oms = OrderManager(
-            self.risk, self.venue, Decimal(common.initial_cash), known_ids=s.known_ids_cache, hist=self.hist
+            self.risk, self.venue, Decimal(common.initial_cash), known_ids=s.known_ids_cache, hist=self.hist,
+            clock=clock,
         )
         self._own_engine = engine is None
         self._engine = engine

@@ -38,9 +38,33 @@ from mock_mcp.auth import SessionAuth
 from mock_mcp.config import McpSettings
 from mock_mcp.server import McpHttpServer, build_mcp_server
 
-__all__ = ["MockMcpService", "build"]
+__all__ = ["MockMcpService", "build", "build_account"]
 
 log = logging.getLogger(__name__)
+
+
+def build_account(
+    common: CommonSettings,
+    settings: McpSettings,
+    seed: AccountSeed | None = None,
+    instruments: Instruments | None = None,
+    **kw: object,
+) -> Account:
+    """The account the mock broker serves, from the settings (seed file, generated seed); also the
+    in-process account of a backtest (backend/backtest), so both start from the same figures."""
+    if seed is None:
+        seed = load_seed(settings.account_file) if settings.account_file.exists() else AccountSeed()
+        if settings.seed is not None:
+            seed = generate_seed(settings.seed, seed)
+    return Account(
+        Decimal(common.initial_cash),
+        seed,
+        instruments if instruments is not None else Instruments.load(),
+        max_orders=settings.max_orders,
+        max_trades=settings.max_trades,
+        fee_bps=settings.fee_bps,
+        **kw,
+    )
 
 
 class MockMcpService(Service):
@@ -57,22 +81,8 @@ class MockMcpService(Service):
     ) -> None:
         super().__init__(common)
         self.settings = settings or load(McpSettings)
-        if seed is None:
-            seed = (
-                load_seed(self.settings.account_file)
-                if self.settings.account_file.exists()
-                else AccountSeed()
-            )
-            if self.settings.seed is not None:
-                seed = generate_seed(self.settings.seed, seed)
-        self.account = Account(
-            Decimal(common.initial_cash),
-            seed,
-            instruments if instruments is not None else Instruments.load(),
-            max_orders=self.settings.max_orders,
-            max_trades=self.settings.max_trades,
-            fee_bps=self.settings.fee_bps,
-        )
+        self.account = build_account(common, self.settings, seed, instruments)
+        seed = self.account.seed
         self.tool_calls: dict[str, int] = {}
         s = self.settings
         self.auth = (

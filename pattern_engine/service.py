@@ -53,12 +53,15 @@ class PatternEngineService(Service):
         common: CommonSettings,
         settings: PatternEngineSettings | None = None,
         pattern: PatternConfig | None = None,
+        *,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         super().__init__(common)
         self.settings = settings if settings is not None else load(PatternEngineSettings)
         self.shards = self.settings.shard_list(common.shards)
         self.pattern = pattern if pattern is not None else load_pattern_config(self.settings.config)
-        self.engine = PatternEngine(self.pattern, capacity=self.settings.symbol_capacity)
+        # ``clock`` stamps ts_signal: a backtest passes its simulated clock (backend/backtest).
+        self.engine = PatternEngine(self.pattern, capacity=self.settings.symbol_capacity, clock=clock)
         # (stream, entry id) -> that entry's signals, or the reason it cannot be processed
         self._results: dict[tuple[str, bytes], list[Signal] | str] = {}
         self.onnx = [d for d in self.engine.models if isinstance(d, OnnxDetector)]

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.api.config import AdminSettings, ApiSettings  # noqa: E402
+from backend.backtest.config import BacktestSettings  # noqa: E402
 from common.config import SCRIPT_KEYS, CommonSettings, env_name  # noqa: E402
 from execution.config import ExecutionSettings  # noqa: E402
 from mock_mcp.config import McpSettings  # noqa: E402
@@ -31,6 +32,7 @@ SECTIONS = [
     ("Execution gateway (`python -m execution`)", ExecutionSettings),
     ("Mock broker (`python -m mock_mcp`)", McpSettings),
     ("Tick replay (`aitrader replay`, `python -m tick_replay`)", ReplaySettings),
+    ("Backtests (`aitrader backtest`; see docs/backtests.md)", BacktestSettings),
     ("API (`python -m backend.api`; see docs/api.md)", ApiSettings),
     ("API: first admin (created at the API's start when no admin exists)", AdminSettings),
 ]

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 from redis.exceptions import ResponseError
@@ -70,8 +71,13 @@ class StrategyEngineService(Service):
         strategies: list[StrategyConfig] | None = None,
         instruments: Instruments | None = None,
         broker: McpBrokerClient | None = None,
+        *,
+        wall_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(common)
+        # Every time the engine's decisions read: a backtest passes its simulated clock (backend/backtest).
+        self.wall_ns = wall_ns
         self.settings = s = settings or load(StrategySettings)
         self.router = StrategyRouter(
             strategies if strategies is not None else load_strategies(s.strategies_path)
@@ -79,19 +85,21 @@ class StrategyEngineService(Service):
         self._strategies = {c.name: c.build() for c in self.router.all.values()}
         self._fusion = {c.name: FusionBook(c.fusion, c.sources) for c in self.router.all.values()}
         self.instruments = instruments or Instruments.load(s.instruments_path)
-        self.brackets = BracketBook(self.instruments)
+        self.brackets = BracketBook(self.instruments, clock_ns=wall_ns)
         self.switches_note = ""  # why the persisted strategy switches could not be read, if so
         # Built in both modes: building it checks the login settings (and the token key) now, at start.
         self.broker = broker or client_from_settings(s, common, "aitrader-strategy-engine")
         # refresh_isolation "process": the refresh's MCP work runs in a worker process (strategy_engine/refresher.py)
         self._refresher_proc = ProcessRefresher(s, common) if broker is None and s.refresh_isolation == "process" \
             else None
-        self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s)
+        self.context = AccountContext(s.stale_after_s, s.pending_ttl_s, settle_s=s.fill_settle_s, clock=monotonic,
+                                      wall_ns=wall_ns)
         self._refresh_soon = asyncio.Event()
         self._fee_buffer_bps = s.fee_buffer_bps
         self.books = StrategyBooks()  # each strategy's own positions and P&L: what it sizes against
         self.portfolio = PortfolioGuard(load_portfolio(s.portfolio_path), self.context,
-                                        {c.name: c.allocation for c in self.router.strategies}, self.books)
+                                        {c.name: c.allocation for c in self.router.strategies}, self.books,
+                                        wall_ns=wall_ns)
 
     # -- set-up ----------------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
@@ -155,7 +163,7 @@ class StrategyEngineService(Service):
     # -- account context -------------------------------------------------------------------
     async def refresh(self) -> bool:
         """Fetch a snapshot over MCP and apply it; False (context unchanged, error kept) on failure."""
-        requested = time.time_ns()
+        requested = self.wall_ns()
         try:
             # The MCP round trips (session set-up, JSON, validation) cost tens of ms of CPU: in a worker
             # process (default) they never hold this process's GIL; on a thread (refresh_isolation
@@ -287,7 +295,7 @@ class StrategyEngineService(Service):
             detail, state = problem, ""
         self._count(out, f"control.{ctl.command}" + ("" if ok else ".refused"))
         out.publish(streams.CONTROL_ACKS, ControlAck(request_id=ctl.request_id, service=self.name, ok=ok,
-                                                     state=state, detail=detail, ts=time.time_ns()))
+                                                     state=state, detail=detail, ts=self.wall_ns()))
 
     # -- signals ---------------------------------------------------------------------------
     def _on_signal(self, sig: Signal, out: Outputs) -> None:
@@ -358,7 +366,7 @@ class StrategyEngineService(Service):
                         out.incr(f"strategy.{name}.skipped.{res.reason}")
                     continue
                 qty, sizing = res.qty, res.sizing
-            ts_intent = time.time_ns()
+            ts_intent = self.wall_ns()
             intent = OrderIntent(
                 client_order_id=coid,
                 signal_id=sig.signal_id,
