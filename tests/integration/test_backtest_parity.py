@@ -75,7 +75,11 @@ def _live(redis_url: str, database_url: str, home: Path, env: dict[str, str], ti
     return reports
 
 
-def _check_parity(tmp_path: Path, redis_url: str, database_url: str, ticks: list) -> None:
+def _check_parity(tmp_path: Path, redis_url: str, database_url: str, ticks: list, env_: pytest.MonkeyPatch) -> None:
+    # A model detector resolves its model in the registry of the process's environment: the live side's
+    # database (nothing promoted), not whatever the developer's default home holds (e.g. the demo's model).
+    env_.setenv("DATABASE_URL", database_url)
+    env_.setenv("AITRADER_MODEL_STORE", str(tmp_path / "models"))
     tick_file = tmp_path / "ticks.csv"
     write_canonical(tick_file, ticks)
     env = parity_env(tmp_path / "cfg")
@@ -97,13 +101,14 @@ def _check_parity(tmp_path: Path, redis_url: str, database_url: str, ticks: list
     assert abs(cash - live_cash) <= Decimal("0.02")
 
 
-def test_backtest_gives_the_live_pipelines_orders_and_fills_on_synthetic_ticks(redis_url, database_url, tmp_path):
+def test_backtest_gives_the_live_pipelines_orders_and_fills_on_synthetic_ticks(redis_url, database_url, tmp_path,
+                                                                               monkeypatch):
     ticks, _ = tick_source(synthetic=30_000, symbols=4, seed=11)
-    _check_parity(tmp_path, redis_url, database_url, list(ticks))
+    _check_parity(tmp_path, redis_url, database_url, list(ticks), monkeypatch)
 
 
 def test_backtest_gives_the_live_pipelines_orders_and_fills_on_real_ticks(redis_url, database_url, tmp_path,
-                                                                          shared_data):
+                                                                          shared_data, monkeypatch):
     files = [str(shared_data / LEAN / f) for f in ("20131007_ibm_Trade_Tick.csv.gz", "20131007_ibm_Quote_Tick.csv.gz")]
     ticks, _ = tick_source(files, max_ticks=30_000)
-    _check_parity(tmp_path, redis_url, database_url, list(ticks))
+    _check_parity(tmp_path, redis_url, database_url, list(ticks), monkeypatch)
