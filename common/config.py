@@ -193,6 +193,7 @@ SERVICE_PREFIXES = (
     "AITRADER_API_",
     "AITRADER_ADMIN_",  # the API's first admin (backend.api.config.AdminSettings)
     "AITRADER_LLM_",  # the suggestion job's LLM provider (strategy_engine.suggestions.config.LlmSettings)
+    "AITRADER_JOBS_",  # the task queue and its workers (backend.jobs.config.JobSettings)
 )
 
 
