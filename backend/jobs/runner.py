@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Engine
 
@@ -84,7 +84,7 @@ class JobContext:
             except Exception as e:  # noqa: BLE001 - the database may come back before the lease lapses
                 log.warning("job %d: lease renewal failed: %s", self.job_id, str(e).splitlines()[0])
 
-    def __enter__(self) -> JobContext:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
