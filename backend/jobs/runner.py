@@ -16,6 +16,7 @@ import threading
 from typing import Any, Self
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.jobs import store
 from backend.jobs.config import JobSettings
@@ -61,7 +62,10 @@ class JobContext:
 
     def progress(self, fraction: float, note: str = "") -> None:
         """Record progress (0..1, clamped) and a short note on the row, renew the lease, then ``check()``."""
-        self._renewed(store.renew(self.engine, self.job_id, self.task_id, self.worker, fraction, note))
+        try:
+            self._renewed(store.renew(self.engine, self.job_id, self.task_id, self.worker, fraction, note))
+        except SQLAlchemyError as e:  # a busy or briefly unreachable database: the lease thread keeps trying
+            log.warning("job %d: progress not recorded: %s", self.job_id, str(e).splitlines()[0])
         self.check()
 
     def check(self) -> None:
