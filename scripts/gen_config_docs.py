@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.api.config import AdminSettings, ApiSettings  # noqa: E402
+from backend.jobs.config import JobSettings  # noqa: E402
 from common.config import SCRIPT_KEYS, CommonSettings, env_name  # noqa: E402
 from execution.config import ExecutionSettings  # noqa: E402
 from mock_mcp.config import McpSettings  # noqa: E402
@@ -33,6 +34,7 @@ SECTIONS = [
     ("Tick replay (`aitrader replay`, `python -m tick_replay`)", ReplaySettings),
     ("API (`python -m backend.api`; see docs/api.md)", ApiSettings),
     ("API: first admin (created at the API's start when no admin exists)", AdminSettings),
+    ("Jobs: the task queue and its workers (`python -m backend.jobs.worker`; see docs/jobs.md)", JobSettings),
 ]
 
 
