@@ -15,6 +15,8 @@
     aitrader risk set KEY VALUE --reason TEXT [--json]         change one limit now (durable, audited)
     aitrader risk unset KEY --reason TEXT [--json]             back to the risk file's value
     aitrader backtest PATH... [--config FILE] [--synthetic N] [--json] [--label L]   engines in process over ticks
+    aitrader jobs list|show ID|cancel ID|submit TYPE|reap [--json]   jobs on the task queue
+    aitrader worker [--concurrency N] [--queues Q,...]         run a job worker
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from backend import backtest_cli, model_cli, strategies_cli, suggest_cli
+from backend import backtest_cli, jobs_cli, model_cli, strategies_cli, suggest_cli
 from backend.control import make_control, trading_states
 from backend.control import send as send_control
 from backend.status import snapshot_once
@@ -446,6 +448,7 @@ def _parser() -> argparse.ArgumentParser:
     model_cli.add_parser(sub)
     strategies_cli.add_parser(sub)
     suggest_cli.add_parser(sub)
+    jobs_cli.add_parsers(sub)
     return p
 
 
@@ -462,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"report": cmd_report, "kill": cmd_kill, "status": cmd_status, "orders": cmd_orders,
                 "fills": cmd_fills, "positions": cmd_positions, "risk": cmd_risk, "cancel": cmd_cancel,
                 "cancel-all": cmd_cancel, "model": model_cli.run, "backtest": backtest_cli.run,
-                "strategies": strategies_cli.run, "suggest": suggest_cli.run}
+                "strategies": strategies_cli.run, "suggest": suggest_cli.run, "jobs": jobs_cli.run,
+                "worker": jobs_cli.run_worker}
     return handlers[args.cmd](args, common)
 
 

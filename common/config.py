@@ -194,6 +194,7 @@ SERVICE_PREFIXES = (
     "AITRADER_ADMIN_",  # the API's first admin (backend.api.config.AdminSettings)
     "AITRADER_LLM_",  # the suggestion job's LLM provider (strategy_engine.suggestions.config.LlmSettings)
     "AITRADER_BACKTEST_",  # backtests (backend.backtest.config.BacktestSettings)
+    "AITRADER_JOBS_",  # the task queue and its workers (backend.jobs.config.JobSettings)
 )
 
 

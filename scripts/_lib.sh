@@ -12,8 +12,9 @@ if [ -z "${AITRADER_PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then AITRADER_PYTHON="$ROOT/.venv/bin/python"; else AITRADER_PYTHON="$(command -v python3.11 || command -v python3)"; fi
 fi
 export AITRADER_PYTHON
-# Services started by start_pipeline.sh, in start order (stop goes in reverse).
-SERVICES=(mock_mcp execution strategy_engine pattern_engine)
+# Services started by start_pipeline.sh, in start order (stop goes in reverse); backend.jobs.worker runs
+# jobs (docs/jobs.md): more of them, here or on other machines, share the same REDIS_URL and DATABASE_URL.
+SERVICES=(mock_mcp execution strategy_engine pattern_engine backend.jobs.worker)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

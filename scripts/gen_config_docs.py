@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.api.config import AdminSettings, ApiSettings  # noqa: E402
 from backend.backtest.config import BacktestSettings  # noqa: E402
+from backend.jobs.config import JobSettings  # noqa: E402
 from common.config import SCRIPT_KEYS, CommonSettings, env_name  # noqa: E402
 from execution.config import ExecutionSettings  # noqa: E402
 from mock_mcp.config import McpSettings  # noqa: E402
@@ -35,6 +36,7 @@ SECTIONS = [
     ("Backtests (`aitrader backtest`; see docs/backtests.md)", BacktestSettings),
     ("API (`python -m backend.api`; see docs/api.md)", ApiSettings),
     ("API: first admin (created at the API's start when no admin exists)", AdminSettings),
+    ("Jobs: the task queue and its workers (`python -m backend.jobs.worker`; see docs/jobs.md)", JobSettings),
 ]
 
 

@@ -15,7 +15,18 @@ from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
 from backend.api.observability import ObservabilityMiddleware, RequestMetrics
 from backend.api.ratelimit import SlidingWindowLimiter
-from backend.api.routes import auth, health, kill_switch, models, orders, risk, status, suggestions, views
+from backend.api.routes import (
+    auth,
+    health,
+    jobs,
+    kill_switch,
+    models,
+    orders,
+    risk,
+    status,
+    suggestions,
+    views,
+)
 from backend.api.users import ensure_admin
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
@@ -64,8 +75,9 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
         raise
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         yield
+        app_.state.jobs.queue.close()
         engine.dispose()
 
     app = FastAPI(
@@ -87,6 +99,7 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     orders.install(app, app.state.ctx)
     try:
         suggestions.install(app, app.state.ctx)
+        jobs.install(app, app.state.ctx)
     except Exception:
         engine.dispose()
         raise
@@ -94,7 +107,7 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
     for r in (health.router, auth.router, orders.router, views.router, kill_switch.router, risk.router, models.router,
-              suggestions.router, status.router, status.metrics_router(settings.metrics_public)):
+              suggestions.router, jobs.router, status.router, status.metrics_router(settings.metrics_public)):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(

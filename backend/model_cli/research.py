@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-__all__ = ["add_commands", "resolve_bundle"]
+__all__ = ["TrainSpec", "add_commands", "register_bundle", "resolve_bundle", "train_bundle", "train_errors"]
 
 
 def resolve_bundle(ref: str, common: Any = None) -> Path:
@@ -44,22 +45,31 @@ def resolve_bundle(ref: str, common: Any = None) -> Path:
         raise BundleError(f"{ref}: no such bundle directory, and not in the registry: {e}") from e
 
 
+def register_bundle(bundle: Path, common: Any, actor: str, reason: str, promote: bool) -> tuple[Any, Path]:
+    """Record ``bundle`` in the registry (and promote it): (its record, its folder in the store).
+    ``RegistryError`` when it cannot."""
+    from backend.model_cli.registry import _registry
+
+    reg = _registry(common)
+    try:
+        rec = reg.register(bundle, actor, reason)
+        if promote:
+            rec = reg.promote(rec.name, rec.version, actor, reason).record
+        return rec, reg.bundle_dir(rec)
+    finally:
+        reg.engine.dispose()
+
+
 def _register(bundle: Path, args: argparse.Namespace, common: Any, what: str) -> None:
     """``--register`` / ``--promote``: record the new bundle (and promote it) in the registry."""
     if not (args.register or args.promote):
         return
-    from backend.model_cli.registry import _actor, _registry
+    from backend.model_cli.registry import _actor
 
-    reg = _registry(common)
-    try:
-        reason = args.reason or f"aitrader model {what}"
-        rec = reg.register(bundle, _actor(), reason)
-        print(f"registered {rec.ref} at {reg.bundle_dir(rec)}")
-        if args.promote:
-            reg.promote(rec.name, rec.version, _actor(), reason)
-            print(f"promoted {rec.ref}: engines following {rec.name!r} swap to it")
-    finally:
-        reg.engine.dispose()
+    rec, where = register_bundle(bundle, common, _actor(), args.reason or f"aitrader model {what}", args.promote)
+    print(f"registered {rec.ref} at {where}")
+    if args.promote:
+        print(f"promoted {rec.ref}: engines following {rec.name!r} swap to it")
 
 
 def _bundle_flags(p: Any) -> None:
@@ -161,7 +171,8 @@ def _fail(what: str, e: BaseException) -> int:
     return EXIT_USAGE
 
 
-def _errors() -> tuple[type[BaseException], ...]:
+def train_errors() -> tuple[type[BaseException], ...]:
+    """The errors bad input to ``train_bundle`` (and import / report) raises: a message for the user."""
     from common.config import ConfigError
     from pattern_engine.ml.convert import ModelImportError
     from pattern_engine.ml.dataset import DatasetError
@@ -177,29 +188,67 @@ def _feature_params(path: str | None) -> Any:
     return load_pattern_config(path or DEFAULT_PATH).features
 
 
-def cmd_train(args: argparse.Namespace, common: Any) -> int:
-    from pattern_engine.ml.dataset import check_feature_names, load_rows
+@dataclass(frozen=True, slots=True)
+class TrainSpec:
+    """What ``aitrader model train`` and the ``train`` job train: tick files (``data``) or ``synthetic`` ticks,
+    labelled at ``horizon``, the model and where its bundle goes (``out``)."""
+
+    out: str
+    horizon: int
+    data: tuple[str, ...] = ()
+    synthetic: int | None = None
+    symbols: int = 4
+    synthetic_seed: int = 101
+    format: str | None = None
+    flat_bps: float | None = None
+    model: str = "mlp"
+    features: tuple[str, ...] | None = None
+    depth: tuple[tuple[str, str], ...] = ()
+    name: str | None = None
+    threshold: float = 0.5
+    max_rows: int | None = None
+    seed: int = 0
+    pattern: str | None = None
+
+
+def train_bundle(spec: TrainSpec, step: Callable[[str], None] = lambda _what: None) -> Any:
+    """Label, train and write the bundle ``spec`` describes; the ``TrainResult``. ``step`` is told before each
+    stage (``reading ticks``, ``training``). Raises the errors of ``train_errors()`` on bad input."""
+    from pattern_engine.ml.dataset import DatasetError, check_feature_names, load_rows
     from pattern_engine.ml.train import TrainOptions, train
 
-    try:
-        params = _feature_params(args.pattern)
-        depth: dict[str, list[str]] = {}
-        for sym, path in args.depth:
-            depth.setdefault(sym, []).append(path)
-        opts = TrainOptions(horizon=args.horizon, flat_bps=args.flat_bps, model=args.model, features=args.features,
-                            name=args.name, threshold=args.threshold, max_rows=args.max_rows, seed=args.seed)
-        if args.features:
-            check_feature_names(args.features)  # before reading and computing features
-        if args.synthetic:
-            from tick_replay.synthetic import synthetic_ticks
+    if bool(spec.data) == (spec.synthetic is not None):
+        raise DatasetError("give tick files (data) or a number of synthetic ticks, not both or neither")
+    params = _feature_params(spec.pattern)
+    depth: dict[str, list[str]] = {}
+    for sym, path in spec.depth:
+        depth.setdefault(sym, []).append(path)
+    opts = TrainOptions(horizon=spec.horizon, flat_bps=spec.flat_bps, model=spec.model, features=spec.features,
+                        name=spec.name, threshold=spec.threshold, max_rows=spec.max_rows, seed=spec.seed)
+    if spec.features:
+        check_feature_names(spec.features)  # before reading and computing features
+    step("reading ticks")
+    if spec.synthetic is not None:
+        from tick_replay.synthetic import synthetic_ticks
 
-            label = f"synthetic:n={args.synthetic},symbols={args.symbols},seed={args.synthetic_seed}"
-            rows = load_rows([label], args.horizon, params=params, depth=depth or None,
-                             ticks=synthetic_ticks(args.synthetic, args.symbols, args.synthetic_seed))
-        else:
-            rows = load_rows(args.data, args.horizon, fmt=args.format, params=params, depth=depth or None)
-        result = train(rows, opts, args.out, params)
-    except _errors() as e:
+        label = f"synthetic:n={spec.synthetic},symbols={spec.symbols},seed={spec.synthetic_seed}"
+        rows = load_rows([label], spec.horizon, params=params, depth=depth or None,
+                         ticks=synthetic_ticks(spec.synthetic, spec.symbols, spec.synthetic_seed))
+    else:
+        rows = load_rows(list(spec.data), spec.horizon, fmt=spec.format, params=params, depth=depth or None)
+    step("training")
+    return train(rows, opts, spec.out, params)
+
+
+def cmd_train(args: argparse.Namespace, common: Any) -> int:
+    spec = TrainSpec(out=args.out, horizon=args.horizon, data=tuple(args.data or ()), synthetic=args.synthetic,
+                     symbols=args.symbols, synthetic_seed=args.synthetic_seed, format=args.format,
+                     flat_bps=args.flat_bps, model=args.model, features=args.features, depth=tuple(args.depth),
+                     name=args.name, threshold=args.threshold, max_rows=args.max_rows, seed=args.seed,
+                     pattern=args.pattern)
+    try:
+        result = train_bundle(spec)
+    except train_errors() as e:
         return _fail("train", e)
     print(result.summary)
     return _registered(Path(args.out), args, common, "train")
@@ -225,7 +274,7 @@ def cmd_import(args: argparse.Namespace, common: Any) -> int:
                            outputs=args.outputs, output_name=args.output_name, mean=args.mean, scale=args.scale,
                            threshold=args.threshold,
                            feature_params=params.recorded())
-    except _errors() as e:
+    except train_errors() as e:
         return _fail("import", e)
     from pattern_engine.ml.metadata import load_bundle
 
@@ -246,7 +295,7 @@ def cmd_report(args: argparse.Namespace, common: Any) -> int:
         if out is None and not Path(args.bundle).is_dir():  # never write into the registry's store
             out = f"report-{meta.name}-{meta.version}.png"
         result = write_report(bundle, out)
-    except _errors() as e:
+    except train_errors() as e:
         return _fail("report", e)
     m = meta.metrics
     print(f"{meta.name} {meta.version} ({meta.kind}), horizon "

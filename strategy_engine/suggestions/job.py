@@ -3,7 +3,8 @@
 ``SuggestionService`` is the one object the CLI (``aitrader suggest``) and the API
 (``POST /suggestions``) call. ``create`` writes a ``jobs`` row (queued) and its
 ``suggestions`` row; ``execute`` runs it in this process (running → completed | failed) and
-``suggest`` does both. There is no task queue yet: the caller waits for the run.
+``suggest`` does both: the caller waits for the run. On the task queue (``backend.jobs``, job
+type ``suggestion``) the worker owns the job row and calls ``create_run`` and ``produce``.
 
 The answer is parsed and validated whole (``schema.parse_answer``); an invalid one is sent
 back to the provider once with the validation error, and a second invalid answer fails the
@@ -144,11 +145,12 @@ class SuggestionService:
             job = Job(kind=JOB_KIND, status="queued", created_by=actor[:64], error="")
             s.add(job)
             s.flush()
-            run = SuggestionRun(job_id=job.id, prompt=prompt, provider=provider.name, model=provider.model[:128],
-                                context_digest="", summary="", attempts=0, created_by=actor[:64])
-            s.add(run)
-            s.flush()
-            return run.id
+            return _new_run(s, job.id, prompt, provider, actor)
+
+    def create_run(self, job_id: int, prompt: str, provider: LLMProvider, actor: str) -> int:
+        """The run row of the existing job ``job_id`` (one queued by ``backend.jobs``); the run's id."""
+        with self._sessions.begin() as s:
+            return _new_run(s, job_id, prompt, provider, actor)
 
     def _update(self, run_id: int, job: dict[str, Any], run: dict[str, Any] | None = None) -> None:
         with self._sessions.begin() as s:
@@ -175,32 +177,46 @@ class SuggestionService:
             return [_as_dict(r, j, False) for r, j in rows]
 
     # -- running -----------------------------------------------------------------------------
-    async def execute(self, run_id: int, prompt: str, provider: LLMProvider) -> dict[str, Any]:
-        """Run the job ``run_id``: the record when it ends, completed or failed (errors are in the record)."""
-        await asyncio.to_thread(self._update, run_id, {"status": "running", "started_at": _now()})
-        ctx: dict[str, Any] | None = None
+    async def produce(self, run_id: int, prompt: str, provider: LLMProvider,
+                      step: Callable[[str], None] = lambda _what: None) -> dict[str, Any]:
+        """Build the context, ask the provider and store both on the run row (the job row is the caller's);
+        the validated answer. ``SuggestionFailed`` when no valid answer came (its attempts are stored).
+        ``step`` is told before each stage."""
+        step("reading the account and the recent signals")
         try:
-            try:
-                ctx = await build_context(self._broker(), self.redis_url, self.llm.max_signals)
-            except BrokerClientError as e:
-                raise SuggestionFailed(f"account context unavailable: {e}") from e
-            await asyncio.to_thread(self._update, run_id, {}, {"context": ctx, "context_digest": digest(ctx)})
+            ctx = await build_context(self._broker(), self.redis_url, self.llm.max_signals)
+        except BrokerClientError as e:
+            raise SuggestionFailed(f"account context unavailable: {e}") from e
+        await asyncio.to_thread(self._update, run_id, {}, {"context": ctx, "context_digest": digest(ctx)})
+        step(f"asking the {provider.name} provider")
+        try:
             out = await ask(provider, prompt, ctx, self.llm.max_suggestions)
+        except SuggestionFailed as e:
+            await asyncio.to_thread(self._update, run_id, {}, {"attempts": e.attempts})
+            raise
+        data = out.answer.model_dump(mode="json")
+        await asyncio.to_thread(
+            self._update, run_id, {}, {"summary": data["summary"], "suggestions": data["suggestions"],
+                                       "attempts": out.attempts, "model": out.model[:128]})
+        return data
+
+    async def execute(self, run_id: int, prompt: str, provider: LLMProvider) -> dict[str, Any]:
+        """Run the job ``run_id`` in this process: the record when it ends, completed or failed (errors are in
+        the record)."""
+        await asyncio.to_thread(self._update, run_id, {"status": "running", "started_at": _now()})
+        try:
+            await self.produce(run_id, prompt, provider)
         except SuggestionFailed as e:
             log.warning("suggestion %d failed: %s", run_id, e)
             await asyncio.to_thread(self._update, run_id, {"status": "failed", "finished_at": _now(),
-                                                           "error": str(e)[:4000]}, {"attempts": e.attempts})
+                                                           "error": str(e)[:4000]})
         except BaseException as e:  # a crash or a cancel: the record must not stay "running"
             await asyncio.shield(asyncio.to_thread(
                 self._update, run_id, {"status": "failed", "finished_at": _now(),
                                        "error": f"interrupted: {type(e).__name__}: {str(e)[:500]}"}))
             raise
         else:
-            data = out.answer.model_dump(mode="json")
-            await asyncio.to_thread(
-                self._update, run_id, {"status": "completed", "finished_at": _now()},
-                {"summary": data["summary"], "suggestions": data["suggestions"], "attempts": out.attempts,
-                 "model": out.model[:128]})
+            await asyncio.to_thread(self._update, run_id, {"status": "completed", "finished_at": _now()})
         got = await asyncio.to_thread(self.get, run_id)
         assert got is not None
         return got
@@ -212,6 +228,14 @@ class SuggestionService:
         p = self.provider(provider)
         run_id = await asyncio.to_thread(self.create, prompt, p, actor)
         return await self.execute(run_id, prompt, p)
+
+
+def _new_run(s: Any, job_id: int, prompt: str, provider: LLMProvider, actor: str) -> int:
+    run = SuggestionRun(job_id=job_id, prompt=prompt, provider=provider.name, model=provider.model[:128],
+                        context_digest="", summary="", attempts=0, created_by=actor[:64])
+    s.add(run)
+    s.flush()
+    return run.id
 
 
 def _utc(t: datetime | None) -> datetime | None:

@@ -44,11 +44,11 @@ def test_start_replay_report_stop_with_a_private_redis(database_url, tmp_path):
         assert "started private redis-server" in start.stdout + start.stderr
         assert answers(redis_url)
         pids = {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")}
-        assert {"mock_mcp", "execution", "strategy_engine", "pattern_engine", "redis"} <= set(pids)
+        assert {"mock_mcp", "execution", "strategy_engine", "pattern_engine", "backend.jobs.worker", "redis"} <= set(pids)
 
         again = _run(["scripts/start_pipeline.sh"], env)  # idempotent: nothing restarted
         assert again.returncode == 0, again.stderr[-3000:]
-        assert again.stderr.count("already running") == 4
+        assert again.stderr.count("already running") == 5
         assert {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")} == pids
 
         rep = _run([sys.executable, "-m", "backend.cli", "replay", "--synthetic-ticks", "5000", "--speed", "max",
@@ -69,3 +69,4 @@ def test_start_replay_report_stop_with_a_private_redis(database_url, tmp_path):
     assert any((home / "redis").rglob("*.aof*"))
     for svc in ("mock_mcp", "execution", "strategy_engine", "pattern_engine"):
         assert "stop requested" in (home / "logs" / f"{svc}.log").read_text()
+    assert "Warm shutdown" in (home / "logs" / "backend.jobs.worker.log").read_text()

@@ -50,12 +50,19 @@ MATRIX = [
     ("GET", "/suggestions", None, "viewer", 200),
     ("GET", "/suggestions/{run_id}", None, "viewer", 404),
     ("POST", "/suggestions", {"prompt": "matrix"}, "trader", 201),
+    # jobs: viewers read them; queueing one is the type's role (suggestion: trader; train: admin, in
+    # test_api_jobs.py); no worker runs here, so a queued job stays queued
+    ("GET", "/jobs", None, "viewer", 200),
+    ("GET", "/jobs/{job_id}", None, "viewer", 404),
+    ("POST", "/jobs", {"type": "suggestion", "payload": {"prompt": "matrix"}}, "trader", 202),
+    ("POST", "/jobs/{job_id}/cancel", None, "trader", 404),
     ("GET", "/status", None, "viewer", 200),
     ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
-PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999, "client_order_id": "co-none"}  # the MATRIX paths' {placeholders} in requests
+PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999, "client_order_id": "co-none",
+               "job_id": 999999}  # the MATRIX paths' {placeholders} in requests
 
 
 def _b64(obj: dict) -> str:
@@ -74,8 +81,8 @@ def test_f2_endpoint_role_matrix(api):
     for method, path, body, least, ok in MATRIX:
         for who in ("anonymous", *ROLES):
             r = api.client.request(method, path.format(**PATH_PARAMS), json=body, headers=tokens.get(who, {}))
-            got[(path, who)] = r.status_code
-            want[(path, who)] = 401 if who == "anonymous" else (ok if RANK[who] >= RANK[least] else 403)
+            got[(method, path, who)] = r.status_code
+            want[(method, path, who)] = 401 if who == "anonymous" else (ok if RANK[who] >= RANK[least] else 403)
             assert r.headers["content-type"].startswith(
                 "text/plain" if path == "/metrics" and r.status_code == 200 else "application/json")
             if r.status_code >= 400:
