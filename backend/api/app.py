@@ -17,6 +17,7 @@ from backend.api.observability import ObservabilityMiddleware, RequestMetrics
 from backend.api.ratelimit import SlidingWindowLimiter
 from backend.api.routes import (
     auth,
+    backtests,
     health,
     jobs,
     kill_switch,
@@ -107,7 +108,8 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
     for r in (health.router, auth.router, orders.router, views.router, kill_switch.router, risk.router, models.router,
-              suggestions.router, jobs.router, status.router, status.metrics_router(settings.metrics_public)):
+              suggestions.router, jobs.router, backtests.router, status.router,
+              status.metrics_router(settings.metrics_public)):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(

@@ -1,4 +1,4 @@
-"""The ``backtest`` job type and parameter sweeps (registered with the job system at merge).
+"""The ``backtest`` job type (registered with the job system: ``backend/jobs``) and parameter sweeps.
 
 A payload is ``{"files": [...], "synthetic": N, "symbols": N, "seed": S, "max_ticks": N,
 "config": {AITRADER_* name: value}, "label": "..."}``: ``files`` or ``synthetic``; ``config``
@@ -9,16 +9,23 @@ writes the ``backtests`` row and Parquet files and returns the row id and metric
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field, model_validator
 
 from backend.backtest.config import config_digest, load_settings
 from backend.backtest.results import compute_metrics, create_row, finish_row, write_parquet
 from backend.backtest.runner import run_backtest
+from backend.jobs.registry import Payload, register_job_type
 from common.config import ConfigError
 from common.db import make_engine
 
-__all__ = ["JOB_TYPE", "run_and_store", "run_backtest_job", "sweep_payloads"]
+if TYPE_CHECKING:
+    from backend.jobs.runner import JobContext
+
+__all__ = ["JOB_TYPE", "MAX_SWEEP_POINTS", "BacktestPayload", "run_and_store", "run_backtest_job", "sweep_payloads"]
 
 JOB_TYPE = "backtest"
 _KEYS = {"files", "synthetic", "symbols", "seed", "max_ticks", "format", "config", "label"}
@@ -57,7 +64,7 @@ def run_and_store(payload: Mapping[str, Any], progress: Callable[[int, int | Non
             metrics = compute_metrics(res, s.backtest.sample_s)
             paths = write_parquet(res, s.common.home.resolve() / "backtests" / str(row_id))
         except BaseException as e:
-            finish_row(engine, row_id, error=f"{type(e).__name__}: {e}")
+            finish_row(engine, row_id, error=f"{type(e).__name__}: {e}", cancelled=type(e).__name__ == "JobCancelled")
             raise
         finish_row(engine, row_id, metrics=metrics, paths=paths, res=res)
     finally:
@@ -87,3 +94,47 @@ def sweep_payloads(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -
         out.append({**base, "config": {**dict(base.get("config") or {}), **point},
                     "label": f"{base.get('label', '')} {label}".strip()[:128]})
     return out
+
+
+MAX_SWEEP_POINTS = 256  # one job each: a bigger grid is a mistake more often than a plan
+_Path = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00]+$")]
+_Setting = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,127}$")]
+_Value = str | int | float | bool
+
+
+class BacktestPayload(Payload):
+    """A backtest job: ``files`` (tick files on the worker's machine) or ``synthetic`` ticks, and settings."""
+
+    files: list[_Path] = Field(default_factory=list, max_length=1000, description="tick files on the worker")
+    synthetic: int = Field(0, ge=0, le=100_000_000, description="synthetic ticks instead of files")
+    symbols: int = Field(4, ge=1, le=1000, description="synthetic symbols")
+    seed: int = Field(7, ge=0, le=2**32 - 1, description="synthetic seed")
+    max_ticks: int | None = Field(None, ge=1, le=10**10, description="stop after this many ticks")
+    format: str | None = Field(None, max_length=64, description="the files' format (default: from the name)")
+    config: dict[_Setting, _Value] = Field(default_factory=dict, max_length=200,
+                                          description="AITRADER_* setting name -> value (docs/configuration.md)")
+    label: str = Field("", max_length=128)
+
+    @model_validator(mode="after")
+    def _source(self) -> BacktestPayload:
+        if bool(self.files) == bool(self.synthetic):
+            raise ValueError("give files or synthetic > 0 (one of them)")
+        return self
+
+
+def _run_job(p: BacktestPayload, ctx: JobContext) -> dict[str, Any]:
+    """The worker's entry: progress on the row at most every 0.5 s (each a cancel check point)."""
+    last = [0.0]
+
+    def report(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5 and not (total and done >= total):
+            return
+        last[0] = now
+        ctx.progress(min(done / total, 1.0) if total else 0.0, f"{done:,} ticks" + (f" of {total:,}" if total else ""))
+
+    return run_and_store(p.model_dump(mode="json", exclude_none=True), report, created_by=ctx.actor,
+                         job_id=ctx.job_id)
+
+
+register_job_type(JOB_TYPE, _run_job, payload=BacktestPayload, role="trader")

@@ -77,12 +77,13 @@ def create_row(engine: Engine, *, files: list[str], config: Mapping[str, Any], d
 
 
 def finish_row(engine: Engine, row_id: int, *, metrics: Mapping[str, Any] | None = None,
-               paths: tuple[Path, Path] | None = None, res: BacktestResult | None = None, error: str = "") -> None:
-    """Mark the row completed (metrics, paths, counts) or failed (``error``)."""
+               paths: tuple[Path, Path] | None = None, res: BacktestResult | None = None, error: str = "",
+               cancelled: bool = False) -> None:
+    """Mark the row completed (metrics, paths, counts), failed (``error``) or cancelled (its job was)."""
     with session_factory(engine).begin() as s:
         row = s.get(Backtest, row_id)
         assert row is not None
-        row.status = "failed" if error else "completed"
+        row.status = "cancelled" if cancelled else "failed" if error else "completed"
         row.error = error[:4000]
         row.finished_at = dt.datetime.now(dt.UTC)
         if metrics is not None:

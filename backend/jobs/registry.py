@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN_MODULES", "JobType", "Payload", "PayloadInvalid", "UnknownJobType", "job_type", "job_types",
            "load_job_types", "register_job_type"]
 
-# Modules that register the shipped job types. The backtest module adds itself here.
-BUILTIN_MODULES = ("backend.jobs.builtin",)
+# Modules that register the shipped job types.
+BUILTIN_MODULES = ("backend.jobs.builtin", "backend.backtest.job")
 ROLES = ("viewer", "trader", "admin")
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 

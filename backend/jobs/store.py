@@ -69,6 +69,24 @@ def create(engine: Engine, kind: str, payload: dict[str, Any], actor: str, task_
         return job.id
 
 
+def create_group(engine: Engine, kind: str, payload: dict[str, Any], actor: str) -> int:
+    """A row that groups jobs (a sweep: its jobs' ``parent_id``) and runs nothing itself: completed at once,
+    its ``result`` set by ``set_result`` once the jobs are queued; audited as a submit."""
+    now = utcnow()
+    with Session(engine) as s, s.begin():
+        job = Job(kind=kind, status="completed", created_by=actor[:64], error="", payload=payload, task_id="",
+                  progress=1.0, progress_note="jobs queued", worker="", attempts=0, cancel_requested=False,
+                  started_at=now, finished_at=now)
+        s.add(job)
+        s.flush()
+        s.add(_audit(actor, "job.submit", job.id, {"type": kind}))
+        return job.id
+
+
+def set_result(engine: Engine, job_id: int, result: dict[str, Any]) -> bool:
+    return _update(engine, job_id, [], result=result)
+
+
 def fail_unsent(engine: Engine, job_id: int, task_id: str, error: str) -> bool:
     """The task could not be sent: the queued row fails at once rather than wait for nothing."""
     return _update(engine, job_id, [Job.status == "queued", Job.task_id == task_id], status="failed",

@@ -56,13 +56,21 @@ MATRIX = [
     ("GET", "/jobs/{job_id}", None, "viewer", 404),
     ("POST", "/jobs", {"type": "suggestion", "payload": {"prompt": "matrix"}}, "trader", 202),
     ("POST", "/jobs/{job_id}/cancel", None, "trader", 404),
+    # backtests: queued as jobs (no worker here); reading an unknown one is a 404
+    ("GET", "/backtests", None, "viewer", 200),
+    ("GET", "/backtests/{backtest_id}", None, "viewer", 404),
+    ("GET", "/backtests/{backtest_id}/equity", None, "viewer", 404),
+    ("GET", "/backtests/{backtest_id}/trades", None, "viewer", 404),
+    ("POST", "/backtests", {"synthetic": 1000}, "trader", 202),
+    ("POST", "/backtests/sweep", {"base": {"synthetic": 1000}, "grid": {"AITRADER_SE_FEE_BUFFER_BPS": [5, 10]}},
+     "trader", 202),
     ("GET", "/status", None, "viewer", 200),
     ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
 PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999, "client_order_id": "co-none",
-               "job_id": 999999}  # the MATRIX paths' {placeholders} in requests
+               "job_id": 999999, "backtest_id": 999999}  # the MATRIX paths' {placeholders} in requests
 
 
 def _b64(obj: dict) -> str:
