@@ -15,7 +15,19 @@ from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
 from backend.api.observability import ObservabilityMiddleware, RequestMetrics
 from backend.api.ratelimit import SlidingWindowLimiter
-from backend.api.routes import auth, health, kill_switch, models, risk, status, suggestions, views
+from backend.api.routes import (
+    auth,
+    health,
+    kill_switch,
+    mcp,
+    models,
+    risk,
+    signals,
+    status,
+    strategies,
+    suggestions,
+    views,
+)
 from backend.api.users import ensure_admin
 from common.config import CommonSettings, ConfigError, load
 from common.db import make_engine
@@ -25,7 +37,7 @@ __all__ = ["REQUIRED_TABLES", "create_app"]
 log = logging.getLogger(__name__)
 
 REQUIRED_TABLES = ("users", "refresh_tokens", "orders", "fills", "trading_state", "audit_log", "control_requests",
-                   "risk_overrides", "models", "jobs", "suggestions")
+                   "risk_overrides", "models", "jobs", "suggestions", "strategy_switches")
 
 
 def _check_schema(engine: sa.Engine, url: str) -> None:
@@ -86,6 +98,7 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     )
     try:
         suggestions.install(app, app.state.ctx)
+        mcp.install(app, app.state.ctx)
     except Exception:
         engine.dispose()
         raise
@@ -93,7 +106,8 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
     for r in (health.router, auth.router, views.router, kill_switch.router, risk.router, models.router,
-              suggestions.router, status.router, status.metrics_router(settings.metrics_public)):
+              suggestions.router, signals.router, strategies.router, mcp.router, status.router,
+              status.metrics_router(settings.metrics_public)):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(
