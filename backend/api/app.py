@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from backend.api import live
 from backend.api.config import AdminSettings, ApiSettings
 from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
@@ -76,8 +77,9 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
         raise
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         yield
+        await app_.state.hub.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -102,12 +104,13 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     except Exception:
         engine.dispose()
         raise
+    app.state.hub = live.Hub(app.state.ctx)
     metrics = RequestMetrics()
     app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
     for r in (health.router, auth.router, views.router, kill_switch.router, risk.router, models.router,
               suggestions.router, signals.router, strategies.router, mcp.router, status.router,
-              status.metrics_router(settings.metrics_public)):
+              status.metrics_router(settings.metrics_public), live.router):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(
