@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from backend.api import live
 from backend.api.config import AdminSettings, ApiSettings
 from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
@@ -21,10 +22,13 @@ from backend.api.routes import (
     health,
     jobs,
     kill_switch,
+    mcp,
     models,
     orders,
     risk,
+    signals,
     status,
+    strategies,
     suggestions,
     views,
 )
@@ -37,7 +41,7 @@ __all__ = ["REQUIRED_TABLES", "create_app"]
 log = logging.getLogger(__name__)
 
 REQUIRED_TABLES = ("users", "refresh_tokens", "orders", "fills", "trading_state", "audit_log", "control_requests",
-                   "risk_overrides", "models", "jobs", "suggestions")
+                   "risk_overrides", "models", "jobs", "suggestions", "strategy_switches")
 
 
 def _check_schema(engine: sa.Engine, url: str) -> None:
@@ -79,6 +83,7 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         yield
         app_.state.jobs.queue.close()
+        await app_.state.hub.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -101,15 +106,17 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
     try:
         suggestions.install(app, app.state.ctx)
         jobs.install(app, app.state.ctx)
+        mcp.install(app, app.state.ctx)
     except Exception:
         engine.dispose()
         raise
+    app.state.hub = live.Hub(app.state.ctx)
     metrics = RequestMetrics()
     app.state.status = status.StatusState(metrics)
     install_error_handlers(app)
     for r in (health.router, auth.router, orders.router, views.router, kill_switch.router, risk.router, models.router,
-              suggestions.router, jobs.router, backtests.router, status.router,
-              status.metrics_router(settings.metrics_public)):
+              suggestions.router, jobs.router, backtests.router, signals.router, strategies.router, mcp.router,
+              status.router, status.metrics_router(settings.metrics_public), live.router):
         app.include_router(r)
     if settings.cors_origin_list:
         app.add_middleware(

@@ -111,6 +111,23 @@ class ApiSettings(SettingsBase):
             "role. Turn on only where the API's port is reachable from a private network alone."
         ),
     )
+    ws_tick_rate_hz: float = Field(
+        4.0, ge=0.1, le=100,
+        description=(
+            "WebSocket /ws: updates per second per symbol on the ticks channel at most (the latest tick of each "
+            "symbol is sent at this rate; ticks in between are skipped)."
+        ),
+    )
+    ws_client_queue: int = Field(
+        1000, ge=10, le=100_000,
+        description=(
+            "WebSocket /ws: messages waiting for one client at most; a client that falls this far behind is "
+            "closed (code 4408) so it never slows the others."
+        ),
+    )
+    ws_pnl_interval_s: float = Field(
+        1.0, ge=1.0, le=60, description="WebSocket /ws: seconds between P&L updates on the pnl channel (at least 1)."
+    )
     log_json: bool = Field(
         False,
         description=(

@@ -25,7 +25,8 @@ from backend.api.security import TokenError, TokenType, decode_token
 from backend.api.users import ROLE_RANK, User, family_revoked, get_user
 from common.config import CommonSettings
 
-__all__ = ["ANONYMOUS_PATHS", "ApiContext", "Caller", "context", "require", "token_claims", "unauthorized"]
+__all__ = ["ANONYMOUS_PATHS", "ApiContext", "Caller", "authenticate_token", "context", "require", "token_claims",
+           "unauthorized"]
 
 # /metrics only with AITRADER_API_METRICS_PUBLIC (else it needs the viewer role)
 ANONYMOUS_PATHS = frozenset({"/health", "/auth/login", "/auth/refresh", "/docs", "/docs/oauth2-redirect",
@@ -82,7 +83,13 @@ def token_claims(ctx: ApiContext, token: str, typ: TokenType) -> tuple[dict[str,
 def _authenticate(ctx: ApiContext, creds: HTTPAuthorizationCredentials | None) -> Caller:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise unauthorized("authentication required: send 'Authorization: Bearer <access token>'")
-    claims, user_id = token_claims(ctx, creds.credentials, "access")
+    return authenticate_token(ctx, creds.credentials)[0]
+
+
+def authenticate_token(ctx: ApiContext, token: str) -> tuple[Caller, int]:
+    """The caller an access token stands for and its expiry (s since the epoch), checked as on every request
+    (``ApiError`` 401, or 503 when the database cannot tell); for the WebSocket, which has no headers."""
+    claims, user_id = token_claims(ctx, token, "access")
     try:
         user = get_user(ctx.engine, user_id)
         revoked = user is not None and family_revoked(ctx.engine, claims["fam"])
@@ -94,7 +101,7 @@ def _authenticate(ctx: ApiContext, creds: HTTPAuthorizationCredentials | None) -
         raise unauthorized("the user's role changed since this token was issued: log in again")
     if revoked:
         raise unauthorized("this login was revoked (logout or a reused refresh token): log in again")
-    return Caller(user=user, family_id=claims["fam"])
+    return Caller(user=user, family_id=claims["fam"]), int(claims["exp"])
 
 
 def require(role: str) -> Callable[..., Caller]:

@@ -64,13 +64,25 @@ MATRIX = [
     ("POST", "/backtests", {"synthetic": 1000}, "trader", 202),
     ("POST", "/backtests/sweep", {"base": {"synthetic": 1000}, "grid": {"AITRADER_SE_FEE_BUFFER_BPS": [5, 10]}},
      "trader", 202),
+    ("GET", "/signals", None, "viewer", 200),
+    # strategies (config/strategies.yml): switching one off stops trading (trader, like a kill-switch engage),
+    # switching one on starts it (admin, like a release). No engine runs here: saved, not applied (202).
+    ("GET", "/strategies", None, "viewer", 200),
+    ("GET", "/strategies/{strategy}", None, "viewer", 200),
+    ("POST", "/strategies/{strategy}/enable", {"reason": "matrix"}, "admin", 202),
+    ("POST", "/strategies/{strategy}/disable", {"reason": "matrix"}, "trader", 202),
+    # the broker account (account data: trader); no broker runs here, so an allowed caller gets 503
+    # (test_api_mcp.py has the 200s against the real mock broker)
+    *(("GET", f"/mcp/{what}", None, "trader", 503)
+      for what in ("profile", "margins", "holdings", "positions", "orders", "trades")),
+    ("GET", "/mcp/quotes?symbols=AAA", None, "trader", 503),
     ("GET", "/status", None, "viewer", 200),
     ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]
 RANK = {r: i for i, r in enumerate(ROLES)}
 PATH_PARAMS = {"name": "no_such_model", "version": 1, "run_id": 999999, "client_order_id": "co-none",
-               "job_id": 999999, "backtest_id": 999999}  # the MATRIX paths' {placeholders} in requests
+               "job_id": 999999, "backtest_id": 999999, "strategy": "momentum_burst"}  # the MATRIX paths' {placeholders}
 
 
 def _b64(obj: dict) -> str:
@@ -106,7 +118,7 @@ def test_f2_endpoint_role_matrix(api):
 def test_every_route_is_in_the_matrix_or_anonymous(api):
     """A route added without a row in the matrix above (so without its roles checked) fails here."""
     schema = api.client.get("/openapi.json").json()
-    in_matrix = {(m, p) for m, p, *_ in MATRIX}
+    in_matrix = {(m, p.split("?")[0].replace("{strategy}", "{name}")) for m, p, *_ in MATRIX}
     anonymous = {("GET", "/health"), ("POST", "/auth/login"), ("POST", "/auth/refresh")}
     ops = {(method.upper(), path): op for path, item in schema["paths"].items() for method, op in item.items()}
     assert set(ops) == in_matrix | anonymous

@@ -27,14 +27,17 @@ from schemathesis.specs.openapi.checks import (
 
 MAX_EXAMPLES = 25
 # The routes that wait on the gateway: 504 when none answers within the timeout, 503 when neither Redis nor
-# the database can carry the command (docs/api.md). Nowhere else is a 5xx acceptable.
+# the database can carry the command (docs/api.md); and the broker passthrough, 503 when no broker runs (as
+# here). Nowhere else is a 5xx acceptable.
 CONTROL_5XX = {("POST", "/kill-switch/engage"): {503, 504}, ("POST", "/kill-switch/release"): {503, 504},
                ("PUT", "/risk"): {503, 504}, ("POST", "/orders/{client_order_id}/cancel"): {503, 504},
-               ("POST", "/orders/cancel-all"): {503, 504}, ("POST", "/orders"): {503}}
+               ("POST", "/orders/cancel-all"): {503, 504}, ("POST", "/orders"): {503},
+               **{("GET", f"/mcp/{what}"): {503} for what in ("profile", "margins", "holdings", "positions",
+                                                              "orders", "trades", "quotes")}}
 
 
 def no_undocumented_server_error(ctx, response, case) -> bool | None:
-    """``not_a_server_error``, but for the control routes' documented 503 / 504."""
+    """``not_a_server_error``, but for the control and broker routes' documented 503 / 504."""
     allowed = CONTROL_5XX.get((case.operation.method.upper(), case.operation.path), set())
     if response.status_code in allowed:
         body = response.json()
