@@ -20,8 +20,8 @@ fills at the tick price, no fees). Rows:
 
 Seconds are wall time of the run itself (input conversion reported apart as ``prepare``),
 the best of ``--repeat`` runs; ticks/s = ticks / seconds, one thread. ``x ours`` is our
-ticks/s over the row's. A peer that is not installed (``pip install '.[bench]'``) is skipped
-with a message. Exit status 1 when a trade count differs from the reference's.
+ticks/s over the row's. A peer that is not installed (``pip install '.[bench]'``) or cannot take
+the file (nautilus here: whole-share sizes only) is skipped with a message. Exit status 1 when a trade count differs from the reference's.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from benchmarks.peers.nautilus_peer import run_nautilus
 from benchmarks.peers.workload import (
     DEFAULT_FILE,
     EmaCrossSpec,
-    PeerMissing,
     PeerResult,
+    PeerSkipped,
     Trades,
     load_trades,
     reference_crosses,
@@ -117,7 +117,7 @@ def main() -> int:
         for orders in (True, False):
             try:
                 rows.append(_best([PEERS[name](trades, spec, orders) for _ in range(args.repeat)]))
-            except PeerMissing as e:
+            except PeerSkipped as e:
                 skipped.append(str(e))
                 break
     expected = rows[2].trades

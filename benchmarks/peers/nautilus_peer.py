@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-from benchmarks.peers.workload import EmaCrossSpec, PeerMissing, PeerResult, Trades
+from benchmarks.peers.workload import EmaCrossSpec, PeerMissing, PeerResult, PeerSkipped, Trades
 
 try:
     from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
@@ -55,7 +55,7 @@ def _strategy_class() -> type:
             self.last = 0
             self.position = 0
             self.crosses = 0
-            self.fills = 0
+            self.filled: set = set()  # orders with a fill (a partial fill is one more event, not one more order)
             self.fill_price_mismatches = 0
             self.last_price = 0.0
 
@@ -85,8 +85,12 @@ def _strategy_class() -> type:
                 quantity=Quantity.from_int(qty),
             ))
 
+        @property
+        def fills(self) -> int:
+            return len(self.filled)
+
         def on_order_filled(self, event: OrderFilled) -> None:
-            self.fills += 1
+            self.filled.add(event.client_order_id)
             if event.last_px.as_double() != self.last_price:
                 self.fill_price_mismatches += 1
 
@@ -97,6 +101,9 @@ def run_nautilus(trades: Trades, spec: EmaCrossSpec, orders: bool = True) -> Pee
     """Run the workload over ``trades``; ``orders=False`` runs the indicators and the rule only."""
     if _MISSING is not None:
         raise PeerMissing(f"{NAME} is not installed ({_MISSING}); pip install '.[bench]'")
+    if trades.size_decimals:
+        raise PeerSkipped(f"{NAME}: the workload's instrument is an Equity (whole shares); "
+                          f"{trades.symbol} trades fractional sizes")
     t0 = time.perf_counter()
     venue = Venue("SIM")
     iid = InstrumentId(Symbol(trades.symbol), venue)

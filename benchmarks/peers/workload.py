@@ -28,14 +28,18 @@ import numpy as np
 from common.messages import TickType
 from tick_replay import open_ticks
 
-__all__ = ["DEFAULT_FILE", "EmaCrossSpec", "PeerMissing", "PeerResult", "Trades", "load_trades", "reference_crosses"]
+__all__ = ["DEFAULT_FILE", "EmaCrossSpec", "PeerMissing", "PeerResult", "PeerSkipped", "Trades", "load_trades", "reference_crosses"]
 
 DEFAULT_FILE = (Path(__file__).resolve().parents[3] / "shared" / "data" / "quantconnect_lean" / "equity_tick"
                 / "20131008_spy_Trade_Tick.csv.gz")
 
 
-class PeerMissing(RuntimeError):
-    """The peer framework is not installed (``pip install .[bench]``): skip it."""
+class PeerSkipped(RuntimeError):
+    """The peer cannot run here: the benchmark skips it and prints the message."""
+
+
+class PeerMissing(PeerSkipped):
+    """The peer framework is not installed (``pip install .[bench]``)."""
 
 
 @dataclass(frozen=True)
@@ -51,19 +55,18 @@ class EmaCrossSpec:
 
 @dataclass(frozen=True)
 class Trades:
-    """One symbol's trades in file order (``price_decimals``: the prices' decimal places)."""
+    """One symbol's trades in file order; the decimal places that hold every price and size exactly
+    (the peers' instrument precisions)."""
 
     symbol: str
     ts: np.ndarray  # int64 ns UTC
     price: np.ndarray  # float64
     size: np.ndarray  # float64
     price_decimals: int = 4
+    size_decimals: int = 0
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
-
-    def head(self, n: int) -> Trades:
-        return Trades(self.symbol, self.ts[:n], self.price[:n], self.size[:n], self.price_decimals)
 
 
 @dataclass
@@ -101,16 +104,16 @@ def load_trades(path: str | Path, limit: int = 0) -> Trades:
     if len(symbols) != 1:
         raise ValueError(f"{path}: the workload needs the trades of exactly one symbol, found {sorted(symbols)}")
     price = np.array(px, dtype=np.float64)
-    decimals = _decimals(price)
-    return Trades(symbols.pop(), np.array(ts, dtype=np.int64), price, np.array(sz, dtype=np.float64), decimals)
+    size = np.array(sz, dtype=np.float64)
+    return Trades(symbols.pop(), np.array(ts, dtype=np.int64), price, size, _decimals(price), _decimals(size))
 
 
 def _decimals(price: np.ndarray) -> int:
-    """The fewest decimal places (<= 8) that represent every price exactly: the peers' price precision."""
+    """The fewest decimal places (<= 8) that represent every value exactly."""
     for d in range(9):
         if np.array_equal(np.round(price, d), price):
             return d
-    raise ValueError("prices need more than 8 decimal places")
+    raise ValueError("values need more than 8 decimal places")
 
 
 def reference_crosses(prices, spec: EmaCrossSpec) -> list[tuple[int, int]]:

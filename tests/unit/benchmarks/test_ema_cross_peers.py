@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import backtrader_peer, nautilus_peer, ours
-from benchmarks.peers.workload import EmaCrossSpec, PeerMissing, Trades, reference_crosses
+from benchmarks.peers.workload import EmaCrossSpec, PeerMissing, PeerSkipped, Trades, reference_crosses
 from common.messages import Tick, TickType
 
 T0 = 1_700_000_000_000_000_000
@@ -78,3 +78,10 @@ def test_a_missing_peer_raises_peer_missing_naming_the_extra(module, monkeypatch
     run = nautilus_peer.run_nautilus if module is nautilus_peer else backtrader_peer.run_backtrader
     with pytest.raises(PeerMissing, match=r"not installed .*pip install '\.\[bench\]'"):
         run(_trades(HAND), SERIES[0][1])
+
+
+def test_nautilus_skips_fractional_sizes_rather_than_rounding_them():
+    trades = _trades(HAND)
+    fractional = Trades(trades.symbol, trades.ts, trades.price, trades.size / 3, 2, size_decimals=8)
+    with pytest.raises(PeerSkipped, match="nautilus_trader"):
+        nautilus_peer.run_nautilus(fractional, SERIES[0][1])
