@@ -51,6 +51,7 @@ __all__ = [
     "Detection",
     "Detector",
     "DetectorParams",
+    "EmaCross",
     "Imbalance",
     "MeanReversion",
     "Momentum",
@@ -263,4 +264,49 @@ class Imbalance(RuleDetector):
     def check(self, features: FeatureParams) -> list[tuple[str, str]]:
         if self.params.quote_threshold == 0 and self.params.flow_threshold == 0:
             return [("quote_threshold", "quote_threshold and flow_threshold cannot both be 0")]
+        return []
+
+
+class EmaCrossParams(DetectorParams):
+    cooldown: int = Field(
+        0, ge=0, le=10**9,
+        description="Ticks of the symbol after a signal before the next (0: every cross; a cross "
+        "skipped by a cooldown leaves a follower on the wrong side until the next one).",
+    )
+    fast: int = Field(10, ge=1, le=10**6, description="Fast EMA period N in trades: alpha = 2 / (N + 1).")
+    slow: int = Field(30, ge=2, le=10**6, description="Slow EMA period in trades: alpha = 2 / (N + 1).")
+    fast_alpha: float | None = Field(None, gt=0, le=1, description="Fast EMA alpha; set, it replaces `fast`.")
+    slow_alpha: float | None = Field(None, gt=0, le=1, description="Slow EMA alpha; set, it replaces `slow`.")
+
+    def alphas(self) -> tuple[float, float]:
+        """(fast, slow) EMA weights of the newest trade price."""
+        a_f = self.fast_alpha if self.fast_alpha is not None else 2.0 / (self.fast + 1.0)
+        a_s = self.slow_alpha if self.slow_alpha is not None else 2.0 / (self.slow + 1.0)
+        return a_f, a_s
+
+
+@register_detector
+class EmaCross(RuleDetector):
+    """EMA cross: BUY when the fast EMA of trade prices crosses above the slow one, SELL below.
+
+    Both EMAs start at the symbol's first trade price and update on trades only (quotes do not
+    move them); each trade applies ``ema = a * price + (1 - a) * ema``, the first one included
+    (nautilus_trader's EMA, so ``benchmarks/backtest_peers.py`` can compare crossing counts
+    exactly). A cross is a change of the sign of fast - slow from the last nonzero sign: the
+    first sign a symbol takes is not a cross, equal EMAs hold the last sign. Strength: the gap
+    |fast - slow| in bps of the slow EMA at the cross (small by construction).
+    """
+
+    type_name = "ema_cross"
+    Params = EmaCrossParams
+    kind = kernel.KIND_EMA_CROSS
+
+    def pack(self) -> np.ndarray:
+        return _vec(*self.params.alphas())
+
+    def check(self, features: FeatureParams) -> list[tuple[str, str]]:
+        a_f, a_s = self.params.alphas()
+        if a_f <= a_s:
+            what = "fast_alpha" if self.params.fast_alpha is not None else "fast"
+            return [(what, "the fast EMA must be faster than the slow one (fast < slow, fast_alpha > slow_alpha)")]
         return []

@@ -17,8 +17,9 @@ Layout (struct of arrays, row = symbol id):
   rolling W-event high/low is O(1) amortised.
 - ``hist`` float64 ``[S, HIST]``: log reference prices of the last HIST price events (the
   multi-horizon returns ``ret_10`` / ``ret_100``).
-- ``last_fire`` int64 ``[S, D]`` and ``det_state`` float64 ``[S, D]``: per (symbol, detector)
-  cooldown anchor and detector-private state (the imbalance run length).
+- ``last_fire`` int64 ``[S, D]`` and ``det_state`` float64 ``[S, D, DS_SIZE]``: per (symbol,
+  detector) cooldown anchor and detector-private state (the imbalance run length; the EMA
+  cross's two EMAs and last side).
 
 A *price event* is a tick that sets the reference price: every trade, or, before the
 symbol's first trade, a quote that moves the mid. EMAs, returns, volatility and the rolling
@@ -40,9 +41,11 @@ from numba import njit
 
 __all__ = [
     "DP_SIZE",
+    "DS_SIZE",
     "FEATURE_NAMES",
     "FP_SIZE",
     "KIND_BREAKOUT",
+    "KIND_EMA_CROSS",
     "KIND_IMBALANCE",
     "KIND_MEAN_REVERSION",
     "KIND_MOMENTUM",
@@ -131,7 +134,11 @@ KIND_MOMENTUM = 1  # dpar: lookback, threshold, require_trend
 KIND_MEAN_REVERSION = 2  # dpar: threshold, max_z
 KIND_BREAKOUT = 3  # dpar: min_range_bps, min_break_bps
 KIND_IMBALANCE = 4  # dpar: quote_threshold, flow_threshold, persist
+KIND_EMA_CROSS = 5  # dpar: fast alpha, slow alpha
 DP_SIZE = 4
+# det_state[s, d, :]: imbalance: run length; ema_cross: fast EMA, slow EMA (0 before the
+# symbol's first trade), the last nonzero side of fast - slow (0 before the first)
+DS_SIZE = 3
 NEVER_FIRED = -(1 << 40)
 
 TRADE = 1  # messages.TickType.TRADE
@@ -353,17 +360,44 @@ def _imbalance(s: int, d: int, p, F, det_state) -> tuple[int, float]:
         legs += 1
     if not ok or legs == 0:
         sgn = 0
-    run = det_state[s, d]
+    run = det_state[s, d, 0]
     if sgn == 0:
         run = 0.0
     elif sgn * run > 0.0:
         run += sgn
     else:
         run = float(sgn)
-    det_state[s, d] = run
+    det_state[s, d, 0] = run
     if sgn != 0 and abs(run) >= p[2]:
         return sgn, acc / legs
     return 0, 0.0
+
+
+@njit(cache=True, nogil=True)
+def _ema_cross(s: int, d: int, px: float, p, det_state) -> tuple[int, float]:
+    """Fast/slow EMA of trade prices; fire on the side of the gap when it changes sign."""
+    a_f = p[0]
+    a_s = p[1]
+    fast = det_state[s, d, 0]
+    slow = det_state[s, d, 1]
+    if fast == 0.0:  # the symbol's first trade seeds both
+        fast = px
+        slow = px
+    # nautilus_trader's EMA update, operation for operation (the first trade included), so
+    # the peer benchmark's crossings agree bit for bit.
+    fast = a_f * px + (1.0 - a_f) * fast
+    slow = a_s * px + (1.0 - a_s) * slow
+    det_state[s, d, 0] = fast
+    det_state[s, d, 1] = slow
+    gap = fast - slow
+    side = 1 if gap > 0.0 else (-1 if gap < 0.0 else 0)
+    last = det_state[s, d, 2]
+    if side == 0 or side == last:
+        return 0, 0.0  # equal EMAs or no change: the last side holds
+    det_state[s, d, 2] = side
+    if last == 0.0:
+        return 0, 0.0  # the first side taken is not a cross
+    return side, abs(gap) / slow * 1e4
 
 
 @njit(cache=True, nogil=True)
@@ -379,6 +413,7 @@ def run_batch(sym, ts, x, F, I, ring, dq, hist, fp, dint, dpar, last_fire, det_s
     for k in range(sym.shape[0]):
         s = sym[k]
         pe = _update(s, ts[k], x[k], F, I, ring, dq, hist, fp)
+        trade_px = x[k, T_PRICE] if int(x[k, T_TYPE]) == TRADE else 0.0
         for d in range(nd):
             kind = dint[d, 0]
             side = 0
@@ -386,6 +421,9 @@ def run_batch(sym, ts, x, F, I, ring, dq, hist, fp, dint, dpar, last_fire, det_s
             # Every detector's state advances on every tick, warm or cooling down or not.
             if kind == KIND_IMBALANCE:
                 side, strength = _imbalance(s, d, dpar[d], F, det_state)
+            elif kind == KIND_EMA_CROSS:
+                if trade_px > 0.0:
+                    side, strength = _ema_cross(s, d, trade_px, dpar[d], det_state)
             elif pe:
                 if kind == KIND_MOMENTUM:
                     side, strength = _momentum(s, dpar[d], F, I, ring)
@@ -448,5 +486,5 @@ def new_arrays(capacity: int, window: int, n_detectors: int) -> dict[str, np.nda
         "dq": np.zeros((capacity, 2, cap), dtype=np.int64),
         "hist": np.zeros((capacity, HIST), dtype=np.float64),
         "last_fire": np.full((capacity, n_detectors), NEVER_FIRED, dtype=np.int64),
-        "det_state": np.zeros((capacity, n_detectors), dtype=np.float64),
+        "det_state": np.zeros((capacity, n_detectors, DS_SIZE), dtype=np.float64),
     }

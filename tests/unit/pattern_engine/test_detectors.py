@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
+from common.config import ConfigError
 from common.messages import Side, TickBatch, signal_id_for
 from pattern_engine.engine import PatternEngine
 from pattern_engine.pattern_config import load_pattern_config, parse_pattern_config
@@ -142,6 +145,71 @@ def test_disabled_detector_never_fires():
     mk = TickMaker()
     ticks = [mk.quote("IMB", 99.99, 100.01, 900.0, 100.0) for _ in range(200)]
     assert run(PatternEngine(only("imbalance", enabled=False)), ticks) == []
+
+
+# --- EMA cross ---------------------------------------------------------------------------------
+
+# fast = 1 (alpha 1: the fast EMA is the price), slow = 3 (alpha 0.5); every value below is exact.
+#   trade  price  fast  slow      gap      side
+#   1      10     10    10        0        -      (both seeded at the first price)
+#   2      10     10    10        0        -
+#   3      12     12    11        +1       +      first side taken: not a cross
+#   4      12     12    11.5      +0.5     +
+#   5      8      8     9.75      -1.75    SELL
+#   6      8      8     8.875     -0.875   -
+#   7      12     12    10.4375   +1.5625  BUY
+#   8      10.4375 ...  10.4375   0        (+ holds: equal EMAs are not a cross)
+#   9      10     10    10.21875  -0.21875 SELL
+_CROSS_PRICES = [10.0, 10.0, 12.0, 12.0, 8.0, 8.0, 12.0, 10.4375, 10.0]
+
+
+def _ema(**params: object):
+    return only("ema_cross", **{"fast": 1, "slow": 3, "warmup": 0, "cooldown": 0, **params})
+
+
+def _cross(cfg, ticks, batch: int = 64) -> list[tuple[Side, int, float]]:
+    return [(s.side, s.tick_seq, s.strength) for s in run(PatternEngine(cfg), ticks, batch)]
+
+
+def test_ema_cross_fires_on_each_change_of_side_of_the_hand_computed_emas():
+    mk = TickMaker()
+    ticks = [mk.trade("X", p) for p in _CROSS_PRICES]
+    cfg = _ema()
+    assert _cross(cfg, ticks) == [(Side.SELL, 5, 1.75 / 9.75 * 1e4), (Side.BUY, 7, 1.5625 / 10.4375 * 1e4),
+                                  (Side.SELL, 9, 0.21875 / 10.21875 * 1e4)]
+    assert _cross(cfg, ticks, batch=1) == _cross(cfg, ticks)
+    by_alpha = _ema(fast=2, slow=5, fast_alpha=1.0, slow_alpha=0.5)
+    assert _cross(by_alpha, ticks) == _cross(cfg, ticks)
+
+
+def test_ema_cross_warmup_suppresses_early_crosses_but_the_emas_keep_running():
+    mk = TickMaker()
+    ticks = [mk.trade("X", p) for p in _CROSS_PRICES]
+    assert [seq for _, seq, _ in _cross(_ema(warmup=5), ticks)] == [5, 7, 9]
+    assert [seq for _, seq, _ in _cross(_ema(warmup=6), ticks)] == [7, 9]
+
+
+def test_ema_cross_follows_trades_only_and_each_symbol_alone():
+    mk = TickMaker()
+    ticks = []
+    for p in _CROSS_PRICES:  # a quote far from the trades between each, and another symbol
+        ticks += [mk.trade("X", p), mk.quote("X", 50.0, 50.5), mk.trade("Y", 100.0)]
+    sigs = run(PatternEngine(_ema()), ticks)
+    # The far quotes and Y's trades move nothing: the same three crosses as trades alone.
+    assert [(s.symbol, s.side, s.price) for s in sigs] == [("X", Side.SELL, 8.0), ("X", Side.BUY, 12.0),
+                                                           ("X", Side.SELL, 10.0)]
+
+
+def test_ema_cross_rejects_a_fast_ema_no_faster_than_the_slow_one():
+    with pytest.raises(ConfigError, match=r"detectors\.ema_cross\.fast: .*faster"):
+        only("ema_cross", fast=30, slow=30)
+    with pytest.raises(ConfigError, match=r"detectors\.ema_cross\.fast_alpha: "):
+        only("ema_cross", fast_alpha=0.1, slow=3)
+
+
+def test_ema_cross_is_shipped_but_not_enabled():
+    det = {d.name: d for d in load_pattern_config().detectors}["ema_cross"]
+    assert det.type_name == "ema_cross" and not det.enabled
 
 
 # --- the signal --------------------------------------------------------------------------------
