@@ -9,9 +9,11 @@ Same process, same ticks (one trade file read once through ``tick_replay``), sam
 side of fast - slow, warm-up in trades, stop and reverse with market orders of ``qty``,
 fills at the tick price, no fees). Rows:
 
-- ``ours``: ``peers.ours.run_ours`` — today the **detector only** (the pattern engine's
-  ``ema_cross`` in the kernel, signals, no orders); the in-process backtest runner replaces
-  it there at merge;
+- ``ours``: ``peers.ours.run_backtest_full`` — the **full in-process backtest** (``backend/backtest``:
+  the pattern engine with only ``ema_cross`` on, the strategy engine sizing and checking, the
+  gateway's risk checks and simulator fills): the like-for-like row for the peers' full backtests;
+- ``ours (detector)``: ``peers.ours.run_ours`` — the detector alone (the pattern engine's
+  ``ema_cross`` in the kernel, signals, no orders): the row for the peers' signals-only runs;
 - ``ours (kernel)``: the same detector with the Tick -> array conversion out of the clock
   (one compiled ``kernel.run_batch`` over the whole file);
 - ``reference``: the rule in a plain Python loop (the count every row must match);
@@ -64,8 +66,17 @@ def _best(runs: list[PeerResult]) -> PeerResult:
 def _ours(path: Path, spec: EmaCrossSpec, limit: int, n: int) -> PeerResult:
     runs = []
     for _ in range(n):
+        trades, seconds = ours.run_backtest_full(path, spec.fast, spec.slow, spec.qty, warmup=spec.warmup,
+                                                 limit=limit)
+        runs.append(PeerResult("ours", ours.BACKTEST_WHAT, 0, seconds, trades))
+    return _best(runs)
+
+
+def _detector(path: Path, spec: EmaCrossSpec, limit: int, n: int) -> PeerResult:
+    runs = []
+    for _ in range(n):
         trades, seconds = ours.run_ours(path, spec.fast, spec.slow, spec.qty, warmup=spec.warmup, limit=limit)
-        runs.append(PeerResult("ours", ours.WHAT, 0, seconds, trades))
+        runs.append(PeerResult("ours (detector)", ours.WHAT, 0, seconds, trades))
     return _best(runs)
 
 
@@ -108,7 +119,8 @@ def main() -> int:
     t0 = time.perf_counter()
     trades = load_trades(args.file, args.limit)
     read_s = time.perf_counter() - t0
-    rows = [_ours(args.file, spec, args.limit, args.repeat), _kernel_only(args.file, spec, args.limit, args.repeat)]
+    rows = [_ours(args.file, spec, args.limit, args.repeat), _detector(args.file, spec, args.limit, args.repeat),
+            _kernel_only(args.file, spec, args.limit, args.repeat)]
     for r in rows:
         r.ticks = len(trades)
     rows.append(_reference(trades, spec, args.repeat))
@@ -120,7 +132,7 @@ def main() -> int:
             except PeerSkipped as e:
                 skipped.append(str(e))
                 break
-    expected = rows[2].trades
+    expected = rows[3].trades  # the reference
     agree = all(r.trades == expected for r in rows)
     ours_rate = rows[0].ticks_per_s
     res = {

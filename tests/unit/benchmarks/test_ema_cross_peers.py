@@ -85,3 +85,16 @@ def test_nautilus_skips_fractional_sizes_rather_than_rounding_them():
     fractional = Trades(trades.symbol, trades.ts, trades.price, trades.size / 3, 2, size_decimals=8)
     with pytest.raises(PeerSkipped, match="nautilus_trader"):
         nautilus_peer.run_nautilus(fractional, SERIES[0][1])
+
+
+def test_our_full_backtest_fills_one_order_per_reference_cross(tmp_path):
+    """The benchmark's 'ours' row: the in-process backtest (engines, sizing, risk checks, simulator fills)
+    turns every reference cross into one filled order, stop and reverse."""
+    from tick_replay.formats.canonical import write_canonical
+
+    prices, spec = SERIES[1]
+    path = tmp_path / "walk.csv"
+    write_canonical(path, _ticks(prices))
+    filled, seconds = ours.run_backtest_full(path, spec.fast, spec.slow, qty=10, warmup=spec.warmup,
+                                             workdir=tmp_path)
+    assert filled == len(reference_crosses(prices.tolist(), spec)) and seconds > 0
