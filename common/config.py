@@ -84,6 +84,8 @@ class CommonSettings(SettingsBase):
         "1000000", description="Starting cash of the simulated account (decimal string, account currency)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_json: bool = Field(False, description="Services log one JSON object per line (ts, level, logger, message, "
+                                              "extras, exc) instead of text.")
     broker_token_key: str = Field(
         "",
         repr=False,

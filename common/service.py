@@ -32,12 +32,11 @@ __all__ = ["Service", "check_health", "setup_logging", "install_uvloop", "main_e
 log = logging.getLogger(__name__)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str = "INFO", log_json: bool = False) -> None:
+    """Every record to stderr, as text or (``AITRADER_LOG_JSON``) one JSON object per line."""
+    from common.logs import configure_logging
+
+    configure_logging(level, log_json)
 
 
 def install_uvloop() -> None:
@@ -342,7 +341,7 @@ def main_entry(name: str, build: Callable[[list[str]], Any], argv: list[str] | N
     except ConfigError as e:
         print(f"{name}: configuration error: {e}", file=sys.stderr)
         return 2
-    setup_logging(service.common.log_level)
+    setup_logging(service.common.log_level, service.common.log_json)
     install_uvloop()
     try:
         return asyncio.run(service.run())

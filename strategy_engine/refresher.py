@@ -33,7 +33,7 @@ def _init(settings: Any, common: Any, log_level: str) -> None:
     from common.service import setup_logging
     from strategy_engine.mcp_client import client_from_settings
 
-    setup_logging(log_level)
+    setup_logging(log_level, common.log_json)
     _client = client_from_settings(settings, common, "aitrader-strategy-engine")
 
 

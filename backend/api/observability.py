@@ -13,13 +13,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,6 +24,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.status import VERDICTS
+from common.logs import JsonFormatter, configure_logging
 
 __all__ = ["ACCESS_LOGGER", "JsonFormatter", "ObservabilityMiddleware", "RequestMetrics", "configure_logging",
            "pipeline_exposition"]
@@ -36,9 +34,6 @@ UNMATCHED = "<unmatched>"
 # Latency buckets in seconds: the kill path answers in ~10-30 ms, database views in a few ms.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _access = logging.getLogger(ACCESS_LOGGER)
-# LogRecord attributes that are not extras (and uvicorn's color_message: the message with ANSI colours)
-_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName", "color_message"}
 
 
 class RequestMetrics:
@@ -165,39 +160,3 @@ class ObservabilityMiddleware:
                 _access.info("%s %s %d", method, route, status, extra={
                     "request_id": rid, "method": method, "route": route, "path": scope.get("path", ""),
                     "status": status, "duration_ms": round(elapsed * 1000, 3)})
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts (UTC, ISO 8601), level, logger, message, the record's extras,
-    and ``exc`` with the traceback when there is one."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
-        }
-        for k, v in vars(record).items():
-            if k not in _STD_ATTRS and not k.startswith("_"):
-                out[k] = v
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
-
-
-def configure_logging(level: str, log_json: bool, stream: IO[str] | None = None) -> logging.Handler:
-    """Route every log record (uvicorn's too) to one handler on ``stream`` (stderr), as JSON lines or text."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if log_json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        lg = logging.getLogger(name)
-        lg.handlers.clear()
-        lg.propagate = True
-    return handler

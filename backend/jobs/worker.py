@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if answer else 1
         if args.concurrency is not None and args.concurrency < 1:
             raise ConfigError("--concurrency must be >= 1")
-        setup_logging(common.log_level)
+        setup_logging(common.log_level, common.log_json)
         app = build_app(common, settings)
     except ConfigError as e:
         print(f"backend.jobs.worker: configuration error: {e}", file=sys.stderr)
