@@ -101,7 +101,7 @@ ORDER_STATUSES = (
 OPEN_STATUSES = ("PENDING_NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL")
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 ROLES = ("viewer", "trader", "admin")  # API roles, least to most privileged
-MODEL_STATES = ("registered", "promoted", "retired")  # pattern_engine.ml.registry
+MODEL_STATES = ("registered", "promoted", "retired", "deleted")  # pattern_engine.ml.registry
 JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 JOB_FINAL = ("completed", "failed", "cancelled")
 

@@ -5,6 +5,7 @@
     aitrader model show NAME[@VERSION] [--json]                one version (NAME alone: the promoted one)
     aitrader model promote NAME@VERSION --reason TEXT [--json] the version the engine runs for NAME
     aitrader model retire NAME@VERSION --reason TEXT [--json]  never to be promoted again
+    aitrader model delete NAME@VERSION --reason TEXT [--json]  remove its stored files (not the promoted one)
 
 The database is ``DATABASE_URL`` (else the SQLite file under ``AITRADER_HOME``), migrated
 (``scripts/run_migrations.sh``); the store is ``AITRADER_MODEL_STORE``. The actor is
@@ -67,7 +68,7 @@ def _versioned(ref: str, what: str) -> tuple[str, int]:
 
 def _reason(args: argparse.Namespace, what: str) -> str:
     if not args.reason.strip():
-        raise _Usage(f"{what} needs --reason TEXT (every promote / retire is audited)")
+        raise _Usage(f"{what} needs --reason TEXT (every promote / retire / delete is audited)")
     return args.reason
 
 
@@ -166,7 +167,7 @@ def _change(args: argparse.Namespace, common: CommonSettings, what: str) -> int:
     reason = _reason(args, what)
     reg = _registry(common)
     try:
-        fn = reg.promote if what == "promote" else reg.retire
+        fn = {"promote": reg.promote, "retire": reg.retire, "delete": reg.delete}[what]
         t = fn(name, version, _actor(), reason)
     finally:
         reg.engine.dispose()
@@ -178,6 +179,8 @@ def _change(args: argparse.Namespace, common: CommonSettings, what: str) -> int:
         print(f"{t.record.ref} is already {t.record.state}: nothing changed")
     elif what == "promote":
         print(f"{t.record.ref} promoted" + (f"; {t.replaced.ref} is registered again" if t.replaced else ""))
+    elif what == "delete":
+        print(f"{t.record.ref} deleted: its files are removed; the number is not reused")
     else:
         print(f"{t.record.ref} retired" + (f"; {name} has no promoted version now (a running engine keeps the "
                                            "model it has loaded)" if t.previous_state == "promoted" else ""))
@@ -190,6 +193,10 @@ def cmd_promote(args: argparse.Namespace, common: CommonSettings) -> int:
 
 def cmd_retire(args: argparse.Namespace, common: CommonSettings) -> int:
     return _change(args, common, "retire")
+
+
+def cmd_delete(args: argparse.Namespace, common: CommonSettings) -> int:
+    return _change(args, common, "delete")
 
 
 def _guarded(fn: Callable[[argparse.Namespace, CommonSettings], int], sub: str
@@ -236,11 +243,12 @@ def add_commands(msub: Any) -> dict[str, Callable[[argparse.Namespace, Any], int
     p.add_argument("ref", metavar="NAME[@VERSION]")
     p.add_argument("--json", action="store_true")
     for cmd, help_ in (("promote", "make NAME@VERSION the version the engine runs (the previous one: registered)"),
-                       ("retire", "retire NAME@VERSION (if promoted, NAME has no promoted version after)")):
+                       ("retire", "retire NAME@VERSION (if promoted, NAME has no promoted version after)"),
+                       ("delete", "delete NAME@VERSION's stored files (not the promoted version; the row stays)")):
         p = msub.add_parser(cmd, help=help_)
         p.add_argument("ref", metavar="NAME@VERSION")
         p.add_argument("--reason", required=True, help="why (required: every change is audited)")
         p.add_argument("--json", action="store_true")
     return {sub: _guarded(fn, sub) for sub, fn in (("register", cmd_register), ("list", cmd_list),
                                                     ("show", cmd_show), ("promote", cmd_promote),
-                                                    ("retire", cmd_retire))}
+                                                    ("retire", cmd_retire), ("delete", cmd_delete))}

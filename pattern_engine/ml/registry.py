@@ -223,14 +223,14 @@ class ModelRegistry:
 
     # -- reads -------------------------------------------------------------------------------
     def list(self, name: str | None = None, state: str | None = None) -> list[ModelRecord]:
-        """Every version (of ``name``, in ``state`` when given), by name then version."""
+        """Every version (of ``name``, in ``state`` when given; deleted ones only when asked for), by name then
+        version."""
         if state is not None and state not in STATES:
             raise RegistryError(f"unknown state {state!r} (states: {', '.join(STATES)})")
         q = sa.select(_models).order_by(_models.c.name, _models.c.version)
         if name is not None:
             q = q.where(_models.c.name == name)
-        if state is not None:
-            q = q.where(_models.c.state == state)
+        q = q.where(_models.c.state == state) if state is not None else q.where(_models.c.state != "deleted")
         with self.engine.connect() as c:
             return [ModelRecord.from_row(r) for r in c.execute(q)]
 
@@ -306,7 +306,32 @@ class ModelRegistry:
         _check_actor(by, reason, need_reason=True)
         return self._retry("retire", lambda: self._retire(name, version, by, reason))
 
+    def delete(self, name: str, version: int, by: str, reason: str) -> Transition:
+        """Delete ``name@version``'s stored bundle; its row stays, state ``deleted``, so the version number is
+        never reused and the audit trail keeps pointing at something. The promoted version cannot be deleted
+        (``StateConflict``): promote another or retire it first."""
+        _check_actor(by, reason, need_reason=True)
+        t = self._retry("delete", lambda: self._delete(name, version, by, reason))
+        if t.changed:
+            shutil.rmtree(self.store / t.record.path, ignore_errors=True)  # after the commit: a row never lacks files
+        return t
+
     # -- internals ------------------------------------------------------------------------------
+    def _delete(self, name: str, version: int, by: str, reason: str) -> Transition:
+        with self.engine.begin() as c:
+            rec = self._get(c, name, version, lock=True)
+            if rec.state == "deleted":
+                return Transition(rec, changed=False, previous_state=rec.state)
+            if rec.state == "promoted":
+                raise StateConflict(f"{rec.ref} is promoted (the engines run it): promote another version or "
+                                    "retire it before deleting it")
+            c.execute(_models.update().where(_models.c.id == rec.id)
+                      .values(state="deleted", retired_at=datetime.now(UTC), retired_by=by, reason=reason))
+            self._audit_row(c, by, "model.delete", rec.ref, {"reason": reason, "from": rec.state, "to": "deleted"})
+            new = self._get(c, name, version)
+        log.info("model %s deleted by %s: %s", rec.ref, by, reason)
+        return Transition(new, changed=True, previous_state=rec.state)
+
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         for attempt in range(_ATTEMPTS):
             try:
@@ -367,8 +392,8 @@ class ModelRegistry:
             rec = self._get(c, name, version, lock=True)
             if rec.state == "promoted":
                 return Transition(rec, changed=False, previous_state=rec.state)
-            if rec.state == "retired":
-                raise StateConflict(f"{rec.ref} is retired and cannot be promoted; register its bundle again "
+            if rec.state in ("retired", "deleted"):
+                raise StateConflict(f"{rec.ref} is {rec.state} and cannot be promoted; register its bundle again "
                                     "(a new version) to bring it back")
             old_row = c.execute(sa.select(_models).where(_models.c.name == name, _models.c.state == "promoted")
                                 .with_for_update()).first()
@@ -393,6 +418,8 @@ class ModelRegistry:
             rec = self._get(c, name, version, lock=True)
             if rec.state == "retired":
                 return Transition(rec, changed=False, previous_state=rec.state)
+            if rec.state == "deleted":
+                raise StateConflict(f"{rec.ref} is deleted")
             c.execute(_models.update().where(_models.c.id == rec.id)
                       .values(state="retired", retired_at=datetime.now(UTC), retired_by=by, reason=reason))
             self._audit_row(c, by, "model.retire", rec.ref, {"reason": reason, "from": rec.state, "to": "retired"})
@@ -408,6 +435,8 @@ class ModelRegistry:
                                          entity_id=ref, detail=detail))
 
     def _load_record(self, rec: ModelRecord) -> tuple[ModelMetadata, Path, int]:
+        if rec.state == "deleted":
+            raise ModelNotFound(f"{rec.ref} was deleted (its files are gone); register the bundle again")
         d = self.bundle_dir(rec)
         try:
             meta, onnx = load_bundle(d)

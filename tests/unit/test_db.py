@@ -258,3 +258,21 @@ def test_0011_jobs_lifecycle_and_backtests_round_trip(database_url):
         assert tables(database_url) == TABLES
     finally:
         eng.dispose()
+
+
+def test_0012_deleted_models_fold_into_retired_on_downgrade(database_url):
+    db.migrate(database_url)
+    eng = db.make_engine(database_url)
+    try:
+        with eng.begin() as c:
+            c.execute(db.Model.__table__.insert().values(
+                **{"name": "m", "version": 1, "state": "deleted", "path": "m/1", "onnx_sha256": "0" * 64, "kind": "",
+                   "features": [], "metrics": {}, "metadata": {}, "created_by": "a", "reason": ""}))
+        db.downgrade(database_url, "0011")
+        with eng.connect() as c:
+            assert c.execute(sa.text("SELECT state FROM models")).scalar() == "retired"
+        db.migrate(database_url)
+        with pytest.raises(sa.exc.IntegrityError), eng.begin() as c:
+            c.execute(sa.text("UPDATE models SET state = 'lost'"))
+    finally:
+        eng.dispose()

@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 Ctx = Annotated[ApiContext, Depends(context)]
 MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"  # ModelMetadata.name
-State = Literal["registered", "promoted", "retired"]
+State = Literal["registered", "promoted", "retired", "deleted"]
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, max_length=64, description="the model's name")]
 Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="the registry version (1, 2, 3 ...)")]
 _RESPONSES: dict[int | str, dict[str, Any]] = {404: {"description": "no such model name or version"}}
@@ -119,7 +119,7 @@ def get_model(_caller: Annotated[Caller, Depends(require("viewer"))], ctx: Ctx, 
 
 def _change(ctx: ApiContext, caller: Caller, what: str, name: str, version: int, reason: str) -> dict[str, Any]:
     reg = _registry(ctx)
-    fn = reg.promote if what == "promote" else reg.retire
+    fn = {"promote": reg.promote, "retire": reg.retire, "delete": reg.delete}[what]
     t = _call(lambda: fn(name, version, f"api:{caller.username}"[:64], reason))
     return {"changed": t.changed, "previous_state": t.previous_state, "model": t.record.as_dict(metadata=False),
             "replaced": t.replaced.as_dict(metadata=False) if t.replaced else None}
@@ -137,6 +137,17 @@ def promote_model(body: ModelChange, caller: Annotated[Caller, Depends(require("
 def retire_model(body: ModelChange, caller: Annotated[Caller, Depends(require("admin"))], ctx: Ctx, name: Name,
                  version: Version) -> dict[str, Any]:
     return _change(ctx, caller, "retire", name, version, body.reason)
+
+
+@router.delete("/{name}/{version}", response_model=ModelChangeResult, responses=_CHANGE_RESPONSES,
+               summary="Delete this version's stored files; the row stays (state deleted, the number never reused). "
+                       "Not the promoted version: 409 (admin only)")
+def delete_model(caller: Annotated[Caller, Depends(require("admin"))], ctx: Ctx, name: Name, version: Version,
+                 reason: Annotated[str, Query(min_length=1, max_length=500, description="why (audited)")]
+                 ) -> dict[str, Any]:
+    if not reason.strip():
+        raise ApiError(422, "a reason is required (every delete is audited)", code="validation_error")
+    return _change(ctx, caller, "delete", name, version, reason)
 
 
 _UPLOAD_SUFFIXES = {".onnx": False, ".pkl": True, ".pickle": True, ".joblib": True, ".pt": True, ".pth": True}

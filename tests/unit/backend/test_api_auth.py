@@ -45,6 +45,7 @@ MATRIX = [
     ("GET", "/models/{name}/{version}", None, "viewer", 404),
     ("POST", "/models/{name}/{version}/promote", {"reason": "matrix"}, "admin", 404),
     ("POST", "/models/{name}/{version}/retire", {"reason": "matrix"}, "admin", 404),
+    ("DELETE", "/models/{name}/{version}?reason=matrix", None, "admin", 404),
     # suggestions: advice only, so viewers read them; a run may call a paid LLM, so creating one is trader's.
     # No broker runs here: the run is stored as failed (still 201); test_api_suggestions.py has done ones.
     ("GET", "/suggestions", None, "viewer", 200),

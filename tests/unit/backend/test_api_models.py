@@ -99,6 +99,22 @@ def test_admin_promotes_replaces_and_retires_with_audit_rows(models_api):
                                         ("api:admin", "model.promote", "mom@2"), ("api:admin", "model.retire", "mom@2")]
 
 
+def test_admin_deletes_a_version_but_not_the_promoted_one(models_api):
+    api, h = models_api, models_api.headers("admin")
+    assert api.client.post("/models/mom/1/promote", json={"reason": "live"}, headers=h).status_code == 200
+    for who in ("viewer", "trader"):
+        assert api.client.delete("/models/mom/2?reason=x", headers=api.headers(who)).status_code == 403
+    r = api.client.delete("/models/mom/1?reason=disk", headers=h)
+    assert r.status_code == 409 and "is promoted" in r.json()["error"]["message"]
+    assert api.client.delete("/models/mom/2", headers=h).status_code == 422  # no reason
+    r = api.client.delete("/models/mom/2", params={"reason": "disk full"}, headers=h)
+    assert r.status_code == 200 and r.json()["model"]["state"] == "deleted" and r.json()["previous_state"] == "registered"
+    assert [m["version"] for m in api.client.get("/models", params={"name": "mom"}, headers=h).json()] == [1]
+    assert [m["version"] for m in api.client.get("/models", params={"state": "deleted"}, headers=h).json()] == [2]
+    assert sql_rows(api.db_url, "SELECT action, entity_id FROM audit_log WHERE action = 'model.delete'") == [
+        ("model.delete", "mom@2")]
+
+
 @pytest.mark.parametrize("body", [None, {}, {"reason": ""}, {"reason": "   "}, {"reason": "x\x00y"},
                                   {"reason": "x" * 501}, {"reason": "ok", "extra": 1}, {"reason": 5}])
 def test_a_change_needs_a_proper_reason_body(models_api, body):

@@ -231,6 +231,34 @@ def test_retire_a_promoted_version_leaves_the_name_without_one_and_it_cannot_com
                                                  "model.retire", "model.register", "model.promote"]
 
 
+def test_delete_removes_the_files_keeps_the_row_and_never_reuses_the_number(reg, bundle):
+    reg.register(bundle, "ann")
+    reg.register(bundle, "ann")
+    reg.promote("mom", 2, "ann", "live")
+    with pytest.raises(StateConflict, match="is promoted"):
+        reg.delete("mom", 2, "bob", "disk")
+    assert reg.bundle_dir(reg.get("mom", 2)).is_dir()
+    t = reg.delete("mom", 1, "bob", "disk full")
+    assert t.changed and t.previous_state == "registered" and t.record.state == "deleted"
+    assert not reg.bundle_dir(t.record).exists() and reg.bundle_dir(reg.get("mom", 2)).is_dir()
+    assert not reg.delete("mom", 1, "bob", "again").changed
+    assert [r.version for r in reg.list(name="mom")] == [2]  # deleted ones only when asked for
+    assert [r.version for r in reg.list(state="deleted")] == [1]
+    with pytest.raises(ModelNotFound, match="was deleted"):
+        reg.resolve("mom@1")
+    with pytest.raises(StateConflict, match="is deleted and cannot be promoted"):
+        reg.promote("mom", 1, "ann", "undo")
+    with pytest.raises(StateConflict, match="is deleted"):
+        reg.retire("mom", 1, "ann", "undo")
+    with pytest.raises(RegistryError, match="reason"):
+        reg.delete("mom", 2, "bob", " ")
+    reg.retire("mom", 2, "bob", "drifted")
+    assert reg.delete("mom", 2, "bob", "gone").previous_state == "retired"
+    assert reg.register(bundle, "ann").version == 3  # 1 and 2 are never given out again
+    url = reg.engine.url.render_as_string(hide_password=False)
+    assert [a for _who, a, *_ in audit(url)][-4:] == ["model.delete", "model.retire", "model.delete", "model.register"]
+
+
 def test_changes_need_a_reason_and_name_unknown_versions(reg, bundle):
     reg.register(bundle, "ann")
     with pytest.raises(RegistryError, match="reason is required"):
