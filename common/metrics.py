@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from common.config import ConfigError
 from common.latency import LatencyHistogram
 
-__all__ = ["QUANTILES", "MetricsServer", "Snapshot", "latency_summary"]
+__all__ = ["QUANTILES", "MetricsServer", "Snapshot", "latency_summary", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,18 @@ def _counters(name: str, doc: str, service: str, label: str, values: dict[str, i
     return c
 
 
+def serve(registry: CollectorRegistry, host: str, port: int, key: str) -> Any:
+    """Serve ``registry`` on ``host:port`` from a daemon thread; the server (``shutdown()`` stops it).
+
+    A port that cannot be bound is a ``ConfigError`` naming ``key``, the setting that chose it."""
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise ConfigError(f"invalid setting {key}: cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return server
+
+
 class MetricsServer:
     """``/metrics`` of one service process, served from a thread; the snapshot is taken on ``loop``."""
 
@@ -148,19 +160,13 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self._take))
         self._server: Any = None
-        self._thread: Any = None
 
     def _take(self) -> Snapshot:
         # Runs on the server's thread: the copy itself is made on the loop.
         return asyncio.run_coroutine_threadsafe(self._snapshot(), self._loop).result(_SNAPSHOT_TIMEOUT_S)
 
     def start(self, host: str, port: int, key: str) -> None:
-        """Listen on ``host:port``; a port that cannot be bound is a ``ConfigError`` naming ``key``."""
-        try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as e:
-            raise ConfigError(f"invalid setting {key}: cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
-        log.info("metrics on http://%s:%d/metrics", host, port)
+        self._server = serve(self.registry, host, port, key)
 
     async def stop(self) -> None:
         if self._server is not None:
