@@ -6,30 +6,34 @@
 - ``pipeline_exposition(snapshot)``: the pipeline's figures (ticks processed, dead letters,
   rejects by reason, consumer lag and pending, heartbeat ages and verdicts) as Prometheus text,
   from a ``backend.status`` snapshot read at scrape time.
+- ``ws_exposition``: the WebSocket hub's clients and how many were dropped as too slow.
 - ``ObservabilityMiddleware``: times every request, counts it, and with ``log_json`` logs one
   access line (request id, method, route, path, status, duration) on ``backend.api.access``.
 - ``JsonFormatter`` / ``configure_logging``: one JSON object per line for every log record.
+- ``RedactTokens``: no log line carries a token from a URL (uvicorn logs ``/ws?token=...``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.status import VERDICTS
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "ObservabilityMiddleware", "RequestMetrics", "configure_logging",
-           "pipeline_exposition"]
+__all__ = ["ACCESS_LOGGER", "JsonFormatter", "ObservabilityMiddleware", "RedactTokens", "RequestMetrics",
+           "configure_logging",
+           "pipeline_exposition", "ws_exposition"]
 
 ACCESS_LOGGER = "backend.api.access"
 UNMATCHED = "<unmatched>"
@@ -126,6 +130,16 @@ def pipeline_exposition(snap: dict[str, Any]) -> bytes:
     return generate_latest(reg)
 
 
+def ws_exposition(clients: int, dropped: int) -> bytes:
+    """The /ws hub's figures: clients connected now, clients closed as too slow (4408) since start."""
+    reg = CollectorRegistry()
+    g = Gauge("aitrader_api_ws_clients", "WebSocket clients receiving the live feed", registry=reg)
+    g.set(clients)
+    c = Counter("aitrader_api_ws_dropped", "WebSocket clients closed as too slow (4408)", registry=reg)
+    c.inc(dropped)
+    return generate_latest(reg)
+
+
 class ObservabilityMiddleware:
     """Counts and times every HTTP request by route template; logs one access line when ``log_json``.
 
@@ -167,6 +181,26 @@ class ObservabilityMiddleware:
                     "status": status, "duration_ms": round(elapsed * 1000, 3)})
 
 
+# A query parameter whose name ends in "token" (token, access_token, refresh_token): its value.
+_TOKEN_PARAM = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Replace the value of every ``...token=`` query parameter in a record by ``<redacted>``.
+
+    Browsers cannot set headers on a WebSocket, so ``/ws`` takes its access token in the URL, and
+    uvicorn logs the URL of every WebSocket it accepts or refuses. The record's message is rendered
+    once here (its arguments merged into it) so no handler or formatter sees the token again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "token=" in msg.lower():
+            record.msg, record.args = _TOKEN_PARAM.sub(r"\1<redacted>", msg), ()
+            if hasattr(record, "color_message"):  # uvicorn's copy of the message for coloured output
+                record.color_message = record.msg
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts (UTC, ISO 8601), level, logger, message, the record's extras,
     and ``exc`` with the traceback when there is one."""
@@ -187,6 +221,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, log_json: bool, stream: IO[str] | None = None) -> logging.Handler:
     """Route every log record (uvicorn's too) to one handler on ``stream`` (stderr), as JSON lines or text."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactTokens())
     if log_json:
         handler.setFormatter(JsonFormatter())
     else:
