@@ -47,8 +47,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(database_url, redis_url, tmp_path):
-    """The API as its own process; yields (base URL, JWT secret)."""
+def server(request, database_url, redis_url, tmp_path):
+    """The API as its own process; yields (base URL, JWT secret). Indirect parameters: more settings."""
     from backend.api.users import create_user
 
     migrate(database_url)
@@ -64,6 +64,7 @@ def server(database_url, redis_url, tmp_path):
                AITRADER_API_PORT=str(port), AITRADER_API_JWT_SECRET=secret, AITRADER_ADMIN_USERNAME="admin",
                AITRADER_ADMIN_PASSWORD=PASSWORDS["admin"], AITRADER_API_WS_TICK_RATE_HZ=str(TICK_RATE),
                AITRADER_API_WS_CLIENT_QUEUE=str(QUEUE))
+    env.update(getattr(request, "param", {}))
     log = (tmp_path / "api.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "backend.api"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -235,7 +236,13 @@ def _api_metric(host: str, token: str, name: str) -> float:
     return float(line.split()[1])
 
 
-async def test_a_client_that_stops_reading_is_closed_4408_while_a_reading_one_gets_everything(server, redis_url):
+@pytest.mark.parametrize("server, why", [
+    ({}, "its queue filled"),
+    # a queue that never fills: the send that waits 1 s is what drops it
+    ({"AITRADER_API_WS_CLIENT_QUEUE": "100000", "AITRADER_API_WS_SEND_TIMEOUT_S": "1"}, "a send waited 1 s"),
+], indirect=["server"], ids=["queue", "send-timeout"])
+async def test_a_client_that_stops_reading_is_closed_4408_while_a_reading_one_gets_everything(server, why, redis_url,
+                                                                                              tmp_path):
     host, _ = server
     token = await asyncio.to_thread(_token, host)
     r = redis.asyncio.Redis.from_url(redis_url)
@@ -280,6 +287,7 @@ async def test_a_client_that_stops_reading_is_closed_4408_while_a_reading_one_ge
             assert await asyncio.to_thread(_api_metric, host, token, "aitrader_api_ws_clients") == 1
         # the silent client, reading at last, finds the close frame behind what its socket held
         assert await asyncio.to_thread(_close_code, slow, 10) == 4408
+        assert f"dropped as too slow ({why})" in (tmp_path / "api.log").read_text()
     finally:
         slow.close()
         await r.aclose()
