@@ -25,10 +25,10 @@ from common import streams
 from common.bus import BusUnavailable, Consumer, Entry, Outputs, connect, group_backlog
 from common.config import CommonSettings, ConfigError, env_name
 from common.latency import LatencyHistogram
-from common.metrics import MetricsServer, Snapshot, latency_summary
 from common.messages import Heartbeat, encode
+from common.metrics import MetricsServer, Snapshot, latency_summary
 
-__all__ = ["Service", "check_health", "setup_logging", "install_uvloop", "main_entry"]
+__all__ = ["Service", "check_health", "install_uvloop", "main_entry", "setup_logging"]
 
 log = logging.getLogger(__name__)
 

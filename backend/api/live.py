@@ -60,8 +60,8 @@ from common.messages import (
     decode_as,
 )
 
-__all__ = ["AUTH_TIMEOUT_S", "CHANNEL_ROLES", "CLOSE_TIMEOUT_S", "CLOSE_BAD_REQUEST", "CLOSE_FORBIDDEN", "CLOSE_TOO_SLOW",
-           "CLOSE_UNAUTHORIZED", "Hub", "router"]
+__all__ = ["AUTH_TIMEOUT_S", "CHANNEL_ROLES", "CLOSE_BAD_REQUEST", "CLOSE_FORBIDDEN", "CLOSE_TIMEOUT_S",
+           "CLOSE_TOO_SLOW", "CLOSE_UNAUTHORIZED", "Hub", "router"]
 
 log = logging.getLogger(__name__)
 
