@@ -205,6 +205,10 @@ class Consumer:
         self._last_retry_scan = 0.0
         self._last_claim_scan = 0.0
         self.dead_lettered = 0
+        # What committed batches did, for the service's /metrics (common.metrics): per-process totals.
+        self.acked: dict[str, int] = {}
+        self.dead_by_stream: dict[str, int] = {}
+        self.committed: dict[str, int] = {}
         self._started = False
         # Times Redis was found to have lost this consumer's groups after start (a flush, or a
         # restart without persistence): the service compares it to react (see Service.loop).
@@ -481,7 +485,7 @@ class Consumer:
             if read_fut is not None:
                 self._pending_read = (read_fut, names)
             await conn.transaction_replies(futs)
-            self.dead_lettered += len(out.dead)
+            self._done(out)
             return
         names = self._plan_read()[0] if prefetch else self._stream_names
         cmds = self._commands(out, names if prefetch else None)
@@ -493,9 +497,19 @@ class Consumer:
         for stream, items in (results[-1] or []) if prefetch else []:
             name = stream.decode() if isinstance(stream, bytes) else stream
             fetched.extend(self._to_entries(name, items))
-        self.dead_lettered += len(out.dead)
+        self._done(out)
         self._backlog.extend(fetched)
         self._catch_up = bool(fetched) and names is self._eager and bool(self._lazy)
+
+    def _done(self, out: Outputs) -> None:
+        """Add a durable commit to the process's totals (a few dict updates per batch)."""
+        self.dead_lettered += len(out.dead)
+        for d in out.dead:
+            self.dead_by_stream[d.stream] = self.dead_by_stream.get(d.stream, 0) + 1
+        for name, n in out.counters.items():
+            self.committed[name] = self.committed.get(name, 0) + n
+        for stream, ids in out.acks.items():
+            self.acked[stream] = self.acked.get(stream, 0) + len(ids)
 
     def _commands(self, out: Outputs, prefetch: list[str] | None) -> list[tuple]:
         """The commit's commands, in order: outputs, dead letters, counters, extras, acks, read-ahead."""

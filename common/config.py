@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["SERVICE_PREFIXES", "CommonSettings", "ConfigError", "SettingsBase", "env_name", "known_env_names", "load"]
+__all__ = ["SERVICE_PREFIXES", "CommonSettings", "ConfigError", "SettingsBase", "env_name", "known_env_names", "load",
+           "metrics_port_field"]
 
 T = TypeVar("T", bound=BaseSettings)
 
@@ -107,6 +108,12 @@ class CommonSettings(SettingsBase):
         ),
     )
 
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address each service's /metrics listens on (its port: AITRADER_<SERVICE>_METRICS_PORT); "
+        "0.0.0.0 for a Prometheus on another host.",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -146,6 +153,13 @@ class CommonSettings(SettingsBase):
     def model_store_dir(self) -> Path:
         """The model registry's store folder (``models/`` under ``home`` by default), absolute."""
         return Path(self.model_store).expanduser().resolve() if self.model_store else (self.home / "models").resolve()
+
+
+def metrics_port_field() -> Any:
+    """The ``metrics_port`` field of a service's settings (``AITRADER_<SERVICE>_METRICS_PORT``)."""
+    return Field(0, ge=0, le=65535, description=(
+        "Port of this service's Prometheus /metrics (on AITRADER_METRICS_HOST); 0 = not served. "
+        "scripts/start_pipeline.sh sets one per service (docs/operations.md)."))
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

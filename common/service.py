@@ -22,12 +22,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from common import streams
-from common.bus import BusUnavailable, Consumer, Entry, Outputs, connect
-from common.config import CommonSettings, ConfigError
+from common.bus import BusUnavailable, Consumer, Entry, Outputs, connect, group_backlog
+from common.config import CommonSettings, ConfigError, env_name
 from common.latency import LatencyHistogram
 from common.messages import Heartbeat, encode
+from common.metrics import MetricsServer, Snapshot, latency_summary
 
-__all__ = ["Service", "check_health", "setup_logging", "install_uvloop", "main_entry"]
+__all__ = ["Service", "check_health", "install_uvloop", "main_entry", "setup_logging"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class Service:
         # Held around each batch (process, commit, after_commit) and each idle(): a task of the
         # service that changes the same state outside the loop takes it too, so they never interleave.
         self.batch_lock = asyncio.Lock()
+        self.last_heartbeat_ns = 0
+        # /metrics (common.metrics): off until a subclass calls serve_metrics_from with its settings.
+        self.metrics_port = 0
+        self.metrics_key = ""
 
     # -- to implement -------------------------------------------------------------------
     def input_types(self) -> dict[str, type]:
@@ -115,6 +120,31 @@ class Service:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def serve_metrics_from(self, settings: Any) -> None:
+        """Serve ``/metrics`` on ``settings.metrics_port`` (0: not at all); a bind error names that setting."""
+        self.metrics_port = settings.metrics_port
+        self.metrics_key = env_name(type(settings), "metrics_port")
+
+    async def metrics_snapshot(self) -> Snapshot:
+        """What ``/metrics`` shows, copied here on the loop (never while a handler writes it)."""
+        c = self.consumer
+        snap = Snapshot(
+            service=self.name, instance=self.instance, status=self.status, started_at_ns=self.started_at,
+            last_heartbeat_ns=self.last_heartbeat_ns, counters=dict(self.counters),
+            committed=dict(c.committed) if c else {}, acked=dict(c.acked) if c else {},
+            dead_letters=dict(c.dead_by_stream) if c else {},
+            latency={stage: latency_summary(h) for stage, h in self.latency.items()}, backlog=None,
+        )
+        if self.redis is not None:
+            try:
+                groups = await group_backlog(self.redis, list(self.input_types()))
+            except BusUnavailable:
+                return snap
+            suffix = f"/{self.name}"
+            snap.backlog = {k.removesuffix(suffix): (v["lag"], v["pending"])
+                            for k, v in groups.items() if k.endswith(suffix)}
+        return snap
 
     # -- lifecycle ----------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -239,6 +269,7 @@ class Service:
                 pipe.hset(streams.latency_key(stage), self.instance, h.encode())
                 h.dirty = False
         await pipe.execute()
+        self.last_heartbeat_ns = hb.ts
 
     async def _heartbeats(self) -> None:
         while not self.stopping.is_set():
@@ -264,6 +295,9 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        metrics = MetricsServer(self.metrics_snapshot, loop)
+        if self.metrics_port:  # before anything else: a port that cannot be bound fails the start
+            metrics.start(self.common.metrics_host, self.metrics_port, self.metrics_key)
         try:
             await self.start()
             if self.stopping.is_set():
@@ -287,6 +321,7 @@ class Service:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await metrics.stop()
             try:
                 self.status = "stopping"
                 await self.heartbeat_once("stopping")

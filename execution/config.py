@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import SettingsBase
+from common.config import SettingsBase, metrics_port_field
 from common.mcp_login import McpLoginSettings
 
 __all__ = ["DEFAULT_RISK_FILE", "ExecutionSettings"]
@@ -22,6 +22,8 @@ class ExecutionSettings(SettingsBase, McpLoginSettings):
     model_config = SettingsConfigDict(
         env_prefix="AITRADER_EX_", env_file=".env", extra="ignore", frozen=True, validate_default=True
     )
+
+    metrics_port: int = metrics_port_field()
 
     risk_file: Path = Field(DEFAULT_RISK_FILE, description="YAML of pre-trade limits (defaults + per-symbol).")
     instruments_file: Path | None = Field(

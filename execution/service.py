@@ -93,6 +93,7 @@ class ExecutionGateway(Service):
     ) -> None:
         super().__init__(common)
         self.settings = settings if settings is not None else load(ExecutionSettings)
+        self.serve_metrics_from(self.settings)
         s = self.settings
         # Validated here so a bad file stops `python -m execution` with a ConfigError at once.
         self.instruments = Instruments.load(s.instruments_file)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import SettingsBase
+from common.config import SettingsBase, metrics_port_field
 
 __all__ = ["DEFAULT_ACCOUNT_FILE", "McpSettings"]
 
@@ -21,6 +21,8 @@ class McpSettings(SettingsBase):
     model_config = SettingsConfigDict(
         env_prefix="AITRADER_MCP_", env_file=".env", extra="ignore", frozen=True
     )
+
+    metrics_port: int = metrics_port_field()
 
     host: str = Field("127.0.0.1", description="Interface the MCP streamable-HTTP server binds to.")
     port: int = Field(8765, ge=0, le=65535, description="TCP port of the MCP server (0 = any free port).")

@@ -81,6 +81,7 @@ class MockMcpService(Service):
     ) -> None:
         super().__init__(common)
         self.settings = settings or load(McpSettings)
+        self.serve_metrics_from(self.settings)
         self.account = build_account(common, self.settings, seed, instruments)
         seed = self.account.seed
         self.tool_calls: dict[str, int] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import ConfigError, SettingsBase, env_name
+from common.config import ConfigError, SettingsBase, env_name, metrics_port_field
 
 __all__ = ["DEFAULT_PATTERN_PATH", "PatternEngineSettings"]
 
@@ -21,6 +21,8 @@ class PatternEngineSettings(SettingsBase):
     model_config = SettingsConfigDict(
         env_prefix="AITRADER_PE_", env_file=".env", extra="ignore", frozen=True, validate_default=True
     )
+
+    metrics_port: int = metrics_port_field()
 
     shards: str = Field(
         "all",

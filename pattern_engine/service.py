@@ -58,6 +58,7 @@ class PatternEngineService(Service):
     ) -> None:
         super().__init__(common)
         self.settings = settings if settings is not None else load(PatternEngineSettings)
+        self.serve_metrics_from(self.settings)
         self.shards = self.settings.shard_list(common.shards)
         self.pattern = pattern if pattern is not None else load_pattern_config(self.settings.config)
         # ``clock`` stamps ts_signal: a backtest passes its simulated clock (backend/backtest).

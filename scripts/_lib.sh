@@ -15,6 +15,22 @@ export AITRADER_PYTHON
 # Services started by start_pipeline.sh, in start order (stop goes in reverse); backend.jobs.worker runs
 # jobs (docs/jobs.md): more of them, here or on other machines, share the same REDIS_URL and DATABASE_URL.
 SERVICES=(mock_mcp execution strategy_engine pattern_engine backend.jobs.worker)
+# Each service serves Prometheus /metrics on its own port (docs/operations.md); 0 turns one off.
+export AITRADER_MCP_METRICS_PORT="${AITRADER_MCP_METRICS_PORT:-9101}"
+export AITRADER_EX_METRICS_PORT="${AITRADER_EX_METRICS_PORT:-9102}"
+export AITRADER_SE_METRICS_PORT="${AITRADER_SE_METRICS_PORT:-9103}"
+export AITRADER_PE_METRICS_PORT="${AITRADER_PE_METRICS_PORT:-9104}"
+export AITRADER_JOBS_METRICS_PORT="${AITRADER_JOBS_METRICS_PORT:-9105}"
+# The setting holding a service's metrics port.
+metrics_var() {
+  case "$1" in
+    mock_mcp) echo AITRADER_MCP_METRICS_PORT ;;
+    execution) echo AITRADER_EX_METRICS_PORT ;;
+    strategy_engine) echo AITRADER_SE_METRICS_PORT ;;
+    pattern_engine) echo AITRADER_PE_METRICS_PORT ;;
+    backend.jobs.worker) echo AITRADER_JOBS_METRICS_PORT ;;
+  esac
+}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the pipeline in the background: Redis (private one if none answers at REDIS_URL),
-# migrations, then each service with pid and log files under $AITRADER_HOME. Idempotent.
+# migrations, then each service with pid and log files under $AITRADER_HOME, and prints each
+# one's /metrics address (ports: scripts/_lib.sh). Idempotent.
 set -euo pipefail
 . "$(dirname "$0")/_lib.sh"
 
@@ -29,3 +30,7 @@ for svc in "${SERVICES[@]}"; do
   log "$svc healthy"
 done
 log "pipeline up: REDIS_URL=$REDIS_URL home=$AITRADER_HOME"
+for svc in "${SERVICES[@]}"; do
+  var="$(metrics_var "$svc")"
+  if [ "${!var}" != 0 ]; then log "metrics: $svc http://${AITRADER_METRICS_HOST:-127.0.0.1}:${!var}/metrics ($var)"; fi
+done

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import SettingsBase
+from common.config import SettingsBase, metrics_port_field
 from common.mcp_login import McpLoginSettings
 
 __all__ = ["DEFAULT_STRATEGIES_FILE", "StrategySettings"]
@@ -21,6 +21,8 @@ class StrategySettings(SettingsBase, McpLoginSettings):
     """Where the broker's MCP server is, how fresh the account context must be, which strategies run."""
 
     model_config = SettingsConfigDict(env_prefix="AITRADER_SE_", env_file=".env", extra="ignore", frozen=True)
+
+    metrics_port: int = metrics_port_field()
 
     mcp_url: str = Field(
         "http://127.0.0.1:8765/mcp",

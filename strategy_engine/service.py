@@ -79,6 +79,7 @@ class StrategyEngineService(Service):
         # Every time the engine's decisions read: a backtest passes its simulated clock (backend/backtest).
         self.wall_ns = wall_ns
         self.settings = s = settings or load(StrategySettings)
+        self.serve_metrics_from(self.settings)
         self.router = StrategyRouter(
             strategies if strategies is not None else load_strategies(s.strategies_path)
         )

@@ -125,6 +125,13 @@ class ApiSettings(SettingsBase):
             "closed (code 4408) so it never slows the others."
         ),
     )
+    ws_send_timeout_s: float = Field(
+        5.0, ge=0.1, le=300,
+        description=(
+            "WebSocket /ws: seconds one message may wait for the client's socket to take it; a client that reads "
+            "no faster is closed (code 4408), however few messages wait for it."
+        ),
+    )
     ws_pnl_interval_s: float = Field(
         1.0, ge=1.0, le=60, description="WebSocket /ws: seconds between P&L updates on the pnl channel (at least 1)."
     )

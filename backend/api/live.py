@@ -10,8 +10,15 @@ message to the client is ``{"channel": ..., "data": ...}``; the first is ``{"cha
 
 Close codes: 4400 a bad message or unknown channel, 4401 no, a bad or an expired token (the
 socket is closed when the token expires: reconnect with a fresh one), 4403 a channel above the
-caller's role, 4408 too slow (its queue of ``AITRADER_API_WS_CLIENT_QUEUE`` messages filled),
-1011 the database could not check the token.
+caller's role, 4408 too slow, 1011 the database could not check the token.
+
+A slow client. Each client has one writer, its sender task; uvicorn's ``send`` waits while the
+socket's write buffer is above its high-water mark (64 KiB), so a client that stops reading
+blocks its sender once the kernel's socket buffers and that buffer are full. The client is
+dropped (4408) when its queue holds ``AITRADER_API_WS_CLIENT_QUEUE`` messages or when one send
+has waited ``AITRADER_API_WS_SEND_TIMEOUT_S``: it leaves the hub at once (nothing more is
+encoded for it), and the close frame goes out behind what its socket already holds, so a client
+that reads again within ``CLOSE_TIMEOUT_S`` sees 4408; after that the socket is closed without it.
 
 ``Hub``: one per app. One task ``XREAD``s ``md:ticks:{*}``, ``pe:signals``, ``ex:events`` and
 ``sys:alerts`` from their ends and publishes to the subscribed clients; each message is
@@ -53,8 +60,8 @@ from common.messages import (
     decode_as,
 )
 
-__all__ = ["AUTH_TIMEOUT_S", "CHANNEL_ROLES", "CLOSE_BAD_REQUEST", "CLOSE_FORBIDDEN", "CLOSE_TOO_SLOW",
-           "CLOSE_UNAUTHORIZED", "Hub", "router"]
+__all__ = ["AUTH_TIMEOUT_S", "CHANNEL_ROLES", "CLOSE_BAD_REQUEST", "CLOSE_FORBIDDEN", "CLOSE_TIMEOUT_S",
+           "CLOSE_TOO_SLOW", "CLOSE_UNAUTHORIZED", "Hub", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ CHANNEL_ROLES = {"ticks": "viewer", "signals": "viewer", "orders": "viewer", "fi
 CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_TOO_SLOW = 4400, 4401, 4403, 4408
 CLOSE_INTERNAL = 1011
 AUTH_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 10.0  # how long a close frame may wait behind a slow client's unread data
 HEARTBEAT_PERIOD_S = 1.0
 _READ_BLOCK_MS = 1000
 _READ_COUNT = 1000
@@ -123,6 +131,7 @@ class Hub:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.clients: set[_Client] = set()
+        self.dropped = 0  # clients closed as too slow since start
         self.pending_ticks: dict[str, dict[str, Any]] = {}
         self._redis: Any = None
         self._tasks: list[asyncio.Task] = []
@@ -161,14 +170,16 @@ class Hub:
             try:
                 c.queue.put_nowait(text)
             except asyncio.QueueFull:
-                self._drop(c)
+                self.drop(c, "its queue filled")
+                if c.sender is not None:
+                    c.sender.cancel()  # the socket's handler sees it and closes with CLOSE_TOO_SLOW
 
-    def _drop(self, c: _Client) -> None:
+    def drop(self, c: _Client, why: str) -> None:
+        """Take a client that reads too slowly out of the fan-out; its handler closes it with 4408."""
         c.dropped = True
         self.clients.discard(c)
-        log.warning("ws: %s dropped: %d messages waiting", c.caller.username, c.queue.qsize())
-        if c.sender is not None:
-            c.sender.cancel()  # the socket's handler sees it and closes with CLOSE_TOO_SLOW
+        self.dropped += 1
+        log.warning("ws: %s dropped as too slow (%s): %d messages waiting", c.caller.username, why, c.queue.qsize())
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -337,9 +348,16 @@ async def _authenticate(ws: WebSocket, ctx: ApiContext) -> tuple[Caller, int, An
     return caller, exp, channels
 
 
-async def _send(ws: WebSocket, client: _Client) -> None:
+async def _send(ws: WebSocket, client: _Client, hub: Hub, timeout_s: float) -> None:
+    """The client's one writer: a send that waits ``timeout_s`` for the socket drops the client."""
     while True:
-        await ws.send_text(await client.queue.get())
+        text = await client.queue.get()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await ws.send_text(text)  # waits while uvicorn's write buffer is above its high-water mark
+        except TimeoutError:
+            hub.drop(client, f"a send waited {timeout_s:g} s")
+            return
 
 
 async def _listen(ws: WebSocket, client: _Client, hub: Hub) -> None:
@@ -358,9 +376,9 @@ async def _listen(ws: WebSocket, client: _Client, hub: Hub) -> None:
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
     if ws.application_state != WebSocketState.DISCONNECTED:
-        # A slow client may not read the close frame either: do not wait for it for long.
+        # A slow client's close frame waits behind its unread data: not for ever.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(code, reason), 2.0)
+            await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT_S)
 
 
 router = APIRouter()
@@ -385,7 +403,7 @@ async def live(ws: WebSocket) -> None:
     await ws.send_text(_enc.encode({"channel": "system", "data": {
         "type": "welcome", "user": caller.username, "role": caller.role, "channels": sorted(client.channels),
         "expires_at": exp, "tick_rate_hz": ctx.settings.ws_tick_rate_hz, "live": hub.reading.is_set()}}).decode())
-    client.sender = asyncio.create_task(_send(ws, client), name="ws.send")
+    client.sender = asyncio.create_task(_send(ws, client, hub, ctx.settings.ws_send_timeout_s), name="ws.send")
     listener = asyncio.create_task(_listen(ws, client, hub), name="ws.listen")
     expiry = asyncio.create_task(asyncio.sleep(max(0.0, exp - time.time())), name="ws.expiry")
     code, reason = 1000, ""

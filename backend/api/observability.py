@@ -6,9 +6,11 @@
 - ``pipeline_exposition(snapshot)``: the pipeline's figures (ticks processed, dead letters,
   rejects by reason, consumer lag and pending, heartbeat ages and verdicts) as Prometheus text,
   from a ``backend.status`` snapshot read at scrape time.
+- ``ws_exposition``: the WebSocket hub's clients and how many were dropped as too slow.
 - ``ObservabilityMiddleware``: times every request, counts it, and with ``log_json`` logs one
   access line (request id, method, route, path, status, duration) on ``backend.api.access``.
 - ``JsonFormatter`` / ``configure_logging``: one JSON object per line for every log record.
+- ``RedactTokens`` (common/logs.py): no log line carries a token from a URL (uvicorn logs ``/ws?token=...``).
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.status import VERDICTS
-from common.logs import JsonFormatter, configure_logging
+from common.logs import JsonFormatter, RedactTokens, configure_logging
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "ObservabilityMiddleware", "RequestMetrics", "configure_logging",
-           "pipeline_exposition"]
+__all__ = ["ACCESS_LOGGER", "JsonFormatter", "ObservabilityMiddleware", "RedactTokens", "RequestMetrics",
+           "configure_logging",
+           "pipeline_exposition", "ws_exposition"]
 
 ACCESS_LOGGER = "backend.api.access"
 UNMATCHED = "<unmatched>"
@@ -118,6 +121,16 @@ def pipeline_exposition(snap: dict[str, Any]) -> bytes:
     """The pipeline's figures from a ``backend.status`` snapshot, in the Prometheus text format."""
     reg = CollectorRegistry()
     reg.register(_Snapshot(snap))
+    return generate_latest(reg)
+
+
+def ws_exposition(clients: int, dropped: int) -> bytes:
+    """The /ws hub's figures: clients connected now, clients closed as too slow (4408) since start."""
+    reg = CollectorRegistry()
+    g = Gauge("aitrader_api_ws_clients", "WebSocket clients receiving the live feed", registry=reg)
+    g.set(clients)
+    c = Counter("aitrader_api_ws_dropped", "WebSocket clients closed as too slow (4408)", registry=reg)
+    c.inc(dropped)
     return generate_latest(reg)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import SettingsBase
+from common.config import SettingsBase, metrics_port_field
 
 __all__ = ["JobSettings"]
 
@@ -18,6 +18,8 @@ class JobSettings(SettingsBase):
     """Where jobs are queued, how a worker proves it is alive, and what happens when it is not."""
 
     model_config = SettingsConfigDict(env_prefix="AITRADER_JOBS_", env_file=".env", extra="ignore", frozen=True)
+
+    metrics_port: int = metrics_port_field()
 
     queue: str = Field(
         "aitrader.jobs", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",

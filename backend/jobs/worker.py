@@ -3,7 +3,8 @@
 A Celery worker (prefork: each job in a child process) on ``REDIS_URL``, writing to
 ``DATABASE_URL``; more workers, on this machine or others, are the same command with the same
 two URLs (give each its own ``AITRADER_INSTANCE`` when one host runs several). The main
-process also runs the reaper every ``AITRADER_JOBS_REAP_INTERVAL_S``. ``--check`` asks this
+process also runs the reaper every ``AITRADER_JOBS_REAP_INTERVAL_S`` and, with
+``AITRADER_JOBS_METRICS_PORT``, serves ``/metrics`` (backend/jobs/metrics.py). ``--check`` asks this
 host's worker to answer a ping (exit 0) and is what scripts/start_pipeline.sh waits on.
 SIGTERM: a warm stop (running jobs finish); a job cut short by SIGKILL is left to the reaper.
 """
@@ -58,7 +59,7 @@ def build_app(common: Any, settings: Any) -> Celery:
     return app
 
 
-def _reaper(common: Any, settings: Any, stop: threading.Event) -> None:
+def _reaper(common: Any, settings: Any, stop: threading.Event, metrics: Any) -> None:
     from sqlalchemy.pool import NullPool
 
     from backend.jobs.service import JobQueue, reap
@@ -69,7 +70,7 @@ def _reaper(common: Any, settings: Any, stop: threading.Event) -> None:
     try:
         while not stop.wait(settings.reap_interval_s):
             try:
-                reap(engine, queue=queue)
+                metrics.count_reaped(reap(engine, queue=queue))
             except Exception as e:  # noqa: BLE001 - the database or Redis may be back at the next round
                 log.warning("reaper: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
     finally:
@@ -80,7 +81,8 @@ def _reaper(common: Any, settings: Any, stop: threading.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     from backend.jobs.celery_app import node_name
     from backend.jobs.config import JobSettings
-    from common.config import CommonSettings, ConfigError, load
+    from backend.jobs.metrics import WorkerMetrics
+    from common.config import CommonSettings, ConfigError, env_name, load
     from common.service import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m backend.jobs.worker", description="run jobs from the task queue")
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--concurrency must be >= 1")
         setup_logging(common.log_level, common.log_json)
         app = build_app(common, settings)
+        metrics = WorkerMetrics(common, settings, node)
+        if settings.metrics_port:
+            metrics.start(common.metrics_host, settings.metrics_port, env_name(JobSettings, "metrics_port"))
     except ConfigError as e:
         print(f"backend.jobs.worker: configuration error: {e}", file=sys.stderr)
         return 2
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backend.jobs.worker: cannot load job types: {e}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    reaper = threading.Thread(target=_reaper, args=(common, settings, stop), name="jobs-reaper", daemon=True)
+    reaper = threading.Thread(target=_reaper, args=(common, settings, stop, metrics), name="jobs-reaper", daemon=True)
     reaper.start()
     try:
         app.worker_main(["worker", "-n", node, "-Q", args.queues or settings.queue,
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         reaper.join(timeout=5)
+        metrics.stop()
     return 0
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,34 @@ def test_a_worker_killed_mid_job_leaves_it_failed_when_no_attempt_is_left(jobs_e
     assert row["status"] == "failed" and "worker jobs@w1:" in row["error"] and "lost" in row["error"], row
     assert "attempt 1 of 1" in row["error"] and row["finished_at"] is not None
     assert reap(jobs_env.engine, queue=jobs_env.queue) == []  # once
+
+
+def test_a_worker_serves_metrics_counting_its_job_rows_and_the_queue(jobs_env):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .harness import free_port
+
+    port = free_port()
+    jobs_env.worker("w1", AITRADER_JOBS_METRICS_PORT=str(port))
+    first = jobs_env.submit("steps", {"steps": 4, "step_s": 0.2})  # holds the one slot: the next two wait
+    jobs_env.wait(first, lambda r: r["status"] == "running")
+    ok, bad = (jobs_env.submit("steps", {"steps": 1, "step_s": 0}),
+               jobs_env.submit("steps", {"steps": 2, "step_s": 0, "fail_at": 0}))
+
+    def scrape() -> dict[tuple[str, frozenset], float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    m = scrape()
+    assert m[("aitrader_jobs_worker_jobs", frozenset({"worker": "jobs@w1", "status": "running", "kind": "steps"}.items()))] == 1
+    assert m[("aitrader_jobs_queue_depth", frozenset({"queue": "aitrader.jobs"}.items()))] >= 1  # one may be prefetched
+    assert m[("aitrader_jobs_database_up", frozenset())] == 1 and m[("aitrader_jobs_redis_up", frozenset())] == 1
+    for j in (first, ok, bad):
+        jobs_env.final(j)
+    m = scrape()
+    done = {k: m[("aitrader_jobs_worker_jobs", frozenset({"worker": "jobs@w1", "status": k, "kind": "steps"}.items()))]
+            for k in ("completed", "failed")}
+    assert done == {"completed": 2, "failed": 1}
+    assert ("aitrader_jobs_worker_jobs", frozenset({"worker": "jobs@w1", "status": "running", "kind": "steps"}.items())) not in m
+    assert m[("aitrader_jobs_queue_depth", frozenset({"queue": "aitrader.jobs"}.items()))] == 0

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,16 @@ def test_start_replay_report_stop_with_a_private_redis(database_url, tmp_path):
         AITRADER_PYTHON=sys.executable,
         AITRADER_STOP_TIMEOUT="20",
     )
+    metrics = {var: free_port() for var in ("AITRADER_MCP_METRICS_PORT", "AITRADER_EX_METRICS_PORT",
+                                            "AITRADER_SE_METRICS_PORT", "AITRADER_PE_METRICS_PORT",
+                                            "AITRADER_JOBS_METRICS_PORT")}
+    env.update({k: str(v) for k, v in metrics.items()})
     try:
         start = _run(["scripts/start_pipeline.sh"], env)
         assert start.returncode == 0, start.stderr[-3000:]
         assert "started private redis-server" in start.stdout + start.stderr
+        for var, port in metrics.items():
+            assert f":{port}/metrics ({var})" in start.stderr
         assert answers(redis_url)
         pids = {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")}
         assert {"mock_mcp", "execution", "strategy_engine", "pattern_engine", "backend.jobs.worker", "redis"} <= set(pids)
@@ -58,6 +65,11 @@ def test_start_replay_report_stop_with_a_private_redis(database_url, tmp_path):
         report = _run([sys.executable, "-m", "backend.cli", "report", "--json", "--wait-idle", "120"], env)
         assert report.returncode == 0, report.stderr[-3000:]
         assert json.loads(report.stdout)["ticks"] == 5000
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics['AITRADER_PE_METRICS_PORT']}/metrics",
+                                         timeout=10).read().decode()
+        assert 'aitrader_service_committed_total{name="ticks",service="pattern_engine"} 5000.0' in scraped
+        for port in metrics.values():  # every service answers
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).status == 200
     finally:
         stop = _run(["scripts/stop_pipeline.sh"], env)
     assert stop.returncode == 0, stop.stderr[-3000:]

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.observability import RequestMetrics, pipeline_exposition
+from backend.api.observability import RequestMetrics, pipeline_exposition, ws_exposition
 from backend.status import HeartbeatLog, snapshot_once
 
 __all__ = ["StatusOut", "StatusState", "metrics_router", "router"]
@@ -113,9 +113,11 @@ def metrics_router(public: bool) -> APIRouter:
            responses={200: {"description": "Prometheus text exposition (version 0.0.4)",
                             "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}},
            summary=f"Prometheus metrics of the API and the pipeline ({who})")
-    async def metrics(ctx: Annotated[ApiContext, Depends(context)],
+    async def metrics(request: Request, ctx: Annotated[ApiContext, Depends(context)],
                       st: Annotated[StatusState, Depends(_state)]) -> Response:
         snap = await _snapshot(ctx, st)
-        return Response(st.metrics.exposition() + pipeline_exposition(snap), media_type=PROMETHEUS_TEXT)
+        hub = request.app.state.hub
+        return Response(st.metrics.exposition() + pipeline_exposition(snap) + ws_exposition(len(hub.clients),
+                        hub.dropped), media_type=PROMETHEUS_TEXT)
 
     return r

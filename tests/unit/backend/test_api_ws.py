@@ -47,8 +47,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(database_url, redis_url, tmp_path):
-    """The API as its own process; yields (base URL, JWT secret)."""
+def server(request, database_url, redis_url, tmp_path):
+    """The API as its own process; yields (base URL, JWT secret). Indirect parameters: more settings."""
     from backend.api.users import create_user
 
     migrate(database_url)
@@ -64,6 +64,7 @@ def server(database_url, redis_url, tmp_path):
                AITRADER_API_PORT=str(port), AITRADER_API_JWT_SECRET=secret, AITRADER_ADMIN_USERNAME="admin",
                AITRADER_ADMIN_PASSWORD=PASSWORDS["admin"], AITRADER_API_WS_TICK_RATE_HZ=str(TICK_RATE),
                AITRADER_API_WS_CLIENT_QUEUE=str(QUEUE))
+    env.update(getattr(request, "param", {}))
     log = (tmp_path / "api.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "backend.api"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -196,3 +197,111 @@ async def test_ticks_are_throttled_per_symbol_and_the_latest_arrives(server, red
             assert [t["price"] for t in received if t["symbol"] == "BBB"] == [7.0]
     finally:
         await r.aclose()
+
+
+def _raw_ws(host: str, path: str) -> socket.socket:
+    """A WebSocket client on a bare socket that reads nothing after the handshake (a receive buffer of 4 KiB)."""
+    h, port = host.split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((h, int(port)))
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)  # one byte at a time: nothing after the response is consumed
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def _close_code(s: socket.socket, timeout: float) -> int:
+    """Read server frames (unmasked) until the close frame; its status code."""
+    s.settimeout(timeout)
+    f = s.makefile("rb")
+    while True:
+        b0, b1 = f.read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(f.read(2), "big")
+        elif n == 127:
+            n = int.from_bytes(f.read(8), "big")
+        payload = f.read(n)
+        if b0 & 0x0F == 8:
+            return int.from_bytes(payload[:2], "big")
+
+
+def _api_metric(host: str, token: str, name: str) -> float:
+    text = httpx.get(f"http://{host}/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("server, why", [
+    ({}, "its queue filled"),
+    # a queue that never fills: the send that waits 1 s is what drops it
+    ({"AITRADER_API_WS_CLIENT_QUEUE": "100000", "AITRADER_API_WS_SEND_TIMEOUT_S": "1"}, "a send waited 1 s"),
+], indirect=["server"], ids=["queue", "send-timeout"])
+async def test_a_client_that_stops_reading_is_closed_4408_while_a_reading_one_gets_everything(server, why, redis_url,
+                                                                                              tmp_path):
+    host, _ = server
+    token = await asyncio.to_thread(_token, host)
+    r = redis.asyncio.Redis.from_url(redis_url)
+    slow = await asyncio.to_thread(_raw_ws, host, f"/ws?token={token}&channels=signals")
+    sent = 0
+    try:
+        async with websockets.connect(f"ws://{host}/ws?token={token}&channels=signals") as ws:
+            await ws.recv()  # welcome
+            got: list[str] = []
+
+            async def read() -> None:
+                while True:
+                    msg = json.loads(await ws.recv())
+                    if msg["channel"] == "signals":
+                        got.append(msg["data"]["signal_id"])
+
+            reader = asyncio.create_task(read())
+            dropped = 0.0
+            # 300-byte messages: the slow socket's buffers (kernel and uvicorn's 64 KiB) fill within a few MB
+            while sent < 40_000 and not dropped:
+                pipe = r.pipeline(transaction=False)
+                for i in range(sent, sent + 500):
+                    pipe.xadd(streams.SIGNALS, {b"d": encode(Signal(
+                        signal_id=f"sg-{i}", symbol="AAA", detector="breakout", side=Side.BUY, strength=2.0,
+                        price=101.5, tick_seq=i, ts_event=1, ts_ingest=2, ts_signal=3))})
+                await pipe.execute()
+                sent += 500
+                await asyncio.sleep(0.05)
+                dropped = await asyncio.to_thread(_api_metric, host, token, "aitrader_api_ws_dropped_total")
+            assert dropped == 1, f"the silent client was never dropped after {sent} messages"
+            # the reading client is still served: everything, in order, including what came after the drop
+            for i in range(sent, sent + 100):
+                await r.xadd(streams.SIGNALS, {b"d": encode(Signal(
+                    signal_id=f"sg-{i}", symbol="AAA", detector="breakout", side=Side.BUY, strength=2.0,
+                    price=101.5, tick_seq=i, ts_event=1, ts_ingest=2, ts_signal=3))})
+            sent += 100
+            deadline = time.monotonic() + 30
+            while len(got) < sent and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            reader.cancel()
+            assert got == [f"sg-{i}" for i in range(sent)]
+            assert await asyncio.to_thread(_api_metric, host, token, "aitrader_api_ws_clients") == 1
+        # the silent client, reading at last, finds the close frame behind what its socket held
+        assert await asyncio.to_thread(_close_code, slow, 10) == 4408
+        assert f"dropped as too slow ({why})" in (tmp_path / "api.log").read_text()
+    finally:
+        slow.close()
+        await r.aclose()
+
+
+async def test_a_token_in_the_url_never_reaches_the_log(server, tmp_path):
+    host, _ = server
+    token = await asyncio.to_thread(_token, host)
+    async with websockets.connect(f"ws://{host}/ws?token={token}&channels=signals") as ws:
+        assert json.loads(await ws.recv())["channel"] == "system"
+    async with websockets.connect(f"ws://{host}/ws?channels=signals&token={token}x") as ws:  # refused: 4401
+        assert (await _closed_with(ws))[0] == 4401
+    await asyncio.to_thread(httpx.get, f"http://{host}/health?access_token={token}")  # any URL, not only /ws
+    await asyncio.sleep(0.5)  # the log line of the last request is written after its answer
+    log = (tmp_path / "api.log").read_text()
+    assert log.count("token=<redacted>") >= 3, log[-2000:]
+    assert token not in log and token.split(".")[2] not in log
