@@ -69,7 +69,7 @@ function Shell({ blotter }: { blotter: Blotter }) {
         </nav>
         <div className="topbar-right">
           <KillSwitch api={api} role={user.role} />
-          <span className={`live-dot ${live.kind === "live" ? "good" : "bad"}`} title={`Live updates: ${live.kind}`}>
+          <span data-testid="live-status" className={`live-dot ${live.kind === "live" ? "good" : "bad"}`} title={`Live updates: ${live.kind}`}>
             <span className={`dot ${live.kind === "live" ? "good" : "bad"}`} aria-hidden="true" />
             {live.kind === "live" ? "Live" : "Offline"}
           </span>

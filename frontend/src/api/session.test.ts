@@ -32,7 +32,7 @@ describe("Session", () => {
   it("refreshes once on a 401 and retries the request with the new token", async () => {
     const seen: string[] = [];
     let n = 1;
-    const session = new Session((async (input: RequestInfo, init?: RequestInit) => {
+    const session = new Session((async (input: RequestInfo) => {
       if (typeof input === "string") return json(200, pair(n++)); // login, refresh
       seen.push(input.headers.get("Authorization") ?? "");
       return seen.length === 1 ? json(401, { error: { code: "unauthorized", message: "expired" } }) : json(200, []);

@@ -7,14 +7,18 @@ export function Modal({ title, onClose, children }: { title: string; onClose: ()
     const before = document.activeElement as HTMLElement | null;
     const first = ref.current?.querySelector<HTMLElement>("input, select, textarea, button:not([disabled])");
     first?.focus();
-    return () => before?.focus();
+    // on the window: focus may have left the dialog (a button disabled while its request runs)
+    const onEscape = (e: KeyboardEvent) => e.key === "Escape" && onClose();
+    window.addEventListener("keydown", onEscape);
+    return () => {
+      window.removeEventListener("keydown", onEscape);
+      before?.focus();
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
 
   function onKeyDown(e: React.KeyboardEvent) {
-    if (e.key === "Escape") {
-      e.stopPropagation();
-      onClose();
-    } else if (e.key === "Tab" && ref.current) {
+    if (e.key === "Tab" && ref.current) {
       const items = [...ref.current.querySelectorAll<HTMLElement>("input, select, textarea, button:not([disabled]), a[href]")];
       if (items.length === 0) return;
       const [first, last] = [items[0], items[items.length - 1]];
