@@ -108,6 +108,9 @@ try {
   step("trader engaged the kill switch (HALTED, by api:trader); release disabled");
   await shot(page, "06-kill-switch-trader");
   await page.keyboard.press("Escape");
+  await page.locator("section[aria-labelledby=orders-h]").getByText("No open orders.").waitFor();
+  await page.locator("section[aria-labelledby=blotter-h] tbody tr", { hasText: "rest-0" }).filter({ hasText: "CANCELLED" }).waitFor();
+  step("the halt cancelled the resting orders: gone from open orders, CANCELLED in the blotter");
   await signOut(page);
 
   // viewer: sees the state, cannot engage (the form is disabled and the API says 403)
