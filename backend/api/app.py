@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from backend.api import live
+from backend.api import live, panel
 from backend.api.config import AdminSettings, ApiSettings
 from backend.api.deps import ApiContext
 from backend.api.errors import REQUEST_ID_HEADER, ErrorBody, RequestIdMiddleware, install_error_handlers
@@ -118,6 +118,9 @@ def create_app(settings: ApiSettings | None = None, *, common: CommonSettings | 
               suggestions.router, jobs.router, backtests.router, signals.router, strategies.router, mcp.router,
               status.router, status.metrics_router(settings.metrics_public), live.router):
         app.include_router(r)
+    built = panel.panel_dir(settings.panel_dir)
+    if built is not None:
+        panel.install(app, built)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,

@@ -135,6 +135,14 @@ class ApiSettings(SettingsBase):
     ws_pnl_interval_s: float = Field(
         1.0, ge=1.0, le=60, description="WebSocket /ws: seconds between P&L updates on the pnl channel (at least 1)."
     )
+    panel_dir: str = Field(
+        "",
+        description=(
+            "Folder of the built control panel (`npm run build` in frontend/) served at `/ui/`, with `/` "
+            "redirecting there; empty = the checkout's `frontend/dist`. Nothing is served when the folder holds "
+            "no index.html."
+        ),
+    )
     log_json: bool = Field(
         False,
         description=(

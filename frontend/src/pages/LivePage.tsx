@@ -1,0 +1,223 @@
+import { useEffect, useMemo, useState } from "react";
+import { ok } from "../api/client";
+import { atLeast } from "../api/session";
+import type { components } from "../api/schema";
+import { useApp, usePoll, useSession } from "../context";
+import type { Blotter, BlotterKind, BlotterRow } from "../live/blotter";
+import { fmtMs, fmtNs, fmtNum, pnlTone } from "../format";
+
+type Position = components["schemas"]["PositionOut"];
+
+/** Positions (from the socket's pnl channel, else polled), open orders with cancel, the live blotter. */
+export function LivePage({ blotter }: { blotter: Blotter }) {
+  const { api, socket } = useApp();
+  const { user } = useSession();
+  const canTrade = atLeast(user?.role, "trader");
+  const polled = usePoll(() => ok(api.GET("/positions")), 10_000, [api]);
+  const orders = usePoll(() => ok(api.GET("/orders", { params: { query: { open: true, limit: 200 } } })), 3_000, [api]);
+  const [livePositions, setLivePositions] = useState<Position[] | null>(null);
+  const [rows, setRows] = useState<BlotterRow[]>(blotter.rows);
+  const [kinds, setKinds] = useState<Record<BlotterKind, boolean>>({ signal: true, order: true, fill: true });
+  const [symbol, setSymbol] = useState("");
+  const [cancelError, setCancelError] = useState<string | null>(null);
+
+  useEffect(() => blotter.subscribe(setRows), [blotter]);
+  useEffect(
+    () =>
+      socket.onMessage((m) => {
+        if (m.channel === "pnl" && Array.isArray(m.data.positions)) setLivePositions(m.data.positions as Position[]);
+        if (m.channel === "fills" || m.channel === "orders") orders.reload();
+      }),
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [socket],
+  );
+
+  const positions = livePositions ?? polled.data ?? [];
+  const totals = useMemo(
+    () =>
+      positions.reduce(
+        (t, p) => ({ realized: t.realized + Number(p.realized_pnl), unrealized: t.unrealized + Number(p.unrealized_pnl ?? 0) }),
+        { realized: 0, unrealized: 0 },
+      ),
+    [positions],
+  );
+  const shown = rows.filter((r) => kinds[r.kind] && (!symbol || r.symbol.toUpperCase().includes(symbol.toUpperCase())));
+
+  async function cancel(id: string) {
+    setCancelError(null);
+    try {
+      await ok(api.POST("/orders/{client_order_id}/cancel", { params: { path: { client_order_id: id } }, body: { reason: "panel" } }));
+    } catch (e) {
+      setCancelError(`${id}: ${(e as Error).message}`);
+    }
+    orders.reload();
+  }
+
+  return (
+    <div className="page">
+      <section className="stats" aria-label="P&L">
+        <Stat label="Realised P&L" value={totals.realized} />
+        <Stat label="Unrealised P&L" value={totals.unrealized} />
+        <Stat label="Open positions" value={positions.filter((p) => Number(p.qty) !== 0).length} digits={0} />
+        <Stat label="Open orders" value={orders.data?.length ?? 0} digits={0} />
+      </section>
+
+      <section className="glass card" aria-labelledby="pos-h">
+        <h2 id="pos-h">Positions</h2>
+        {polled.error && !livePositions && <p className="notice bad">{polled.error}</p>}
+        <table className="grid">
+          <thead>
+            <tr>
+              <th>Symbol</th>
+              <th className="num">Qty</th>
+              <th className="num">Avg px</th>
+              <th className="num">Mark</th>
+              <th className="num">Realised</th>
+              <th className="num">Unrealised</th>
+              <th className="num">Fees</th>
+            </tr>
+          </thead>
+          <tbody>
+            {positions.length === 0 && (
+              <tr>
+                <td colSpan={7} className="muted">
+                  No positions.
+                </td>
+              </tr>
+            )}
+            {positions.map((p) => (
+              <tr key={p.symbol}>
+                <td>{p.symbol}</td>
+                <td className="num">{p.qty}</td>
+                <td className="num">{fmtNum(p.avg_px, 4)}</td>
+                <td className="num">{fmtNum(p.mark, 4)}</td>
+                <td className={`num ${pnlTone(p.realized_pnl)}`}>{fmtNum(p.realized_pnl)}</td>
+                <td className={`num ${pnlTone(p.unrealized_pnl)}`}>{fmtNum(p.unrealized_pnl)}</td>
+                <td className="num">{fmtNum(p.fees)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+
+      <section className="glass card" aria-labelledby="orders-h">
+        <h2 id="orders-h">Open orders</h2>
+        {orders.error && <p className="notice bad">{orders.error}</p>}
+        {cancelError && (
+          <p className="notice bad" role="alert">
+            Cancel failed — {cancelError}
+          </p>
+        )}
+        <table className="grid">
+          <thead>
+            <tr>
+              <th>Order</th>
+              <th>Symbol</th>
+              <th>Side</th>
+              <th className="num">Qty</th>
+              <th className="num">Filled</th>
+              <th className="num">Limit</th>
+              <th>Status</th>
+              <th>Strategy</th>
+              <th>Accepted</th>
+              <th>
+                <span className="sr-only">Cancel</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {(orders.data ?? []).length === 0 && (
+              <tr>
+                <td colSpan={10} className="muted">
+                  No open orders.
+                </td>
+              </tr>
+            )}
+            {(orders.data ?? []).map((o) => (
+              <tr key={o.client_order_id}>
+                <td className="mono">{o.client_order_id}</td>
+                <td>{o.symbol}</td>
+                <td className={o.side === "BUY" ? "pos" : "neg"}>{o.side}</td>
+                <td className="num">{o.qty}</td>
+                <td className="num">{o.cum_qty}</td>
+                <td className="num">{o.limit_price ?? "—"}</td>
+                <td>{o.status}</td>
+                <td>{o.strategy}</td>
+                <td>{fmtNs(o.ts_accepted)}</td>
+                <td>
+                  <button
+                    className="ghost"
+                    disabled={!canTrade}
+                    title={canTrade ? "Cancel this order" : "Cancelling needs the trader role"}
+                    onClick={() => void cancel(o.client_order_id)}
+                  >
+                    Cancel
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+
+      <section className="glass card" aria-labelledby="blotter-h">
+        <div className="card-head">
+          <h2 id="blotter-h">Blotter</h2>
+          <div className="row filters" role="group" aria-label="Blotter filters">
+            {(["signal", "order", "fill"] as BlotterKind[]).map((k) => (
+              <label key={k} className="check">
+                <input type="checkbox" checked={kinds[k]} onChange={(e) => setKinds({ ...kinds, [k]: e.target.checked })} />
+                {k}s
+              </label>
+            ))}
+            <input aria-label="Filter by symbol" placeholder="symbol" value={symbol} onChange={(e) => setSymbol(e.target.value)} />
+          </div>
+        </div>
+        <table className="grid">
+          <thead>
+            <tr>
+              <th>Time</th>
+              <th>Kind</th>
+              <th>Symbol</th>
+              <th>Side</th>
+              <th className="num">Qty</th>
+              <th className="num">Price</th>
+              <th>Detail</th>
+            </tr>
+          </thead>
+          <tbody>
+            {shown.length === 0 && (
+              <tr>
+                <td colSpan={7} className="muted">
+                  Nothing yet: signals, orders and fills appear here as they happen.
+                </td>
+              </tr>
+            )}
+            {shown.map((r) => (
+              <tr key={r.key}>
+                <td>{fmtMs(r.at)}</td>
+                <td>
+                  <span className={`chip ${r.kind === "fill" ? "good" : r.kind === "order" ? "idle" : "warn"}`}>{r.kind}</span>
+                </td>
+                <td>{r.symbol}</td>
+                <td className={r.side === "BUY" ? "pos" : r.side === "SELL" ? "neg" : ""}>{r.side}</td>
+                <td className="num">{r.qty}</td>
+                <td className="num">{fmtNum(r.price, 4)}</td>
+                <td className="wrap">{r.text}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+    </div>
+  );
+}
+
+function Stat({ label, value, digits = 2 }: { label: string; value: number; digits?: number }) {
+  return (
+    <div className="glass stat">
+      <span className="muted">{label}</span>
+      <strong className={digits ? pnlTone(value) : ""}>{fmtNum(value, digits)}</strong>
+    </div>
+  );
+}

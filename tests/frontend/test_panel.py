@@ -1,0 +1,93 @@
+"""The control panel (frontend/): its Vitest suite, its generated API types, and an end-to-end run in
+Chromium against the real API and gateway serving the built panel.
+
+Needs node and npm (``npm ci`` runs here when frontend/node_modules is missing or older than the
+lockfile); the end-to-end test also needs Debian's chromium (/usr/bin/chromium, or ``CHROMIUM``).
+Each skips with the reason when what it needs is missing. Screenshots of every page land in
+``var/test-output/panel-e2e/`` (``AITRADER_PANEL_SHOTS`` to change it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.api.users import create_user
+from common.db import make_engine
+from tests.integration.harness import ROOT, Pipeline
+from tests.integration.kill_drill import Reports, drill_env, publish_mark, rest_orders
+from tests.integration.test_api_kill_switch import ApiProcess
+
+FRONTEND = ROOT / "frontend"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("AITRADER_PANEL_SHOTS", ROOT / "var" / "test-output" / "panel-e2e"))
+USERS = {"admin": ["chief", "drill-admin-pw-7Hq2x"], "trader": ["trader", "e2e-trader-pw-5Kd3w"],
+         "viewer": ["viewer", "e2e-viewer-pw-8Jp4s"]}
+PAGES = ("00-login", "01-live", "02-health", "03-backtests", "04-models", "05-jobs", "06-kill-switch-trader",
+         "07-kill-switch-viewer", "08-kill-switch-admin-light", "09-live-light")
+
+
+def _npm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["npm", *args], cwd=FRONTEND, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def frontend() -> Path:
+    """frontend/ with its node_modules installed from the lockfile."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not found: the panel's tests need Node.js 20+ and npm")
+    marker = FRONTEND / "node_modules" / ".package-lock.json"
+    if not marker.exists() or marker.stat().st_mtime < (FRONTEND / "package-lock.json").stat().st_mtime:
+        p = _npm("ci", "--no-audit", "--no-fund", timeout=600)
+        assert p.returncode == 0, f"npm ci failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return FRONTEND
+
+
+def test_vitest_component_tests(frontend):
+    p = _npm("test")
+    assert p.returncode == 0, f"vitest failed:\n{p.stdout[-6000:]}\n{p.stderr[-3000:]}"
+    assert " passed" in p.stdout
+
+
+def test_generated_api_types_match_the_api(frontend):
+    p = subprocess.run([sys.executable, "scripts/gen_api_client.py", "--check"], cwd=ROOT, capture_output=True, check=False,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_panel_end_to_end_in_chromium(frontend, redis_url, database_url, tmp_path):
+    """Log in, see the kill switch and the socket live, cancel an order, see every page; a trader engages,
+    a viewer cannot (panel and API), an admin releases after confirming."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM)")
+    build = _npm("run", "build")
+    assert build.returncode == 0, f"build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    home = tmp_path / "home"
+    with Pipeline(redis_url, database_url, home, drill_env(home)) as p:
+        p.start(("execution",))
+        r = p.redis()
+        reports = Reports(r)
+        publish_mark(r)
+        rest_orders(r, reports, 3)
+        eng = make_engine(database_url)
+        try:
+            for role in ("trader", "viewer"):
+                create_user(eng, USERS[role][0], USERS[role][1], role)
+        finally:
+            eng.dispose()
+        with ApiProcess(p, AITRADER_API_PANEL_DIR=str(FRONTEND / "dist"),
+                        AITRADER_ADMIN_USERNAME=USERS["admin"][0], AITRADER_ADMIN_PASSWORD=USERS["admin"][1]) as api:
+            env = {**os.environ, "PANEL_URL": api.url, "PANEL_USERS": json.dumps(USERS), "PANEL_SHOTS": str(SHOTS),
+                   "CHROMIUM": CHROMIUM}
+            e2e = subprocess.run(["node", "e2e/panel.e2e.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, check=False,
+                                 timeout=180)
+            assert e2e.returncode == 0, (f"e2e failed:\n{e2e.stdout[-4000:]}\n{e2e.stderr[-4000:]}\n"
+                                         f"API log:\n{api.log.read_text()[-3000:]}")
+    assert sorted(f.stem for f in SHOTS.glob("*.png")) == sorted(PAGES)
