@@ -16,11 +16,21 @@ export AITRADER_PYTHON
 # jobs (docs/jobs.md): more of them, here or on other machines, share the same REDIS_URL and DATABASE_URL.
 SERVICES=(mock_mcp execution strategy_engine pattern_engine backend.jobs.worker)
 # Each service serves Prometheus /metrics on its own port (docs/operations.md); 0 turns one off.
-export AITRADER_MCP_METRICS_PORT="${AITRADER_MCP_METRICS_PORT:-9101}"
-export AITRADER_EX_METRICS_PORT="${AITRADER_EX_METRICS_PORT:-9102}"
-export AITRADER_SE_METRICS_PORT="${AITRADER_SE_METRICS_PORT:-9103}"
-export AITRADER_PE_METRICS_PORT="${AITRADER_PE_METRICS_PORT:-9104}"
-export AITRADER_JOBS_METRICS_PORT="${AITRADER_JOBS_METRICS_PORT:-9105}"
+# A port the user set is used as is (taken: that service refuses to start, naming the setting); a
+# default that something already listens on moves up to the next free one, so the quick start never
+# fails on a busy 91xx port.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+default_metrics_port() {  # VAR DEFAULT
+  local var="$1" p="$2"
+  if [ -n "${!var:-}" ]; then export "${var?}"; return; fi
+  while port_busy "$p" && [ "$p" -lt $(($2 + 200)) ]; do p=$((p + 5)); done
+  export "$var=$p"
+}
+default_metrics_port AITRADER_MCP_METRICS_PORT 9101
+default_metrics_port AITRADER_EX_METRICS_PORT 9102
+default_metrics_port AITRADER_SE_METRICS_PORT 9103
+default_metrics_port AITRADER_PE_METRICS_PORT 9104
+default_metrics_port AITRADER_JOBS_METRICS_PORT 9105
 # The setting holding a service's metrics port.
 metrics_var() {
   case "$1" in
