@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job, from a fresh machine: install into .venv, start the pipeline (private Redis
-# if none answers, SQLite by default), replay ticks — synthetic by default, or the files
-# given — then print the run report and where to look next.
+# The main job, from a fresh machine: install into .venv, build the control panel (npm), start
+# the pipeline and the API serving the panel (private Redis if none answers, SQLite by default),
+# replay ticks — synthetic by default, or the files given — then print the run report and where
+# to look next. The pipeline and the panel keep running until scripts/stop_pipeline.sh.
 #
 #   hostexecs/quick-start.sh                                  # synthetic ticks
 #   hostexecs/quick-start.sh ../shared/data/quantconnect_lean/equity_tick/20131007_bac_*.csv.gz
@@ -21,6 +22,16 @@ if [ "${AITRADER_DEMO_MODEL:-1}" != 0 ] && ! aitrader model show demo_mlp >/dev/
   aitrader model train --synthetic 200000 --horizon 20 --name demo_mlp --out "$AITRADER_HOME/bundles/demo_mlp" \
     --promote --reason "quick-start demo model"
 fi
+# The control panel, built once (the API serves frontend/dist at /ui/); without npm the pipeline runs without it.
+if [ ! -f frontend/dist/index.html ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "== building the control panel (once): npm ci && npm run build in frontend/ =="
+    (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) \
+      || echo "quick-start: the control panel could not be built; the API runs without it" >&2
+  else
+    echo "quick-start: npm not found: the control panel is not built (the API runs without it)" >&2
+  fi
+fi
 scripts/start_pipeline.sh
 if [ $# -eq 0 ]; then
   # The synthetic default (100k ticks, ~90 s of market time) at 10x real time: ~11k ticks/s.
@@ -33,6 +44,7 @@ aitrader report --wait-idle "${AITRADER_REPORT_WAIT:-300}" || true
 cat <<MSG
 
 Next:
+  control panel: http://${AITRADER_API_HOST:-127.0.0.1}:$(cat "$AITRADER_HOME/pids/backend.api.port" 2>/dev/null || echo "${AITRADER_API_PORT:-8000}")/ui/ (user admin; password: $AITRADER_HOME/secrets/admin_password unless AITRADER_ADMIN_PASSWORD was set)
   aitrader status                     services' health and stream lag
   aitrader report --json              the run as JSON
   aitrader kill engage --reason "..." halt trading (release needs --reason too)

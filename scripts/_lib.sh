@@ -14,7 +14,8 @@ fi
 export AITRADER_PYTHON
 # Services started by start_pipeline.sh, in start order (stop goes in reverse); backend.jobs.worker runs
 # jobs (docs/jobs.md): more of them, here or on other machines, share the same REDIS_URL and DATABASE_URL.
-SERVICES=(mock_mcp execution strategy_engine pattern_engine backend.jobs.worker)
+# backend.api serves the HTTP API and the built control panel (/ui/).
+SERVICES=(mock_mcp execution strategy_engine pattern_engine backend.jobs.worker backend.api)
 # Each service serves Prometheus /metrics on its own port (docs/operations.md); 0 turns one off.
 # A port the user set is used as is (taken: that service refuses to start, naming the setting); a
 # default that something already listens on moves up to the next free one, so the quick start never

@@ -8,6 +8,32 @@ set -euo pipefail
 "$AITRADER_PYTHON" -m common.redis_server ensure --url "$REDIS_URL" --home "$AITRADER_HOME"
 "$ROOT/scripts/run_migrations.sh"
 
+# The API (and the panel it serves) needs a signing key and a first admin. Unless the environment or
+# .env gives them, the first start makes both under $AITRADER_HOME/secrets (0600) and later starts reuse
+# them; the admin's password is printed below and stays in that file.
+secret_file() {  # NAME: the file's contents, created with a random value the first time
+  local f="$AITRADER_HOME/secrets/$1"
+  if [ ! -s "$f" ]; then
+    (umask 077; mkdir -p "$AITRADER_HOME/secrets"; "$AITRADER_PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$f")
+  fi
+  cat "$f"
+}
+if [ -z "${AITRADER_API_JWT_SECRET:-}" ]; then export AITRADER_API_JWT_SECRET="$(secret_file api_jwt_secret)"; fi
+if [ -z "${AITRADER_ADMIN_USERNAME:-}${AITRADER_ADMIN_PASSWORD:-}" ]; then
+  export AITRADER_ADMIN_USERNAME=admin AITRADER_ADMIN_PASSWORD="$(secret_file admin_password)"
+  ADMIN_NOTE="log in as admin, password in $AITRADER_HOME/secrets/admin_password"
+fi
+if [ -z "${AITRADER_API_PORT:-}" ]; then  # 8000, or the next free port; a running API keeps its own
+  if pid_alive "$AITRADER_HOME/pids/backend.api.pid" && [ -s "$AITRADER_HOME/pids/backend.api.port" ]; then
+    p="$(cat "$AITRADER_HOME/pids/backend.api.port")"
+  else
+    p=8000
+    while port_busy "$p" && [ "$p" -lt 8100 ]; do p=$((p + 1)); done
+  fi
+  export AITRADER_API_PORT="$p"
+fi
+echo "$AITRADER_API_PORT" >"$AITRADER_HOME/pids/backend.api.port"
+
 for svc in "${SERVICES[@]}"; do
   pidf="$AITRADER_HOME/pids/$svc.pid"
   if pid_alive "$pidf"; then
@@ -32,5 +58,14 @@ done
 log "pipeline up: REDIS_URL=$REDIS_URL home=$AITRADER_HOME"
 for svc in "${SERVICES[@]}"; do
   var="$(metrics_var "$svc")"
-  if [ "${!var}" != 0 ]; then log "metrics: $svc http://${AITRADER_METRICS_HOST:-127.0.0.1}:${!var}/metrics ($var)"; fi
+  if [ -n "$var" ] && [ "${!var}" != 0 ]; then
+    log "metrics: $svc http://${AITRADER_METRICS_HOST:-127.0.0.1}:${!var}/metrics ($var)"
+  fi
 done
+panel="http://${AITRADER_API_HOST:-127.0.0.1}:$AITRADER_API_PORT"
+log "API: $panel/docs (metrics: $panel/metrics)"
+if [ -f "${AITRADER_API_PANEL_DIR:-$ROOT/frontend/dist}/index.html" ]; then
+  log "control panel: $panel/ui/${ADMIN_NOTE:+ ($ADMIN_NOTE)}"
+else
+  log "control panel: not built (cd frontend && npm ci && npm run build), then $panel/ui/"
+fi

@@ -1,4 +1,5 @@
-"""``python -m backend.api``: load the settings, build the app, serve it with uvicorn; exit 2 on a config error."""
+"""``python -m backend.api``: load the settings, build the app, serve it with uvicorn; exit 2 on a config error.
+``--check``: exit 0 when the API answers ``/health`` (what the pipeline script waits for)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,26 @@ from backend.api.observability import configure_logging
 from common.config import CommonSettings, ConfigError, load
 
 
+def check() -> int:
+    """``--check``: exit 0 when this machine's API (its settings' host and port) answers ``/health`` with 200."""
+    import httpx
+
+    try:
+        settings = load(ApiSettings)
+    except ConfigError as e:
+        print(f"backend.api: configuration error: {e}", file=sys.stderr)
+        return 2
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    try:
+        ok = httpx.get(f"http://{host}:{settings.port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return 0 if ok else 1
+
+
 def main() -> int:
+    if "--check" in sys.argv[1:]:
+        return check()
     try:
         common = load(CommonSettings)
         logging.basicConfig(level=common.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

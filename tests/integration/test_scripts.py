@@ -51,11 +51,21 @@ def test_start_replay_report_stop_with_a_private_redis(database_url, tmp_path):
             assert f":{port}/metrics ({var})" in start.stderr
         assert answers(redis_url)
         pids = {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")}
-        assert {"mock_mcp", "execution", "strategy_engine", "pattern_engine", "backend.jobs.worker", "redis"} <= set(pids)
+        assert {"mock_mcp", "execution", "strategy_engine", "pattern_engine", "backend.jobs.worker", "backend.api",
+                "redis"} <= set(pids)
+        # the API, with a signing key and a first admin made for this home (0600) unless the environment gives them
+        api = f"http://127.0.0.1:{(home / 'pids' / 'backend.api.port').read_text().strip()}"
+        secret = home / "secrets" / "admin_password"
+        assert secret.stat().st_mode & 0o777 == 0o600 and (home / "secrets" / "api_jwt_secret").stat().st_size > 32
+        assert "control panel:" in start.stderr and f"API: {api}/docs" in start.stderr
+        login = urllib.request.Request(f"{api}/auth/login", method="POST", headers={"Content-Type": "application/json"},
+                                       data=json.dumps({"username": "admin",
+                                                        "password": secret.read_text().strip()}).encode())
+        assert "access_token" in json.loads(urllib.request.urlopen(login, timeout=10).read())
 
         again = _run(["scripts/start_pipeline.sh"], env)  # idempotent: nothing restarted
         assert again.returncode == 0, again.stderr[-3000:]
-        assert again.stderr.count("already running") == 5
+        assert again.stderr.count("already running") == 6
         assert {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")} == pids
 
         rep = _run([sys.executable, "-m", "backend.cli", "replay", "--synthetic-ticks", "5000", "--speed", "max",
