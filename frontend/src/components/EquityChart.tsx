@@ -26,7 +26,7 @@ export function EquityChart({ curves }: { curves: Curve[] }) {
   return (
     <figure className="chart" aria-label={`Equity and drawdown: ${shown.map((c) => c.name).join(" vs ")}`}>
       <Panel title="Equity" curves={shown} pick={(p) => p.equity} lo={Math.min(...eq)} hi={Math.max(...eq)} height={H_EQ} fmt={(v) => v.toLocaleString(undefined, { maximumFractionDigits: 0 })} />
-      <Panel title="Drawdown" curves={shown} pick={(p) => p.drawdown} lo={Math.min(...dd, -0.0001)} hi={0} height={H_DD} fmt={(v) => `${(v * 100).toFixed(1)} %`} area />
+      <Panel title="Drawdown" curves={shown} pick={(p) => p.drawdown} lo={Math.min(...dd, -0.01)} hi={0} height={H_DD} fmt={(v) => `${(v * 100).toFixed(1)} %`} area />
       <figcaption className="legend">
         {shown.map((c, i) => (
           <span key={c.name}>
@@ -55,29 +55,29 @@ function Panel(props: {
   const y = (v: number) => PAD.t + ((hi - v) / (hi - lo)) * (height - PAD.t - PAD.b);
   const ticks = [hi, (hi + lo) / 2, lo];
   return (
-    <svg viewBox={`0 0 ${W} ${height}`} role="img" aria-label={props.title} className="chart-panel">
-      <text x={4} y={PAD.t + 4} className="chart-title">
-        {props.title}
-      </text>
-      {ticks.map((t) => (
-        <g key={t}>
-          <line x1={PAD.l} x2={W - PAD.r} y1={y(t)} y2={y(t)} className="chart-grid" />
-          <text x={PAD.l - 6} y={y(t) + 4} textAnchor="end" className="chart-axis">
-            {fmt(t)}
-          </text>
-        </g>
-      ))}
-      {curves.map((c, k) => {
-        const n = c.points.length;
-        const line = c.points.map((p, i) => `${i ? "L" : "M"}${x(i, n).toFixed(1)},${y(pick(p)).toFixed(1)}`).join("");
-        const colour = COLOURS[k % COLOURS.length];
-        return (
-          <g key={c.name} data-testid={`curve-${props.title.toLowerCase()}`}>
-            {props.area && <path d={`${line}L${x(n - 1, n)},${y(0)}L${x(0, n)},${y(0)}Z`} fill={colour} opacity={0.15} />}
-            <path d={line} fill="none" stroke={colour} strokeWidth={1.6} />
+    <>
+      <div className="chart-title">{props.title}</div>
+      <svg viewBox={`0 0 ${W} ${height}`} role="img" aria-label={props.title} className="chart-panel">
+        {ticks.map((t) => (
+          <g key={t}>
+            <line x1={PAD.l} x2={W - PAD.r} y1={y(t)} y2={y(t)} className="chart-grid" />
+            <text x={PAD.l - 6} y={y(t) + 4} textAnchor="end" className="chart-axis">
+              {fmt(t)}
+            </text>
           </g>
-        );
-      })}
-    </svg>
+        ))}
+        {curves.map((c, k) => {
+          const n = c.points.length;
+          const line = c.points.map((p, i) => `${i ? "L" : "M"}${x(i, n).toFixed(1)},${y(pick(p)).toFixed(1)}`).join("");
+          const colour = COLOURS[k % COLOURS.length];
+          return (
+            <g key={c.name} data-testid={`curve-${props.title.toLowerCase()}`}>
+              {props.area && <path d={`${line}L${x(n - 1, n)},${y(0)}L${x(0, n)},${y(0)}Z`} fill={colour} opacity={0.15} />}
+              <path d={line} fill="none" stroke={colour} strokeWidth={1.6} />
+            </g>
+          );
+        })}
+      </svg>
+    </>
   );
 }

@@ -263,32 +263,34 @@ function RunView({ api, ids, runs }: { api: Api; ids: number[]; runs: Backtest[]
     <section className="glass card" aria-labelledby="run-h">
       <h2 id="run-h">{ids.length > 1 ? `Compare ${title}` : `Run ${title}`}</h2>
       {loaded.map((l) => (l.error ? <Failure key={l.id} error={`#${l.id}: ${l.error}`} /> : null))}
-      <table className="grid" aria-label="Metrics">
-        <thead>
-          <tr>
-            <th>Metric</th>
-            {loaded.map((l) => (
-              <th key={l.id} className="num">
-                #{l.id} {l.run?.label}
-              </th>
-            ))}
-          </tr>
-        </thead>
-        <tbody>
-          {keys.length === 0 && <Empty cols={loaded.length + 1} text="No metrics (the run has not completed)." />}
-          {keys.map((k) => (
-            <tr key={k}>
-              <td>{k}</td>
+      <div className="run-view">
+        <table className="grid" aria-label="Metrics">
+          <thead>
+            <tr>
+              <th>Metric</th>
               {loaded.map((l) => (
-                <td key={l.id} className="num">
-                  {metric(l.run?.metrics?.[k])}
-                </td>
+                <th key={l.id} className="num">
+                  #{l.id} {l.run?.label}
+                </th>
               ))}
             </tr>
-          ))}
-        </tbody>
-      </table>
-      <EquityChart curves={loaded.flatMap((l) => (l.curve ? [l.curve] : []))} />
+          </thead>
+          <tbody>
+            {keys.length === 0 && <Empty cols={loaded.length + 1} text="No metrics (the run has not completed)." />}
+            {keys.map((k) => (
+              <tr key={k}>
+                <td>{k}</td>
+                {loaded.map((l) => (
+                  <td key={l.id} className="num">
+                    {metric(l.run?.metrics?.[k])}
+                  </td>
+                ))}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <EquityChart curves={loaded.flatMap((l) => (l.curve ? [l.curve] : []))} />
+      </div>
     </section>
   );
 }
