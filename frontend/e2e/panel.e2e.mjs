@@ -85,6 +85,18 @@ try {
     await page.getByRole("link", { name: link }).click();
     await page.locator("main section").first().waitFor();
     if (link === "Health") await page.locator("article[aria-label='execution: healthy']").waitFor();
+    if (link === "Backtests") {
+      // a real job on the real worker: launch, watch it complete, see its metrics and equity curve
+      await page.getByLabel("Ticks", { exact: true }).fill("5000");
+      await page.getByLabel("Label", { exact: true }).fill("e2e synthetic");
+      await page.getByRole("button", { name: "Launch" }).click();
+      await page.getByTestId("job-status").filter({ hasText: "completed" }).waitFor({ timeout: 120_000 });
+      await page.getByRole("heading", { name: /^Run #\d+$/ }).waitFor();
+      await page.getByRole("table", { name: "Metrics" }).getByText("total_return").waitFor();
+      await page.locator("[data-testid=curve-equity] path").first().waitFor();
+      await page.locator("[data-testid=curve-drawdown] path").first().waitFor({ state: "attached" }); // a flat 0 when it never fell
+      step("a trader-or-above launched a synthetic backtest; its job completed on the worker; metrics and equity curve shown");
+    }
     await page.waitForTimeout(300);
     await shot(page, name);
   }

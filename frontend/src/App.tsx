@@ -7,7 +7,9 @@ import { ThemeToggle } from "./components/ThemeToggle";
 import { useApp, useLiveStatus, useSession } from "./context";
 import { Blotter } from "./live/blotter";
 import { HealthPage } from "./pages/HealthPage";
-import { BacktestsPage, JobsPage, ModelsPage } from "./pages/ListPages";
+import { BacktestsPage } from "./pages/BacktestsPage";
+import { JobsPage } from "./pages/JobsPage";
+import { ModelsPage } from "./pages/ModelsPage";
 import { LivePage } from "./pages/LivePage";
 
 export const PAGES = [

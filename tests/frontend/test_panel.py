@@ -23,6 +23,7 @@ from common.db import make_engine
 from tests.integration.harness import ROOT, Pipeline
 from tests.integration.kill_drill import Reports, drill_env, publish_mark, rest_orders
 from tests.integration.test_api_kill_switch import ApiProcess
+from tests.integration.test_jobs import FAST, Worker
 
 FRONTEND = ROOT / "frontend"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -62,8 +63,9 @@ def test_generated_api_types_match_the_api(frontend):
 
 
 def test_panel_end_to_end_in_chromium(frontend, redis_url, database_url, tmp_path):
-    """Log in, see the kill switch and the socket live, cancel an order, see every page; a trader engages,
-    a viewer cannot (panel and API), an admin releases after confirming."""
+    """Log in, see the kill switch and the socket live, cancel an order, launch a backtest on a real worker and
+    see its equity curve, see every page; a trader engages, a viewer cannot (panel and API), an admin
+    releases after confirming."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM)")
     build = _npm("run", "build")
@@ -82,12 +84,23 @@ def test_panel_end_to_end_in_chromium(frontend, redis_url, database_url, tmp_pat
                 create_user(eng, USERS[role][0], USERS[role][1], role)
         finally:
             eng.dispose()
-        with ApiProcess(p, AITRADER_API_PANEL_DIR=str(FRONTEND / "dist"),
-                        AITRADER_ADMIN_USERNAME=USERS["admin"][0], AITRADER_ADMIN_PASSWORD=USERS["admin"][1]) as api:
-            env = {**os.environ, "PANEL_URL": api.url, "PANEL_USERS": json.dumps(USERS), "PANEL_SHOTS": str(SHOTS),
-                   "CHROMIUM": CHROMIUM}
-            e2e = subprocess.run(["node", "e2e/panel.e2e.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, check=False,
-                                 timeout=180)
-            assert e2e.returncode == 0, (f"e2e failed:\n{e2e.stdout[-4000:]}\n{e2e.stderr[-4000:]}\n"
-                                         f"API log:\n{api.log.read_text()[-3000:]}")
+        worker = Worker({**p.env, **FAST}, "panel", home / "worker.log")  # runs the backtest the panel launches
+        try:
+            worker.wait_ready()
+            _run_e2e(p, worker.log)
+        finally:
+            worker.stop()
     assert sorted(f.stem for f in SHOTS.glob("*.png")) == sorted(PAGES)
+
+
+def _run_e2e(p: Pipeline, worker_log: Path) -> None:
+    """The API serving the build, and e2e/panel.e2e.mjs driving Chromium against it."""
+    with ApiProcess(p, AITRADER_API_PANEL_DIR=str(FRONTEND / "dist"),
+                    AITRADER_ADMIN_USERNAME=USERS["admin"][0], AITRADER_ADMIN_PASSWORD=USERS["admin"][1]) as api:
+        env = {**os.environ, "PANEL_URL": api.url, "PANEL_USERS": json.dumps(USERS), "PANEL_SHOTS": str(SHOTS),
+               "CHROMIUM": CHROMIUM}
+        e2e = subprocess.run(["node", "e2e/panel.e2e.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True, check=False,
+                             timeout=300)
+        assert e2e.returncode == 0, (f"e2e failed:\n{e2e.stdout[-4000:]}\n{e2e.stderr[-4000:]}\n"
+                                     f"API log:\n{api.log.read_text()[-3000:]}\n"
+                                     f"worker log:\n{worker_log.read_text(errors='replace')[-3000:]}")
