@@ -6,6 +6,7 @@ import { LoginForm } from "./components/LoginForm";
 import { ThemeToggle } from "./components/ThemeToggle";
 import { useApp, useLiveStatus, useSession } from "./context";
 import { Blotter } from "./live/blotter";
+import { PriceBook } from "./live/prices";
 import { HealthPage } from "./pages/HealthPage";
 import { BacktestsPage } from "./pages/BacktestsPage";
 import { JobsPage } from "./pages/JobsPage";
@@ -25,27 +26,31 @@ export function App() {
   const { session, socket } = useApp();
   const { user, why } = useSession();
   const blotter = useMemo(() => new Blotter(), []);
+  const prices = useMemo(() => new PriceBook(), []);
   const signedIn = user !== null;
 
   useEffect(() => {
     if (!signedIn) return;
-    const off = socket.onMessage((m) => blotter.push(m));
+    const off = socket.onMessage((m) => {
+      blotter.push(m);
+      prices.push(m);
+    });
     socket.start();
     return () => {
       off();
       socket.stop();
     };
-  }, [signedIn, socket, blotter]);
+  }, [signedIn, socket, blotter, prices]);
 
   if (!user) return <LoginForm session={session} why={why} />;
   return (
     <BrowserRouter basename="/ui">
-      <Shell blotter={blotter} />
+      <Shell blotter={blotter} prices={prices} />
     </BrowserRouter>
   );
 }
 
-function Shell({ blotter }: { blotter: Blotter }) {
+function Shell({ blotter, prices }: { blotter: Blotter; prices: PriceBook }) {
   const { session, api } = useApp();
   const { user } = useSession();
   const live = useLiveStatus();
@@ -87,7 +92,7 @@ function Shell({ blotter }: { blotter: Blotter }) {
       <ConnectionBanner status={live} />
       <main id="main" tabIndex={-1}>
         <Routes>
-          <Route path="/live" element={<LivePage blotter={blotter} />} />
+          <Route path="/live" element={<LivePage blotter={blotter} prices={prices} />} />
           <Route path="/health" element={<HealthPage />} />
           <Route path="/backtests" element={<BacktestsPage />} />
           <Route path="/models" element={<ModelsPage />} />

@@ -10,7 +10,7 @@ const theme = localStorage.getItem("aitrader.theme");
 if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
 
 const session = new Session();
-const socket = new LiveSocket(["signals", "orders", "fills", "pnl", "alerts"], {
+const socket = new LiveSocket(["ticks", "signals", "orders", "fills", "pnl", "alerts"], {
   token: async (fresh) => {
     if (fresh && !(await session.refresh())) return null;
     return session.current?.access ?? null;

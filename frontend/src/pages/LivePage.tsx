@@ -4,18 +4,27 @@ import { atLeast } from "../api/session";
 import type { components } from "../api/schema";
 import { useApp, usePoll, useSession } from "../context";
 import type { Blotter, BlotterKind, BlotterRow } from "../live/blotter";
+import { totalsFromPnl, totalsFromPositions, todayPnl, type PnlTotals } from "../live/pnl";
+import type { PriceBook } from "../live/prices";
+import { PriceChart } from "../components/PriceChart";
 import { fmtMs, fmtNs, fmtNum, pnlTone } from "../format";
 
 type Position = components["schemas"]["PositionOut"];
 
-/** Positions (from the socket's pnl channel, else polled), open orders with cancel, the live blotter. */
-export function LivePage({ blotter }: { blotter: Blotter }) {
+/**
+ * Equity, today's P&L and positions (from the socket's pnl channel, else polled), a price chart per
+ * symbol with its signals and fills, open orders with cancel, the live blotter.
+ */
+export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceBook }) {
   const { api, socket } = useApp();
   const { user } = useSession();
   const canTrade = atLeast(user?.role, "trader");
   const polled = usePoll(() => ok(api.GET("/positions")), 10_000, [api]);
   const orders = usePoll(() => ok(api.GET("/orders", { params: { query: { open: true, limit: 200 } } })), 3_000, [api]);
   const [livePositions, setLivePositions] = useState<Position[] | null>(null);
+  const [liveTotals, setLiveTotals] = useState<PnlTotals | null>(null);
+  const [seen, setSeen] = useState<string[]>(prices.symbols());
+  const [chartSymbol, setChartSymbol] = useState("");
   const [rows, setRows] = useState<BlotterRow[]>(blotter.rows);
   const [kinds, setKinds] = useState<Record<BlotterKind, boolean>>({ signal: true, order: true, fill: true });
   const [symbol, setSymbol] = useState("");
@@ -25,22 +34,32 @@ export function LivePage({ blotter }: { blotter: Blotter }) {
   useEffect(
     () =>
       socket.onMessage((m) => {
-        if (m.channel === "pnl" && Array.isArray(m.data.positions)) setLivePositions(m.data.positions as Position[]);
+        if (m.channel === "pnl") {
+          if (Array.isArray(m.data.positions)) setLivePositions(m.data.positions as Position[]);
+          const t = totalsFromPnl(m.data);
+          if (t) setLiveTotals(t);
+        }
         if (m.channel === "fills" || m.channel === "orders") orders.reload();
       }),
     // eslint-disable-next-line react-hooks/exhaustive-deps
     [socket],
   );
 
-  const positions = livePositions ?? polled.data ?? [];
-  const totals = useMemo(
+  useEffect(
     () =>
-      positions.reduce(
-        (t, p) => ({ realized: t.realized + Number(p.realized_pnl), unrealized: t.unrealized + Number(p.unrealized_pnl ?? 0) }),
-        { realized: 0, unrealized: 0 },
-      ),
-    [positions],
+      prices.subscribe(() => {
+        const now = prices.symbols();
+        setSeen((before) => (before.join() === now.join() ? before : now));
+      }),
+    [prices],
   );
+
+  const positions = livePositions ?? polled.data ?? [];
+  const totals = useMemo(() => liveTotals ?? totalsFromPositions(positions), [liveTotals, positions]);
+  const known = livePositions !== null || polled.data !== undefined;
+  const today = useMemo(() => (known ? todayPnl(totals.equity, Date.now()) : null), [known, totals.equity]);
+  const symbols = useMemo(() => [...new Set([...seen, ...positions.map((p) => p.symbol)])].sort(), [seen, positions]);
+  const charted = symbols.includes(chartSymbol) ? chartSymbol : (symbols[0] ?? "");
   const shown = rows.filter((r) => kinds[r.kind] && (!symbol || r.symbol.toUpperCase().includes(symbol.toUpperCase())));
 
   async function cancel(id: string) {
@@ -56,7 +75,14 @@ export function LivePage({ blotter }: { blotter: Blotter }) {
   return (
     <div className="page">
       <section className="stats" aria-label="P&L">
-        <Stat label="Realised P&L" value={totals.realized} />
+        <Stat label="Equity" value={totals.equity} hint="realised net of fees + unrealised" testId="equity" />
+        <Stat
+          label="Today's P&L"
+          value={today?.pnl ?? 0}
+          hint={today && today.since.at > dayStartMs(today.since.at) + 60_000 ? `since ${fmtMs(today.since.at)}, first seen today` : "since midnight"}
+          testId="today-pnl"
+        />
+        <Stat label="Realised P&L" value={totals.realized} hint="net of fees" />
         <Stat label="Unrealised P&L" value={totals.unrealized} />
         <Stat label="Open positions" value={positions.filter((p) => Number(p.qty) !== 0).length} digits={0} />
         <Stat label="Open orders" value={orders.data?.length ?? 0} digits={0} />
@@ -98,6 +124,25 @@ export function LivePage({ blotter }: { blotter: Blotter }) {
             ))}
           </tbody>
         </table>
+      </section>
+
+      <section className="glass card" aria-labelledby="chart-h">
+        <div className="card-head">
+          <h2 id="chart-h">Price{charted ? ` — ${charted}` : ""}</h2>
+          {symbols.length > 0 && (
+            <select aria-label="Chart symbol" value={charted} onChange={(e) => setChartSymbol(e.target.value)}>
+              {symbols.map((s) => (
+                <option key={s}>{s}</option>
+              ))}
+            </select>
+          )}
+        </div>
+        {charted ? (
+          <PriceChart book={prices} symbol={charted} />
+        ) : (
+          <p className="muted">No symbol yet: prices appear here as ticks arrive.</p>
+        )}
+        <p className="muted small">▲ buy signal · ▼ sell signal · ● fill (green buy, red sell)</p>
       </section>
 
       <section className="glass card" aria-labelledby="orders-h">
@@ -213,11 +258,18 @@ export function LivePage({ blotter }: { blotter: Blotter }) {
   );
 }
 
-function Stat({ label, value, digits = 2 }: { label: string; value: number; digits?: number }) {
+function dayStartMs(ms: number): number {
+  const d = new Date(ms);
+  d.setHours(0, 0, 0, 0);
+  return d.getTime();
+}
+
+function Stat({ label, value, digits = 2, hint, testId }: { label: string; value: number; digits?: number; hint?: string; testId?: string }) {
   return (
-    <div className="glass stat">
+    <div className="glass stat" data-testid={testId}>
       <span className="muted">{label}</span>
       <strong className={digits ? pnlTone(value) : ""}>{fmtNum(value, digits)}</strong>
+      {hint && <span className="muted small">{hint}</span>}
     </div>
   );
 }
