@@ -204,7 +204,6 @@ class Consumer:
         self._pending_read: tuple[asyncio.Future, list[str]] | None = None
         self._last_retry_scan = 0.0
         self._last_claim_scan = 0.0
-        self.dead_lettered = 0
         # What committed batches did, for the service's /metrics (common.metrics): per-process totals.
         self.acked: dict[str, int] = {}
         self.dead_by_stream: dict[str, int] = {}
@@ -503,7 +502,6 @@ class Consumer:
 
     def _done(self, out: Outputs) -> None:
         """Add a durable commit to the process's totals (a few dict updates per batch)."""
-        self.dead_lettered += len(out.dead)
         for d in out.dead:
             self.dead_by_stream[d.stream] = self.dead_by_stream.get(d.stream, 0) + 1
         for name, n in out.counters.items():

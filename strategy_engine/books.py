@@ -31,7 +31,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from common.messages import ExecutionReport, Side
 
@@ -165,6 +164,3 @@ class StrategyBooks:
         if self.unreadable:
             head += f"; unreadable stored books: {', '.join(sorted(self.unreadable))}"
         return head
-
-    def as_dict(self) -> dict[str, Any]:
-        return {n: {"cash": b.cash, "qty": {s: str(q) for s, q in b.qty.items()}} for n, b in self.books.items()}

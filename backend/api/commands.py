@@ -48,7 +48,7 @@ def _audit(ctx: ApiContext, caller: Caller, req: Control, entity: str, entity_id
 def send_command(ctx: ApiContext, caller: Caller, command: str, *, reason: str, scope: str = "global",
                  args: dict[str, str] | None = None, entity: str, entity_id: str) -> tuple[ControlAck, str, str]:
     """The gateway's positive answer to ``command``: (ack, the path taken, the request id)."""
-    req = control.make_control(command, reason, scope, f"api:{caller.username}", args)
+    req = control.make_control(command, reason, scope, caller.actor, args)
     out = control.send(ctx.common, req, ctx.settings.control_via, ctx.settings.control_timeout_s)
     base = {"via": out.via, "request_id": req.request_id}
     if out.ack is None:

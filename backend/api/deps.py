@@ -60,6 +60,11 @@ class Caller:
     def role(self) -> str:
         return self.user.role
 
+    @property
+    def actor(self) -> str:
+        """Who the API acts as in audit rows, control commands and job rows: ``api:<username>``."""
+        return f"api:{self.username}"[:64]
+
 
 def context(request: Request) -> ApiContext:
     return request.app.state.ctx

@@ -15,11 +15,13 @@ import json
 import logging
 import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,6 +50,22 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+T = TypeVar("T")
+
+
+def database_error(e: SQLAlchemyError) -> ApiError:
+    """503 naming the database's first error line (never its SQL)."""
+    return ApiError(503, f"database error: {str(e).splitlines()[0][:200]}")
+
+
+def db_call(fn: Callable[[], T]) -> T:
+    """``fn()``, a database error as ``database_error``'s 503."""
+    try:
+        return fn()
+    except SQLAlchemyError as e:
+        raise database_error(e) from e
 
 
 def request_id(request: Request) -> str:

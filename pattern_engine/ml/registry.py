@@ -471,19 +471,22 @@ def _retryable(e: sa.exc.DBAPIError) -> bool:
 
 
 # -- the engine's view: one registry from the environment's settings ---------------------------------
-_default: ModelRegistry | None = None
+_opened: dict[tuple[str, Path], ModelRegistry] = {}
 
 
 def default_registry() -> ModelRegistry:
-    """The registry of this process's settings (``DATABASE_URL``, ``AITRADER_MODEL_STORE``), opened once,
-    for reading: the engine only reads it, and a SQLite file is opened read-only, so an engine started
-    where no database exists yet creates none (its reads fail until one is migrated)."""
-    global _default
-    if _default is None:
-        from common.config import CommonSettings, load
+    """The registry of this process's settings (``DATABASE_URL``, ``AITRADER_MODEL_STORE``), opened once per
+    (database, store) — so a process whose environment names another database (a test, a backtest run
+    with other settings) reads that one, never a registry opened earlier for different settings — for
+    reading: the engine only reads it, and a SQLite file is opened read-only, so an engine started where no
+    database exists yet creates none (its reads fail until one is migrated)."""
+    from common.config import CommonSettings, load
 
-        common = load(CommonSettings)
-        url = db.normalize_url(common.db_url)
+    common = load(CommonSettings)
+    url = db.normalize_url(common.db_url)
+    key = (url, common.model_store_dir)
+    reg = _opened.get(key)
+    if reg is None:
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             import sqlite3
 
@@ -492,8 +495,8 @@ def default_registry() -> ModelRegistry:
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False))
         else:
             engine = db.make_engine(url)
-        _default = ModelRegistry(engine, common.model_store_dir)
-    return _default
+        reg = _opened[key] = ModelRegistry(engine, common.model_store_dir)
+    return reg
 
 
 def resolve(ref: str) -> tuple[ModelMetadata, Path, str | None]:

@@ -13,19 +13,17 @@ the fills, both from the Parquet files.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, db_call
 from backend.api.routes.jobs import JobOut, State
 from backend.backtest.job import JOB_TYPE, MAX_SWEEP_POINTS, BacktestPayload, sweep_payloads
 from backend.jobs import PayloadInvalid, QueueUnavailable, submit
@@ -35,7 +33,6 @@ from common import db
 __all__ = ["router"]
 
 router = APIRouter(prefix="/backtests", tags=["backtests"])
-T = TypeVar("T")
 Ctx = Annotated[ApiContext, Depends(context)]
 Viewer = Annotated[Caller, Depends(require("viewer"))]
 Trader = Annotated[Caller, Depends(require("trader"))]
@@ -109,24 +106,13 @@ class SweepOut(BaseModel):
     jobs: list[JobOut]
 
 
-def _db(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
-
-
-def _actor(caller: Caller) -> str:
-    return f"api:{caller.username}"[:64]
-
-
 def _row(ctx: ApiContext, bt_id: int) -> dict[str, Any]:
     def read() -> dict[str, Any] | None:
         with ctx.engine.connect() as c:
             r = c.execute(sa.select(_bt).where(_bt.c.id == bt_id)).mappings().first()
         return dict(r) if r is not None else None
 
-    row = _db(read)
+    row = db_call(read)
     if row is None:
         raise ApiError(404, f"no backtest {bt_id}")
     return row
@@ -153,7 +139,7 @@ def list_backtests(_caller: Viewer, ctx: Ctx,
         with ctx.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings().all()]
 
-    return _db(read)
+    return db_call(read)
 
 
 @router.get("/{backtest_id}", response_model=BacktestDetail, responses={404: {"description": "no such backtest"}},
@@ -195,7 +181,7 @@ def trades(_caller: Viewer, ctx: Ctx, backtest_id: BacktestId,
 
 def _submit(ctx: ApiContext, state: Any, payload: dict[str, Any], actor: str, parent: int | None = None) -> int:
     try:
-        return _db(lambda: submit(ctx.engine, JOB_TYPE, payload, actor, parent, queue=state.queue))
+        return db_call(lambda: submit(ctx.engine, JOB_TYPE, payload, actor, parent, queue=state.queue))
     except PayloadInvalid as e:
         raise ApiError(422, str(e)[:500], code="invalid_payload") from e
     except QueueUnavailable as e:
@@ -207,8 +193,8 @@ def _submit(ctx: ApiContext, state: Any, payload: dict[str, Any], actor: str, pa
                         503: {"description": "the task queue is unreachable (the job is stored as failed)"}},
              summary="Queue a backtest job (trader): files on the worker, or synthetic ticks")
 def create_backtest(body: BacktestPayload, caller: Trader, ctx: Ctx, state: State) -> dict[str, Any]:
-    job_id = _submit(ctx, state, body.model_dump(mode="json", exclude_none=True), _actor(caller))
-    row = _db(lambda: job_store.get(ctx.engine, job_id))
+    job_id = _submit(ctx, state, body.model_dump(mode="json", exclude_none=True), caller.actor)
+    row = db_call(lambda: job_store.get(ctx.engine, job_id))
     assert row is not None
     return row
 
@@ -228,9 +214,9 @@ def sweep(body: Sweep, caller: Trader, ctx: Ctx, state: State) -> SweepOut:
             BacktestPayload.model_validate(p)
         except ValueError as e:
             raise ApiError(422, f"sweep point {p.get('label', '')!r}: {e}"[:500], code="invalid_payload") from e
-    actor = _actor(caller)
-    sweep_id = _db(lambda: job_store.create_group(ctx.engine, "sweep", {"base": base, "grid": body.grid}, actor))
+    actor = caller.actor
+    sweep_id = db_call(lambda: job_store.create_group(ctx.engine, "sweep", {"base": base, "grid": body.grid}, actor))
     ids = [_submit(ctx, state, p, actor, sweep_id) for p in payloads]
-    _db(lambda: job_store.set_result(ctx.engine, sweep_id, {"jobs": ids}))
-    rows = _db(lambda: [job_store.get(ctx.engine, i) for i in ids])
+    db_call(lambda: job_store.set_result(ctx.engine, sweep_id, {"jobs": ids}))
+    rows = db_call(lambda: [job_store.get(ctx.engine, i) for i in ids])
     return SweepOut(sweep_id=sweep_id, jobs=[JobOut(**r) for r in rows if r is not None])

@@ -10,17 +10,15 @@ unreachable (the row is then failed with the reason). Every viewer sees every jo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, db_call
 from backend.api.schemas import _Strict
 from backend.api.users import ROLE_RANK
 from backend.jobs import (
@@ -43,7 +41,6 @@ from common.config import load
 __all__ = ["JobsState", "install", "router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-T = TypeVar("T")
 
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the job's id")]
@@ -105,17 +102,6 @@ class CancelResult(BaseModel):
     job: JobOut
 
 
-def _db(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
-
-
-def _actor(caller: Caller) -> str:
-    return f"api:{caller.username}"[:64]
-
-
 @router.get("", response_model=list[JobOut], summary="Jobs, newest first (viewer)")
 def list_jobs(
     _caller: Annotated[Caller, Depends(require("viewer"))],
@@ -124,13 +110,13 @@ def list_jobs(
     status: Annotated[Status | None, Query(description="only jobs in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many jobs")] = 50,
 ) -> list[dict[str, Any]]:
-    return _db(lambda: job_store.list_jobs(ctx.engine, kind=type, status=status, limit=limit))
+    return db_call(lambda: job_store.list_jobs(ctx.engine, kind=type, status=status, limit=limit))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "no such job"}},
             summary="One job: status, progress, result or error (viewer)")
 def get_job(_caller: Annotated[Caller, Depends(require("viewer"))], ctx: Ctx, job_id: JobId) -> dict[str, Any]:
-    row = _db(lambda: job_store.get(ctx.engine, job_id))
+    row = db_call(lambda: job_store.get(ctx.engine, job_id))
     if row is None:
         raise ApiError(404, f"no job {job_id}")
     return row
@@ -151,12 +137,12 @@ def create_job(body: JobRequest, caller: Annotated[Caller, Depends(require("view
         raise ApiError(403, f"{body.type} jobs need the {role} role (you are {caller.role})",
                        details={"required_role": role, "role": caller.role})
     try:
-        job_id = _db(lambda: submit(ctx.engine, body.type, body.payload, _actor(caller), queue=state.queue))
+        job_id = db_call(lambda: submit(ctx.engine, body.type, body.payload, caller.actor, queue=state.queue))
     except PayloadInvalid as e:
         raise ApiError(422, str(e)[:500], code="invalid_payload") from e
     except QueueUnavailable as e:
         raise ApiError(503, f"task queue unavailable: {e}"[:500]) from e
-    row = _db(lambda: job_store.get(ctx.engine, job_id))
+    row = db_call(lambda: job_store.get(ctx.engine, job_id))
     assert row is not None
     return row
 
@@ -169,14 +155,14 @@ def create_job(body: JobRequest, caller: Annotated[Caller, Depends(require("view
                      "admin for another user's job)")
 def cancel_job(caller: Annotated[Caller, Depends(require("trader"))], ctx: Ctx, state: State,
                job_id: JobId) -> dict[str, Any]:
-    row = _db(lambda: job_store.get(ctx.engine, job_id))
+    row = db_call(lambda: job_store.get(ctx.engine, job_id))
     if row is None:
         raise ApiError(404, f"no job {job_id}")
-    if row["created_by"] != _actor(caller) and ROLE_RANK[caller.role] < ROLE_RANK["admin"]:
+    if row["created_by"] != caller.actor and ROLE_RANK[caller.role] < ROLE_RANK["admin"]:
         raise ApiError(403, f"job {job_id} was submitted by {row['created_by']}; cancelling it needs the admin role",
                        details={"required_role": "admin", "role": caller.role})
     try:
-        outcome, after = _db(lambda: cancel(ctx.engine, job_id, _actor(caller), queue=state.queue))
+        outcome, after = db_call(lambda: cancel(ctx.engine, job_id, caller.actor, queue=state.queue))
     except JobNotFound as e:
         raise ApiError(404, f"no job {job_id}") from e
     except JobFinished as e:

@@ -19,7 +19,7 @@ from backend import control
 from backend.api.commands import COMMAND_RESPONSES as _RESPONSES
 from backend.api.commands import send_command
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, database_error
 from backend.api.schemas import ControlResult, KillEngage, KillRelease, KillSwitchState, ScopeState
 from execution.kill_switch import GLOBAL, scope_problem
 
@@ -44,7 +44,7 @@ def kill_switch_state(_caller: Annotated[Caller, Depends(require("viewer"))], ct
     try:
         rows = control.trading_states(ctx.engine)
     except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
+        raise database_error(e) from e
     glob = next((r["state"] for r in rows if r["scope"] == GLOBAL), "ACTIVE")
     return KillSwitchState(scopes=[ScopeState(**r) for r in rows], global_state=glob)
 

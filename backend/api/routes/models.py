@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, database_error
 from backend.api.schemas import Reason, _Strict
 from pattern_engine.ml.registry import (
     InvalidModel,
@@ -97,7 +97,7 @@ def _call(fn: Callable[[], T]) -> T:
     except RegistryError as e:
         raise ApiError(409, str(e)[:500]) from e
     except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
+        raise database_error(e) from e
 
 
 @router.get("", response_model=list[ModelOut], summary="Model versions, by name then version (viewer)")
@@ -120,7 +120,7 @@ def get_model(_caller: Annotated[Caller, Depends(require("viewer"))], ctx: Ctx, 
 def _change(ctx: ApiContext, caller: Caller, what: str, name: str, version: int, reason: str) -> dict[str, Any]:
     reg = _registry(ctx)
     fn = {"promote": reg.promote, "retire": reg.retire, "delete": reg.delete}[what]
-    t = _call(lambda: fn(name, version, f"api:{caller.username}"[:64], reason))
+    t = _call(lambda: fn(name, version, caller.actor, reason))
     return {"changed": t.changed, "previous_state": t.previous_state, "model": t.record.as_dict(metadata=False),
             "replaced": t.replaced.as_dict(metadata=False) if t.replaced else None}
 
@@ -190,7 +190,7 @@ def upload_model(
         raise ApiError(403, f"{suffix} files run code when loaded; uploads of them are off "
                             "(AITRADER_API_ALLOW_PICKLE_UPLOADS); upload the model as .onnx or use `aitrader model import`")
     limit = ctx.settings.model_upload_max_mb << 20
-    actor = f"api:{caller.username}"[:64]
+    actor = caller.actor
     with tempfile.TemporaryDirectory(prefix="aitrader-upload-") as tmp:
         src = FsPath(tmp) / f"upload{suffix}"
         size = 0

@@ -31,8 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from backend import views
 from backend.api.commands import COMMAND_RESPONSES, send_command
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, db_call
 from backend.api.ratelimit import SlidingWindowLimiter
+from backend.api.routes.views import exact
 from backend.api.schemas import NAME_PATTERN, SYMBOL_PATTERN, OrderOut
 from common import db, streams
 from common.messages import OrderIntent, OrdType, Side, TimeInForce, encode
@@ -121,28 +122,24 @@ def _audit(ctx: ApiContext, caller: Caller, coid: str, result: str, detail: dict
         log.exception("audit_log row for a manual order by %s not written: %s", caller.username, row)
 
 
-def _mark(ctx: ApiContext, symbol: str) -> Decimal | None:
-    marks = views.read_marks(ctx.common.redis_url)
-    if marks is None:
-        raise ApiError(503, "Redis is unreachable: the order cannot reach the gateway")
-    return marks.get(symbol)
+def _redis(ctx: ApiContext) -> redis.Redis:
+    return redis.Redis.from_url(ctx.common.redis_url, socket_connect_timeout=2, socket_timeout=2)
 
 
-def _publish(ctx: ApiContext, intent: OrderIntent) -> None:
-    r = redis.Redis.from_url(ctx.common.redis_url, socket_connect_timeout=2, socket_timeout=2)
+def _mark(r: redis.Redis, symbol: str) -> Decimal | None:
+    """The gateway's last reference price of ``symbol`` (``ex:marks``), or None."""
+    try:
+        raw = r.hget(streams.MARKS, symbol)
+    except (redis.RedisError, OSError) as e:
+        raise ApiError(503, "Redis is unreachable: the order cannot reach the gateway") from e
+    return Decimal(raw.decode()) if raw is not None else None
+
+
+def _publish(ctx: ApiContext, r: redis.Redis, intent: OrderIntent) -> None:
     try:
         r.xadd(streams.INTENTS, {b"d": encode(intent)}, maxlen=ctx.common.stream_maxlen, approximate=True)
     except (redis.RedisError, OSError) as e:
         raise ApiError(503, f"Redis is unreachable: {e}") from e
-    finally:
-        r.close()
-
-
-def _order_row(ctx: ApiContext, coid: str) -> dict[str, Any] | None:
-    try:
-        return views.get_order(ctx.engine, coid)
-    except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
 
 
 @router.post("", response_model=OrderSubmitted, status_code=201,
@@ -156,7 +153,15 @@ def new_order(body: NewOrder, caller: Trader, ctx: Ctx, request: Request) -> Any
     if wait > 0:
         raise ApiError(429, f"too many new orders: try again in {wait:.0f} s", code="rate_limited",
                        headers={"Retry-After": SlidingWindowLimiter.retry_after(wait)})
-    mark = _mark(ctx, body.symbol)
+    r = _redis(ctx)
+    try:
+        return _new_order(body, caller, ctx, r)
+    finally:
+        r.close()
+
+
+def _new_order(body: NewOrder, caller: Caller, ctx: ApiContext, r: redis.Redis) -> Any:
+    mark = _mark(r, body.symbol)
     ref = mark if mark is not None else body.limit_price
     if ref is None:
         raise ApiError(409, f"no mark for {body.symbol}: the gateway has seen no price for it; a MARKET or STOP "
@@ -177,7 +182,7 @@ def new_order(body: NewOrder, caller: Trader, ctx: Ctx, request: Request) -> Any
               "limit_price": str(body.limit_price or ""), "stop_price": str(body.stop_price or ""),
               "ref_price": str(ref), "reason": body.reason}
     try:
-        _publish(ctx, intent)
+        _publish(ctx, r, intent)
     except ApiError:
         _audit(ctx, caller, coid, "unreachable", detail)
         raise
@@ -185,16 +190,15 @@ def new_order(body: NewOrder, caller: Trader, ctx: Ctx, request: Request) -> Any
     log.info("manual order %s by %s: %s %s %s %s", coid, caller.username, body.side, body.qty, body.symbol,
              body.order_type)
     deadline = time.monotonic() + ctx.settings.control_timeout_s
-    row = _order_row(ctx, coid)
+    row = db_call(lambda: views.get_order(ctx.engine, coid))
     while row is None and time.monotonic() < deadline:
         time.sleep(0.05)
-        row = _order_row(ctx, coid)
+        row = db_call(lambda: views.get_order(ctx.engine, coid))
     if row is None:
         return JSONResponse(status_code=202, content=OrderSubmitted(client_order_id=coid,
                                                                     status="PENDING_NEW").model_dump(mode="json"))
-    out = {k: (views.fmt_decimal(v) if isinstance(v, Decimal) else v) for k, v in row.items()}
     return OrderSubmitted(client_order_id=coid, status=row["status"], reject_reason=row["reason"],
-                          order=OrderOut(**out))
+                          order=OrderOut(**exact(row)))
 
 
 @router.post("/{client_order_id}/cancel", response_model=CancelResult, responses=COMMAND_RESPONSES,

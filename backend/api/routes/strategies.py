@@ -117,7 +117,7 @@ _SWITCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _switch(ctx: ApiContext, caller: Caller, name: str, on: bool, reason: str) -> Any:
     try:
-        res = strategies.switch(ctx.common, name, on, reason=reason, actor=f"api:{caller.username}"[:64],
+        res = strategies.switch(ctx.common, name, on, reason=reason, actor=caller.actor,
                                 timeout_s=ctx.settings.control_timeout_s, engine=ctx.engine)
     except strategies.UnknownStrategy as e:
         raise ApiError(404, str(e)) from None

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.deps import ApiContext, Caller, context, require
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, database_error
 from backend.api.ratelimit import SlidingWindowLimiter
 from backend.api.schemas import _Strict
 from common.config import ConfigError, load
@@ -113,7 +113,7 @@ def _db(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
+        raise database_error(e) from e
 
 
 @router.post("", response_model=SuggestionRunOut, status_code=201,
@@ -128,11 +128,11 @@ async def create_suggestion(body: SuggestionRequest, caller: Annotated[Caller, D
         raise ApiError(429, f"too many suggestion runs; retry in {retry} s", headers={"Retry-After": retry},
                        details={"retry_after_s": int(retry)})
     try:
-        rec = await state.service.suggest(body.prompt, f"api:{caller.username}"[:64], body.provider)
+        rec = await state.service.suggest(body.prompt, caller.actor, body.provider)
     except ConfigError as e:
         raise ApiError(409, str(e), code="provider_not_configured") from e
     except SQLAlchemyError as e:
-        raise ApiError(503, f"database error: {str(e).splitlines()[0][:200]}") from e
+        raise database_error(e) from e
     rec.pop("context", None)
     return rec
 

@@ -17,7 +17,7 @@ from .test_views import Gateway, db_url, traded  # noqa: F401 - fixtures
 
 
 def _exact(rows):
-    from backend.api.routes.views import _exact as exact
+    from backend.api.routes.views import exact
 
     return [exact(r) for r in rows]
 

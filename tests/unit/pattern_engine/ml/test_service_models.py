@@ -40,11 +40,11 @@ def reg(database_url, tmp_path, clean_env):
     store = tmp_path / "store"
     clean_env.setenv("DATABASE_URL", database_url)
     clean_env.setenv("AITRADER_MODEL_STORE", str(store))
-    clean_env.setattr(registry_mod, "_default", None)
+    clean_env.setattr(registry_mod, "_opened", {})
     eng = db.make_engine(database_url)
     yield ModelRegistry(eng, store)
-    if registry_mod._default is not None:
-        registry_mod._default.engine.dispose()
+    for reg in registry_mod._opened.values():
+        reg.engine.dispose()
     eng.dispose()
 
 
@@ -227,9 +227,10 @@ async def _alert(r, command: str) -> bool:
 
 def test_a_followed_name_starts_idle_while_the_registry_cannot_be_read(clean_env, tmp_path):
     clean_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'absent.db'}")
-    clean_env.setattr(registry_mod, "_default", None)
+    clean_env.setattr(registry_mod, "_opened", {})
     eng = PatternEngine(pattern("m"))
     assert eng.models[0].model is None
     assert not (tmp_path / "absent.db").exists()  # the engine opens the registry read-only: creates nothing
     eng.close()
-    registry_mod._default.engine.dispose()
+    for reg in registry_mod._opened.values():
+        reg.engine.dispose()
