@@ -181,6 +181,12 @@ def cmd_status(args: argparse.Namespace, common: CommonSettings) -> int:
         print(f"  {g['stream'] + '/' + g['group']:<45} lag {g['lag']:>8}  pending {g['pending']:>6}")
     if st["dead_letters"]["total"]:
         print(f"  dead letters: {st['dead_letters']['by_stream']}")
+    mem = st["redis_memory"]
+    if mem["max_bytes"]:
+        print(f"  redis memory {mem['used_bytes'] / 2**20:,.0f} of {mem['max_bytes'] / 2**20:,.0f} MiB "
+              f"({mem['used_fraction']:.0%}, {mem['policy']})")
+    if mem["warning"]:
+        print(f"warning: {mem['warning']}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from common import streams
 from common.accounting import apply_fill
 from common.bus import connect, group_backlog, wait_drained
 from common.config import CommonSettings
-from common.latency import STAGES, LatencyHistogram, summarize
+from common.latency import merged_stages, summarize
 
 __all__ = ["Position", "build_report", "format_report", "positions_from_fills", "rejects_by_reason", "wait_idle"]
 
@@ -76,13 +76,7 @@ def _int(v: Any) -> int:
 
 
 async def _latency(r: aioredis.Redis) -> dict[str, dict[str, int]]:
-    out = {}
-    for stage in STAGES:
-        merged = LatencyHistogram()
-        for data in (await r.hgetall(streams.latency_key(stage))).values():
-            merged.merge(LatencyHistogram.decode(data))
-        out[stage] = summarize(merged)
-    return out
+    return {stage: summarize(merged) for stage, (merged, _, _) in (await merged_stages(r)).items()}
 
 
 def _db_figures(db_url: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from common import streams
 from common.bus import DATA_FIELD, BusUnavailable, connect, group_backlog
+from common.latency import buckets, merged_stages, summarize
 from common.messages import DecodeError, Heartbeat, decode_as
 
 __all__ = ["CORE_SERVICES", "DEGRADED_S", "HEALTHY_S", "UNHEALTHY_S", "VERDICTS", "HeartbeatLog",
@@ -153,6 +154,30 @@ def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
     return out
 
 
+NEAR_FULL = 0.9  # of maxmemory: warn before Redis starts refusing writes
+
+
+def redis_memory(info: dict[str, Any]) -> dict[str, Any]:
+    """Redis's memory against its limit (``INFO memory``), with a warning for an operator: near or at
+    ``maxmemory`` (with ``noeviction`` writes are refused and trading stalls), or a policy that evicts keys
+    (stream entries and consumer groups could silently go)."""
+    used, cap = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    policy = str(info.get("maxmemory_policy", ""))
+    fraction = used / cap if cap else None
+    warning = None
+    if cap and policy != "noeviction":
+        warning = (f"redis maxmemory-policy is {policy}: at maxmemory it may evict stream entries and consumer "
+                   "groups; use noeviction (docs/deployment.md)")
+    elif fraction is not None and fraction >= 1:
+        warning = (f"redis is full ({used / 2**20:,.0f} of {cap / 2**20:,.0f} MiB maxmemory): writes are refused "
+                   "and trading stalls until room is made (docs/operations.md, When Redis is full)")
+    elif fraction is not None and fraction >= NEAR_FULL:
+        warning = (f"redis memory at {fraction:.0%} of maxmemory ({cap / 2**20:,.0f} MiB): at 100% writes are "
+                   "refused and trading stalls (docs/operations.md, When Redis is full)")
+    return {"used_bytes": used, "max_bytes": cap or None, "policy": policy,
+            "used_fraction": round(fraction, 4) if fraction is not None else None, "warning": warning}
+
+
 async def snapshot(r: aioredis.Redis, log: HeartbeatLog, now_ns: int) -> dict[str, Any]:
     """Every service's heartbeat verdict, consumer-group lag, stats counters and dead letters.
 
@@ -164,6 +189,7 @@ async def snapshot(r: aioredis.Redis, log: HeartbeatLog, now_ns: int) -> dict[st
     async for key in r.scan_iter(match=streams.stats_key("*"), _type="hash"):
         stats[key.decode()[len(streams.stats_key("")):]] = _ints(await r.hgetall(key))
     dlq = _ints(await r.hgetall(streams.DLQ_COUNTS))
+    memory = redis_memory(await r.info("memory"))
     by_service: dict[str, list[Heartbeat]] = {s: [] for s in CORE_SERVICES}
     for (service, _inst), hb in log.last.items():
         by_service.setdefault(service, []).append(hb)
@@ -176,7 +202,8 @@ async def snapshot(r: aioredis.Redis, log: HeartbeatLog, now_ns: int) -> dict[st
                          "dead_letters": svc_stats.get("dead_letters", 0),
                          "errors": sum(i["errors"] for i in insts)})
     return {
-        "checked_at_ns": now_ns, "redis": None, "thresholds": _thresholds(), "services": services,
+        "checked_at_ns": now_ns, "redis": None, "redis_memory": memory, "thresholds": _thresholds(),
+        "services": services,
         "consumer_groups": [{"stream": k.rsplit("/", 1)[0], "group": k.rsplit("/", 1)[1], **v}
                             for k, v in sorted(groups.items())],
         "dead_letters": {"total": sum(dlq.values()), "by_stream": dlq},
@@ -187,7 +214,7 @@ def unknown(log: HeartbeatLog, now_ns: int, error: str) -> dict[str, Any]:
     """What ``snapshot`` answers when Redis does not: every service known so far, ``unknown``."""
     names = sorted(set(CORE_SERVICES) | {s for s, _i in log.last})
     return {
-        "checked_at_ns": now_ns, "redis": error, "thresholds": _thresholds(),
+        "checked_at_ns": now_ns, "redis": error, "redis_memory": None, "thresholds": _thresholds(),
         "services": [{"service": n, "verdict": "unknown", "instances": [], "stats": {}, "dead_letters": 0,
                       "errors": 0} for n in names],
         "consumer_groups": [], "dead_letters": {"total": 0, "by_stream": {}},
@@ -206,5 +233,25 @@ async def snapshot_once(redis_url: str, log: HeartbeatLog | None = None, now_ns:
     except (TimeoutError, *BusUnavailable, RedisError) as e:
         msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         return unknown(log, now_ns if now_ns is not None else time.time_ns(), f"redis unavailable: {msg}")
+    finally:
+        await r.aclose()
+
+
+async def latency(r: aioredis.Redis) -> list[dict[str, Any]]:
+    """Each stage's HDR histogram merged over the instances that saved one (``lat:<stage>``, every heartbeat:
+    since each instance started): count, p50 / p99 / p999 / max in µs and 1-2-5 buckets. A histogram that
+    does not decode is skipped (and counted in ``unreadable``), never an error."""
+    return [{"stage": stage, **summarize(merged), "instances": instances, "unreadable": unreadable,
+             "buckets": [{"ge_us": ge, "lt_us": lt, "count": n} for ge, lt, n in buckets(merged)]}
+            for stage, (merged, instances, unreadable) in (await merged_stages(r)).items()]
+
+
+async def latency_once(redis_url: str, timeout_s: float = 2.0) -> tuple[list[dict[str, Any]], str | None]:
+    """``latency`` over a fresh connection: ``(stages, None)``, or ``([], why)`` when Redis cannot be read."""
+    r = connect(redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return await asyncio.wait_for(latency(r), timeout=timeout_s * 3), None
+    except (TimeoutError, *BusUnavailable, RedisError) as e:
+        return [], "redis unavailable: " + (str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
     finally:
         await r.aclose()

@@ -23,17 +23,24 @@ from typing import Any
 import hiredis
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import (
+    ClusterDownError,
+    ExecAbortError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import streams
 from common.messages import check, decode_as, encode
-from common.resp import RecordingPipe, RespConnection
+from common.resp import RecordingPipe, Refused, RespConnection, is_refusal, reply_error
 
 __all__ = [
-    "Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD",
-    "group_backlog", "pipeline_streams", "wait_drained",
+    "Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD", "Refused",
+    "cluster_node", "group_backlog", "pipeline_streams", "refused", "wait_drained",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,8 +48,33 @@ log = logging.getLogger(__name__)
 DATA_FIELD = b"d"
 DLQ_MAXLEN = 100_000
 
-# Errors that mean "Redis is not there right now": the outermost loop backs off and retries.
-BusUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# A command Redis refused for now, applying none of it (common.resp.REFUSAL_CODES): from the lean connection
+# ``Refused``; from redis-py the classes it maps those codes to (LOADING is its BusyLoadingError, a ConnectionError).
+_REFUSED = (Refused, OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)
+
+# Errors that mean "Redis is not there right now", or is there and refuses writes for now (full, read-only
+# replica, failing to persist): the outermost loop backs off and retries.
+BusUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, *_REFUSED)
+
+
+def cluster_node(info: dict[str, Any]) -> str | None:
+    """Why a Redis whose ``INFO cluster`` is ``info`` cannot be the bus (a Redis Cluster node), else None.
+    Each stage commits across several hash slots in one MULTI/EXEC, which a cluster refuses (docs/scaling.md)."""
+    if str(info.get("cluster_enabled", "0")) not in ("1", "True", "true"):
+        return None
+    return ("invalid setting REDIS_URL: it points at a Redis Cluster node (cluster_enabled:1); AITrader runs on a "
+            "standalone Redis only: each stage commits across several hash slots in one transaction, which a "
+            "cluster refuses (docs/scaling.md, Redis Cluster)")
+
+
+def refused(e: BaseException) -> bool:
+    """Redis refused the command (of a transaction: the whole of it) for now and applied none of it, so sending
+    the same again later is safe. Also true for the codes redis-py has no class for (MISCONF, BUSY, NOREPLICAS)."""
+    if isinstance(e, _REFUSED):
+        return True
+    if isinstance(e, ExecAbortError):  # redis-py drops the code from the text
+        return is_refusal(f"EXECABORT {e}")
+    return isinstance(e, ResponseError) and is_refusal(str(e))
 
 
 def connect(url: str, **kw: Any) -> aioredis.Redis:
@@ -117,29 +149,59 @@ class Publisher:
     """Pipelined XADD of many messages in one round trip (no transaction needed).
 
     Uses the lean hot-path connection (``common.resp``) unless ``fast_path`` is false.
+
+    ``wait_refused``: while Redis refuses the writes for now (full under ``noeviction``, a read-only replica,
+    failing to persist), wait and send them again, so a feed holds back rather than drops or exits. Each round
+    trip is then one MULTI/EXEC: a refusal applies none of it, so the same messages go again, once each and in
+    order (in a bare pipeline a refused XADD may be followed by a stored one when memory frees in between, which
+    could not be resent without reordering).
     """
 
-    def __init__(self, redis: aioredis.Redis, maxlen: int, fast_path: bool = True) -> None:
+    def __init__(self, redis: aioredis.Redis, maxlen: int, fast_path: bool = True, wait_refused: bool = False) -> None:
         self.redis = redis
         self.maxlen = maxlen
         self.fast_path = fast_path
+        self.wait_refused = wait_refused
+        self.refused = 0  # messages refused and sent again
         self._fast: RespConnection | None = None
 
     async def publish(self, items: Iterable[tuple[str, bytes]]) -> None:
+        cmds = [("XADD", stream, "MAXLEN", "~", self.maxlen, "*", DATA_FIELD, data) for stream, data in items]
+        if not cmds:
+            return
+        if not self.wait_refused:
+            await self._send(cmds, False)
+            return
+        delay, since = 0.05, 0.0
+        while True:
+            try:
+                await self._send(cmds, True)
+                return
+            except Exception as e:
+                if not refused(e):
+                    raise
+                self.refused += len(cmds)
+                now = time.monotonic()
+                if now - since >= 10:
+                    since = now
+                    log.warning("redis refuses writes (%s); holding %d messages and sending them again until it "
+                                "accepts them", e, len(cmds))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _send(self, cmds: list[tuple], transaction: bool) -> None:
         if self.fast_path:
-            cmds = [("XADD", stream, "MAXLEN", "~", self.maxlen, "*", DATA_FIELD, data) for stream, data in items]
-            if cmds:
-                if self._fast is None or self._fast.closed:
-                    self._fast = await RespConnection.open(self.redis.connection_pool.connection_kwargs)
+            if self._fast is None or self._fast.closed:
+                self._fast = await RespConnection.open(self.redis.connection_pool.connection_kwargs)
+            if transaction:
+                await self._fast.transaction(cmds)
+            else:
                 await self._fast.pipeline(cmds)
             return
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        for stream, data in items:
-            pipe.xadd(stream, {DATA_FIELD: data}, maxlen=self.maxlen, approximate=True)
-            n += 1
-        if n:
-            await pipe.execute()
+        pipe = self.redis.pipeline(transaction=transaction)
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        await pipe.execute()
 
     def close(self) -> None:
         if self._fast is not None:
@@ -228,11 +290,30 @@ class Consumer:
             self.resets += 1
         return created
 
-    async def start(self) -> None:
-        """Create groups, then queue this consumer's own pending entries and claim abandoned ones."""
+    async def start(self, recover: bool = True) -> None:
+        """Create groups, then (``recover``) queue this consumer's own pending entries and claim abandoned ones."""
         await self.ensure_groups()
         self._started = True
-        await self._recover_pending()
+        if recover:
+            await self._recover_pending()
+
+    def forget_backlog(self) -> None:
+        """Drop what was delivered to this consumer and not handled yet, unacked: it stays pending in the group,
+        for whoever takes the group over (``take_over``)."""
+        self._backlog = []
+        self._catch_up = False
+        if self._pending_read is not None:
+            self._pending_read[0].add_done_callback(_forget)
+            self._pending_read = None
+
+    async def take_over(self) -> int:
+        """Claim every entry pending in the group, whoever it was delivered to, oldest first per stream, to be
+        handled before anything new. Only for a consumer that knows no other member is handling them (it holds
+        the group's lease); returns how many were claimed."""
+        self.forget_backlog()
+        self._backlog = await self._claim_abandoned(min_idle_ms=0)
+        self._last_claim_scan = self._last_retry_scan = time.monotonic()
+        return len(self._backlog)
 
     async def _recover_pending(self) -> None:
         for stream in self.types:
@@ -254,18 +335,20 @@ class Consumer:
         self._backlog.extend(await self._claim_abandoned())
         self._last_claim_scan = time.monotonic()
 
-    async def _claim_abandoned(self) -> list[Entry]:
-        """Entries other consumers left pending longer than ``claim_idle_ms`` (they died)."""
+    async def _claim_abandoned(self, held: set[bytes] = frozenset(), min_idle_ms: int | None = None) -> list[Entry]:
+        """Entries other consumers left pending longer than ``claim_idle_ms`` (they died), or ``min_idle_ms``;
+        ``held`` as in ``_retry_failed`` (claimed along with the rest, they are ours already: not returned twice)."""
         out: list[Entry] = []
-        if self.claim_idle_ms <= 0:
+        idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        if min_idle_ms is None and self.claim_idle_ms <= 0:
             return out
         for stream in self.types:
             cursor = "0-0"
             while True:
                 res = await self.redis.xautoclaim(
-                    stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
+                    stream, self.group, self.consumer, idle, cursor, count=self.count
                 )
-                cursor, items = res[0], [it for it in res[1] if it and it[1] is not None]
+                cursor, items = res[0], [it for it in res[1] if it and it[1] is not None and it[0] not in held]
                 if items:
                     ids = [i for i, _ in items]
                     counts = await self._delivery_counts(stream, ids)
@@ -376,31 +459,44 @@ class Consumer:
             return []
 
     async def _read(self) -> list[Entry]:
-        now = time.monotonic()
-        if now - self._last_retry_scan >= self.retry_idle_ms / 1000:
-            self._last_retry_scan = now
-            retried = await self._retry_failed()
-            if retried:
-                return retried
-        if self.claim_idle_ms > 0 and now - self._last_claim_scan >= self.claim_idle_ms / 2000:
-            # While running, too: a consumer that died (another instance, or this service's
-            # previous run under another name) must not leave its entries pending forever.
-            self._last_claim_scan = now
-            claimed = await self._claim_abandoned()
-            if claimed:
-                return claimed
-        if self._pending_read is not None:
+        prefetched = self._pending_read is not None
+        if prefetched:
+            # The last commit's read-ahead first. What it delivered is pending to this consumer and,
+            # after a stall (a slow database, Redis away in the stage's after-commit work), idle long
+            # enough for the scans below: they must not hand the same entries out a second time.
             fut, names = self._pending_read
             self._pending_read = None
             reply = await fut
             if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
-            batch = self._raw_entries(reply)
-        else:
-            names, block = self._plan_read()
-            batch = await self._xreadgroup(names, block)
+                raise reply_error(reply)
+            self._backlog = await self._complete(self._raw_entries(reply), names)  # read() left it empty
+        now = time.monotonic()
+        retry_due = now - self._last_retry_scan >= self.retry_idle_ms / 1000
+        claim_due = self.claim_idle_ms > 0 and now - self._last_claim_scan >= self.claim_idle_ms / 2000
+        if retry_due or claim_due:
+            held = {e.id for e in self._backlog}
+            if retry_due:
+                self._last_retry_scan = now
+                retried = await self._retry_failed(held)
+                if retried:
+                    return retried
+            if claim_due:
+                # While running, too: a consumer that died (another instance, or this service's
+                # previous run under another name) must not leave its entries pending forever.
+                self._last_claim_scan = now
+                claimed = await self._claim_abandoned(held)
+                if claimed:
+                    return claimed
+        if prefetched:
+            batch, self._backlog = self._backlog[: self.count], self._backlog[self.count :]
+            return batch
+        names, block = self._plan_read()
+        return await self._complete(await self._xreadgroup(names, block), names)
+
+    async def _complete(self, batch: list[Entry], names: list[str]) -> list[Entry]:
+        """A read of the eager streams alone that returned entries: the lazy streams' news first."""
         if batch and names is self._eager and self._lazy:
-            batch = await self._with_lazy(batch)
+            return await self._with_lazy(batch)
         return batch
 
     def _raw_entries(self, resp: Any) -> list[Entry]:
@@ -426,14 +522,16 @@ class Consumer:
             self._fast.close()
             self._fast = None
 
-    async def _retry_failed(self) -> list[Entry]:
-        """Re-deliver own entries left pending by a failed handler (idle ≥ retry_idle_ms)."""
+    async def _retry_failed(self, held: set[bytes] = frozenset()) -> list[Entry]:
+        """Re-deliver own entries left pending by a failed handler (idle ≥ retry_idle_ms); ``held``:
+        ids already delivered to this process and not yet handled (a read-ahead), never re-delivered."""
         out: list[Entry] = []
         for stream in self.types:
             rows = await self.redis.xpending_range(
                 stream, self.group, min="-", max="+", count=self.count,
                 consumername=self.consumer, idle=self.retry_idle_ms,
             )
+            rows = [r for r in rows if r["message_id"] not in held]
             if not rows:
                 continue
             ids = [r["message_id"] for r in rows]
@@ -561,7 +659,8 @@ async def group_backlog(redis: aioredis.Redis, stream_names: list[str] | None = 
     """Per ``stream/group``: entries not yet delivered (``lag``) and delivered but unacked (``pending``).
 
     With ``stream_names`` the snapshot is taken in one MULTI/EXEC, in the order given: list
-    streams upstream first so that work moving downstream between two reads is never missed.
+    streams upstream first so that work moving downstream between two reads is never missed
+    (a full Redis refuses a MULTI even of reads: then they are read one after the other).
     Without, every stream (but dead-letter, heartbeat and ack streams) is scanned.
     """
     if stream_names is None:
@@ -569,11 +668,23 @@ async def group_backlog(redis: aioredis.Redis, stream_names: list[str] | None = 
             k.decode() async for k in redis.scan_iter(match="*", _type="stream")
             if not k.startswith((b"dlq:", b"sys:", b"ctl:acks", b"bench:"))
         ]
-    pipe = redis.pipeline(transaction=True)
-    for s in stream_names:
-        pipe.xinfo_groups(s)
-        pipe.xinfo_stream(s)
-    results = await pipe.execute(raise_on_error=False)
+    results: list[Any] = []
+    for transaction in (True, False):
+        pipe = redis.pipeline(transaction=transaction)
+        for s in stream_names:
+            pipe.xinfo_groups(s)
+            pipe.xinfo_stream(s)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as e:  # a transaction refused as a whole
+            if not (transaction and refused(e)):
+                raise
+            results = [e]
+        # A full Redis refuses every command queued in a MULTI, reads too: read them one by one instead (the
+        # snapshot is then not atomic: work moving downstream between two reads may be missed).
+        errors = [x for x in results if isinstance(x, Exception)]
+        if not (transaction and errors and all(refused(x) for x in errors)):
+            break
     out: dict[str, dict[str, int]] = {}
     for i, stream in enumerate(stream_names):
         groups, info = results[2 * i], results[2 * i + 1]

@@ -15,13 +15,21 @@ from typing import Any, TypeVar
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["SERVICE_PREFIXES", "CommonSettings", "ConfigError", "SettingsBase", "env_name", "known_env_names", "load",
-           "metrics_port_field"]
+__all__ = ["SERVICE_PREFIXES", "CommonSettings", "ConfigError", "SettingsBase", "env_name", "is_placeholder",
+           "known_env_names", "load", "metrics_port_field"]
 
 T = TypeVar("T", bound=BaseSettings)
 
 _REGISTRY: list[type[BaseSettings]] = []
-_PLACEHOLDERS = {"changeme", "change-me", "placeholder", "secret", "xxx", "todo", "your-secret-here"}
+_PLACEHOLDERS = {"changeme", "change-me", "change_me", "placeholder", "secret", "password", "xxx", "todo",
+                 "your-secret-here"}
+
+
+def is_placeholder(value: str) -> bool:
+    """True for a value someone forgot to replace: ``changeme``, ``secret``, ``password``, ``xxx…``,
+    ``<your key>`` (an example's angle brackets) and the like."""
+    v = value.strip().lower()
+    return v in _PLACEHOLDERS or v.startswith("<") or (len(v) >= 3 and set(v) == {"x"})
 
 
 class ConfigError(Exception):
@@ -223,6 +231,7 @@ SCRIPT_KEYS = frozenset({
     "AITRADER_STOP_TIMEOUT",  # seconds stop_pipeline.sh waits before SIGKILL
     "AITRADER_LOG_LINES",  # log lines stop_pipeline.sh prints per service
     "AITRADER_REPORT_WAIT",  # seconds quick-start.sh waits for the pipeline to drain
+    "AITRADER_BUILD_PANEL",  # 0 = quick-start.sh / scripts/dev_up.sh do not build the control panel
     "AITRADER_DATA_DIR_FOR_TESTS",  # where tests look for ../shared/data
 })
 
@@ -262,6 +271,6 @@ def load(cls: type[T], **overrides: Any) -> T:
     for field, info in cls.model_fields.items():
         if "secret" in field or "password" in field or field.endswith("_key"):
             val = str(getattr(settings, field) or "")
-            if val.strip().lower() in _PLACEHOLDERS:
+            if is_placeholder(val):
                 raise ConfigError(f"invalid setting {env_name(cls, field)}: placeholder secret refused")
     return settings

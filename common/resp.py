@@ -8,7 +8,9 @@ returns them raw (nested lists of bytes). It does only what the hot path needs: 
 commands, get their replies in order. Everything else keeps using redis-py.
 
 Error replies come back as ``redis.exceptions.ResponseError`` (raised by ``call`` and by
-``transaction`` for any failed command); a lost connection raises ``ConnectionError``.
+``transaction`` for any failed command), ``Refused`` for a refusal that applies nothing and
+passes (Redis full, loading, a read-only replica, failing to persist: ``REFUSAL_CODES``); a
+lost connection raises ``ConnectionError``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,34 @@ from typing import Any
 import hiredis
 from redis.exceptions import ResponseError
 
-__all__ = ["RespConnection", "RecordingPipe"]
+__all__ = ["REFUSAL_CODES", "RecordingPipe", "Refused", "RespConnection", "is_refusal", "reply_error"]
+
+# Error codes of a command Redis refused as a whole, for now: ``maxmemory`` reached with ``noeviction`` (OOM),
+# a script running (BUSY), a data set loading (LOADING), a replica after a failover (READONLY), writes stopped
+# because the last save or append-only write failed (MISCONF), a cluster slot moving or down (TRYAGAIN,
+# CLUSTERDOWN, MASTERDOWN), too few replicas for min-replicas-to-write (NOREPLICAS). Nothing of the command (of a
+# transaction: nothing of it at all) was applied, so sending it again later is safe.
+REFUSAL_CODES = frozenset({"OOM", "BUSY", "LOADING", "READONLY", "MISCONF", "TRYAGAIN", "CLUSTERDOWN",
+                           "MASTERDOWN", "NOREPLICAS"})
+
+
+class Refused(ResponseError):
+    """Redis refused the command for now and applied none of it (``REFUSAL_CODES``); the text keeps the code."""
+
+
+def is_refusal(msg: str) -> bool:
+    """The text of an error reply is a passing refusal: its code, or for an EXEC refused when it came
+    (``EXECABORT Transaction discarded because of: OOM …``) the code of the reason."""
+    code, _, rest = msg.partition(" ")
+    if code == "EXECABORT":
+        code = rest.partition("because of: ")[2].partition(" ")[0]
+    return code in REFUSAL_CODES
+
+
+def reply_error(reply: Any) -> ResponseError:
+    """The exception for an error reply: ``Refused`` for a passing refusal, else ``ResponseError``."""
+    msg = str(reply)
+    return Refused(msg) if is_refusal(msg) else ResponseError(msg)
 
 
 class _Protocol(asyncio.Protocol):
@@ -94,7 +123,7 @@ class RespConnection:
         (fut,) = self._send(hiredis.pack_command(args), 1)
         reply = await fut
         if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
+            raise reply_error(reply)
         return reply
 
     async def pipeline(self, commands: list[tuple]) -> list[Any]:
@@ -103,7 +132,7 @@ class RespConnection:
         replies = [await f for f in futs]
         for r in replies:
             if isinstance(r, hiredis.ReplyError):
-                raise ResponseError(str(r))
+                raise reply_error(r)
         return replies
 
     async def transaction(self, commands: list[tuple]) -> list[Any]:
@@ -131,13 +160,13 @@ class RespConnection:
         replies = [await f for f in futs]
         for r in replies[:-1]:  # MULTI's OK and each QUEUED: an error here aborts the EXEC
             if isinstance(r, hiredis.ReplyError):
-                raise ResponseError(str(r))
+                raise reply_error(r)
         results = replies[-1]
         if isinstance(results, hiredis.ReplyError):
-            raise ResponseError(str(results))
+            raise reply_error(results)
         if results is None:
             raise ResponseError("transaction aborted")
-        for r in results:
+        for r in results:  # a command that failed inside EXEC: the others were applied, so never ``Refused``
             if isinstance(r, hiredis.ReplyError):
                 raise ResponseError(str(r))
         return results

@@ -11,6 +11,7 @@ Only ``run_service`` (the outermost loop) decides whether to retry or stop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from common import streams
-from common.bus import BusUnavailable, Consumer, Entry, Outputs, connect, group_backlog
+from common.bus import BusUnavailable, Consumer, Entry, Outputs, cluster_node, connect, group_backlog, refused
 from common.config import CommonSettings, ConfigError, env_name
 from common.latency import LatencyHistogram
 from common.messages import Heartbeat, encode
@@ -49,6 +50,20 @@ def install_uvloop() -> None:
         pass
 
 
+class Fenced(Exception):
+    """A handled batch must not be committed: another instance may be handling the same entries now."""
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+    """Wait until ``a`` or ``b`` is set."""
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class Service:
     """Base class of a bus-consuming service. Subclasses set ``name`` and implement ``handle``."""
 
@@ -65,6 +80,12 @@ class Service:
         self.started_at = time.time_ns()
         self.status = "starting"
         self.detail = ""
+        self._refused_logged = 0.0  # when a refused commit was last logged (monotonic)
+        # Set while this instance may read its inputs. A standby (pattern engine, AITRADER_PE_STANDBY) clears it
+        # until it holds its group's lease; ``fenced`` then says when a handled batch must not be committed.
+        self.active = asyncio.Event()
+        self.active.set()
+        self.standby = False
         self.counters: dict[str, int] = {}
         self.latency: dict[str, LatencyHistogram] = {}
         self._tasks: list[asyncio.Task] = []
@@ -153,6 +174,9 @@ class Service:
         while not self.stopping.is_set():
             try:
                 await self.redis.ping()
+                why = cluster_node(await self.redis.info("cluster"))
+                if why:
+                    raise ConfigError(why)
                 return
             except BusUnavailable as e:
                 log.warning("%s: redis not reachable (%s); retrying in %.1fs", self.name, e, delay)
@@ -181,7 +205,13 @@ class Service:
                 fast_path=c.fast_bus,
             )
             self.configure_consumer(self.consumer)
-            await self.consumer.start()
+            # A standby claims nothing until it holds the lease (then ``Consumer.take_over``).
+            await self.consumer.start(recover=not self.standby)
+        # Start-up objects (imported modules, pydantic models, the MCP client, numba: 100k+) never die;
+        # a full collection walks them all (~40-100 ms on these machines), stalling every message behind it.
+        # Frozen, they are out of every later collection: measured in docs/benchmarks.md.
+        gc.collect()
+        gc.freeze()
         self.status = "ok"
 
     async def process(self, batch: list[Entry]) -> Outputs:
@@ -214,6 +244,16 @@ class Service:
         resets = self.consumer.resets
         # On stop, entries already delivered to us (prefetched) are still handled and acked.
         while not self.stopping.is_set() or self.consumer.has_backlog:
+            if not self.active.is_set():  # a standby: wait for the lease, or the stop
+                if self.stopping.is_set():
+                    return
+                await _either(self.active, self.stopping)
+                continue
+            if self.fenced():  # the lease may have run out (a stall): read nothing until it is renewed or lost
+                if self.stopping.is_set():
+                    return
+                await asyncio.sleep(0.01)
+                continue
             try:
                 if self.consumer.resets != resets:
                     resets = self.consumer.resets
@@ -229,10 +269,19 @@ class Service:
                     continue
                 async with self.batch_lock:
                     out = await self.process(batch)
-                    await self.consumer.commit(out, prefetch=not self.stopping.is_set())
-                    await self.after_commit(batch, out)
+                    committed = await self._try_commit(out, 1)
+                    if committed:
+                        await self.after_commit(batch, out)
+                if not committed:
+                    await self._commit_refused(batch, out)
                 backoff = 0.05
-            except BusUnavailable as e:
+            except Fenced as e:
+                # Handled, not committed: the batch stays pending in the group, for the lease's holder.
+                self.count("batches_fenced")
+                log.warning("%s: %s; the batch is left pending for the holder", self.name, e)
+            except Exception as e:
+                if not isinstance(e, BusUnavailable) and not refused(e):
+                    raise
                 if self.stopping.is_set():
                     # Stopping and Redis is gone: what was prefetched stays pending and is
                     # re-delivered to this consumer when it comes back; nothing is lost.
@@ -245,8 +294,62 @@ class Service:
                 try:
                     await self.consumer.ensure_groups()
                     self.status, self.detail = "ok", ""
-                except BusUnavailable:
-                    pass
+                except Exception as again:
+                    if not isinstance(again, BusUnavailable) and not refused(again):
+                        raise
+
+    async def _try_commit(self, out: Outputs, tries: int) -> bool:
+        """One try at committing a handled batch (under ``batch_lock``): False when Redis refused it for now (full
+        under ``noeviction``, a read-only replica, failing to persist: nothing of it applied); ``tries`` counts
+        this one."""
+        assert self.consumer is not None
+        self._check_fence()
+        try:
+            await self.consumer.commit(out, prefetch=not self.stopping.is_set())
+            return True
+        except Exception as e:
+            if not refused(e) or self.stopping.is_set():
+                raise
+            self._refused(e, tries)
+            return False
+
+    async def _commit_refused(self, batch: list[Entry], out: Outputs) -> None:
+        """Send a refused commit's same outputs again, with a backoff, until Redis accepts them: the batch is
+        neither lost nor handled twice, so the service's state stays in step with the bus. The waits are outside
+        ``batch_lock`` (the gateway's control requests from the database go on meanwhile). Stopping gives up:
+        the batch stays pending and the next run handles it again."""
+        delay, tries = 0.05, 1
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            async with self.batch_lock:
+                tries += 1
+                if not await self._try_commit(out, tries):
+                    continue
+                log.warning("%s: redis accepts writes again; the batch went through after %d refusals",
+                            self.name, tries - 1)
+                if self.detail.startswith("redis refuses writes"):
+                    self.status, self.detail = "ok", ""
+                await self.after_commit(batch, out)
+                return
+
+    def fenced(self) -> str | None:
+        """Why a handled batch must not be committed now (a standby that lost its lease), else None."""
+        return None
+
+    def _check_fence(self) -> None:
+        why = self.fenced()
+        if why:
+            raise Fenced(why)
+
+    def _refused(self, e: Exception, tries: int) -> None:
+        self.count("commits_refused")
+        self.status, self.detail = "degraded", f"redis refuses writes: {e}"
+        now = time.monotonic()
+        if tries == 1 or now - self._refused_logged >= 10:
+            self._refused_logged = now
+            log.warning("%s: redis refuses writes (%s); the batch is kept and sent again (backoff up to 1 s) "
+                        "until it is accepted", self.name, e)
 
     async def heartbeat_once(self, status: str | None = None) -> None:
         if self.redis is None:
@@ -275,8 +378,10 @@ class Service:
         while not self.stopping.is_set():
             try:
                 await self.heartbeat_once()
-            except BusUnavailable as e:
-                log.debug("heartbeat failed: %s", e)
+            except Exception as e:
+                if not isinstance(e, BusUnavailable) and not refused(e):
+                    raise
+                log.debug("heartbeat failed: %s", e)  # the main loop reports Redis away or refusing
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=self.common.heartbeat_s)
             except asyncio.TimeoutError:
@@ -336,13 +441,17 @@ class Service:
                 await self.redis.aclose()
 
 
-async def check_health(common: CommonSettings, service: str, max_age_s: float = 10.0) -> tuple[bool, str]:
-    """True when some instance of ``service`` has a fresh, non-error health key."""
+async def check_health(common: CommonSettings, service: str, max_age_s: float = 10.0,
+                       instance: str | None = None) -> tuple[bool, str]:
+    """True when some instance of ``service`` (or the one named ``instance``) has a fresh, good health key."""
     from common.messages import decode_as
 
     r = connect(common.redis_url, socket_connect_timeout=2)
     try:
-        keys = [k async for k in r.scan_iter(match=streams.health_key(service, "*"))]
+        if instance is None:
+            keys = [k async for k in r.scan_iter(match=streams.health_key(service, "*"))]
+        else:
+            keys = [streams.health_key(service, instance)]
         now = time.time_ns()
         for k in keys:
             data = await r.get(k)
@@ -352,7 +461,7 @@ async def check_health(common: CommonSettings, service: str, max_age_s: float = 
             age = (now - hb.ts) / 1e9
             if age <= max_age_s and hb.status in ("ok", "degraded"):
                 return True, f"{service} {hb.instance} {hb.status} ({age:.1f}s ago) {hb.detail}"
-        return False, f"{service}: no fresh health key"
+        return False, f"{service}{'' if instance is None else ' ' + instance}: no fresh health key"
     finally:
         await r.aclose()
 
@@ -361,7 +470,9 @@ def main_entry(name: str, build: Callable[[list[str]], Any], argv: list[str] | N
     """Thin ``python -m <service>`` entry: load settings, build, run, return an exit code.
 
     ``build(argv)`` returns the service (settings loaded inside, so ConfigError surfaces here).
-    ``--check`` probes the service's health key instead of running it.
+    ``--check`` probes the service's health key instead of running it: any instance's, or with
+    ``--self`` only this one's (``AITRADER_INSTANCE``, else the host name: what a container's
+    healthcheck asks, so one healthy replica does not vouch for a stuck one).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -369,7 +480,8 @@ def main_entry(name: str, build: Callable[[list[str]], Any], argv: list[str] | N
             from common.config import load
 
             common = load(CommonSettings)
-            ok, msg = asyncio.run(check_health(common, name))
+            own = (common.instance or socket.gethostname()) if "--self" in argv else None
+            ok, msg = asyncio.run(check_health(common, name, instance=own))
             print(msg)
             return 0 if ok else 1
         service = build(argv)

@@ -25,6 +25,8 @@ __all__ = [
     "dlq_stream",
     "health_key",
     "latency_key",
+    "pattern_lease_key",
+    "pnl_day_start_key",
     "shard_for",
     "stats_key",
     "ticks_stream",
@@ -71,6 +73,18 @@ def stats_key(service: str) -> str:
 
 def health_key(service: str, instance: str) -> str:
     return f"health:{service}:{instance}"
+
+
+def pattern_lease_key(shards: list[int]) -> str:
+    """Standby mode: the lease of the pattern engines sharing these shards' consumer group (the holder's
+    instance name, with a TTL); the holder alone reads."""
+    return "pe:lease:" + ",".join(str(s) for s in sorted(shards))
+
+
+def pnl_day_start_key(day: str) -> str:
+    """JSON ``{"day", "equity", "at_ns"}``: the first equity the API computed on UTC day ``day`` (YYYY-MM-DD);
+    set once (NX) by whichever API instance computes it first, kept 3 days."""
+    return f"pnl:day_start:{day}"
 
 
 def latency_key(stage: str) -> str:

@@ -22,16 +22,7 @@ if [ "${AITRADER_DEMO_MODEL:-1}" != 0 ] && ! aitrader model show demo_mlp >/dev/
   aitrader model train --synthetic 200000 --horizon 20 --name demo_mlp --out "$AITRADER_HOME/bundles/demo_mlp" \
     --promote --reason "quick-start demo model"
 fi
-# The control panel, built once (the API serves frontend/dist at /ui/); without npm the pipeline runs without it.
-if [ ! -f frontend/dist/index.html ]; then
-  if command -v npm >/dev/null 2>&1; then
-    echo "== building the control panel (once): npm ci && npm run build in frontend/ =="
-    (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) \
-      || echo "quick-start: the control panel could not be built; the API runs without it" >&2
-  else
-    echo "quick-start: npm not found: the control panel is not built (the API runs without it)" >&2
-  fi
-fi
+build_panel_once quick-start
 scripts/start_pipeline.sh
 if [ $# -eq 0 ]; then
   # The synthetic default (100k ticks, ~90 s of market time) at 10x real time: ~11k ticks/s.
@@ -43,7 +34,7 @@ echo "== report =="
 aitrader report --wait-idle "${AITRADER_REPORT_WAIT:-300}" || true
 cat <<MSG
 
-Next:
+Next (aitrader is .venv/bin/aitrader: \`source .venv/bin/activate\` puts it on PATH):
   control panel: http://${AITRADER_API_HOST:-127.0.0.1}:$(cat "$AITRADER_HOME/pids/backend.api.port" 2>/dev/null || echo "${AITRADER_API_PORT:-8000}")/ui/ (user admin; password: $AITRADER_HOME/secrets/admin_password unless AITRADER_ADMIN_PASSWORD was set)
   aitrader status                     services' health and stream lag
   aitrader report --json              the run as JSON

@@ -32,6 +32,17 @@ class PatternEngineSettings(SettingsBase):
         DEFAULT_PATTERN_PATH,
         description="Pattern file (features and detectors), default config/pattern.yml of the checkout.",
     )
+    standby: bool = Field(
+        False,
+        description="Share these shards' consumer group with the other engines started on the same shards with "
+        "standby on: the one holding the lease (pe:lease:<shards>) reads, the others stand by and one takes over "
+        "within AITRADER_PE_LEASE_MS when it stops or dies (claiming what it left pending; features start cold).",
+    )
+    lease_ms: int = Field(
+        3000, ge=300, le=60_000,
+        description="Standby mode: the lease's time to live; the holder renews it every third of it and stops "
+        "committing when it could not renew for two thirds of it.",
+    )
     symbol_capacity: int = Field(
         256, ge=1, le=10_000_000, description="Symbols pre-allocated in the feature arrays (they grow by doubling)."
     )

@@ -23,13 +23,12 @@ and is recognised downstream.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Callable
 
 from common import streams
-from common.bus import Entry, Outputs
+from common.bus import BusUnavailable, Entry, Outputs, refused
 from common.config import CommonSettings, load
 from common.messages import Control, Signal, TickBatch, encode
 from common.service import Service
@@ -41,6 +40,10 @@ from pattern_engine.pattern_config import PatternConfig, load_pattern_config
 __all__ = ["PatternEngineService", "build"]
 
 log = logging.getLogger(__name__)
+
+# The lease's value is the holder's instance name: renew (PEXPIRE) or release (DEL) only one's own.
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class PatternEngineService(Service):
@@ -71,16 +74,19 @@ class PatternEngineService(Service):
         self._failed_versions: set[tuple[str, str]] = set()
         self._no_promoted: set[str] = set()
 
+        self.standby = self.settings.standby
+        if self.standby:
+            self.active.clear()  # until this engine holds the lease
+        self._lease_key = streams.pattern_lease_key(self.shards)
+        self._lease_until = 0.0  # monotonic: past it, the lease may be someone else's
+
     def input_types(self) -> dict[str, type]:
         return {streams.ticks_stream(i): TickBatch for i in self.shards}
 
     async def setup(self) -> None:
         t0 = time.perf_counter()
         self.engine.warm_up()  # pay numba's compile / cache load now, not on the first tick
-        # Start-up objects (numba, LLVM, pydantic: ~140k) never die; freezing them keeps a full
-        # collection (~80 ms here) from stalling the hot path later.
-        gc.collect()
-        gc.freeze()
+        # (start-up objects are frozen out of the garbage collector by Service.start, after set-up)
         log.info("%s: shards %s, detectors %s, kernel ready in %.2fs", self.name, self.shards,
                  [d.name for d in self.pattern.detectors if d.enabled], time.perf_counter() - t0)
         for d in self.onnx:
@@ -105,10 +111,68 @@ class PatternEngineService(Service):
                        scope=f"detector:{detector}", reason=reason[:2000], actor=self.name, args=args, ts=now)
 
     async def extra_tasks(self) -> list[asyncio.Task]:
+        tasks = []
+        if self.standby:
+            tasks.append(asyncio.create_task(self._hold_lease(), name=f"{self.name}.lease"))
         followers = [d for d in self.onnx if d.follows and d.params.poll_s > 0]
-        if not followers:
-            return []
-        return [asyncio.create_task(self._follow_models(followers), name=f"{self.name}.models")]
+        if followers:
+            tasks.append(asyncio.create_task(self._follow_models(followers), name=f"{self.name}.models"))
+        return tasks
+
+    # -- standby: one engine of several reads a shard set's group, by lease ---------------------
+    def fenced(self) -> str | None:
+        if not self.standby:
+            return None
+        if not self.active.is_set():
+            return "lost the lease"
+        if time.monotonic() > self._lease_until:
+            return "could not renew the lease in time"
+        return None
+
+    async def _hold_lease(self) -> None:
+        """Take the lease when it is free, renew it while held (every third of its TTL), let it go when it could
+        not be renewed for two thirds of it. Holding it, this engine reads; losing it, it stops at once."""
+        ttl = self.settings.lease_ms
+        period = ttl / 3000
+        while not self.stopping.is_set():
+            sent = time.monotonic()
+            try:
+                if self.active.is_set():
+                    if await self.redis.eval(_RENEW, 1, self._lease_key, self.instance, ttl):
+                        self._lease_until = sent + 2 * period
+                    else:
+                        await self._lose_lease("the lease is held by another engine")
+                elif await self.redis.set(self._lease_key, self.instance, nx=True, px=ttl):
+                    self._lease_until = sent + 2 * period
+                    await self._take_lease()
+            except Exception as e:
+                if not isinstance(e, BusUnavailable) and not refused(e):
+                    raise
+                if self.active.is_set() and time.monotonic() > self._lease_until:
+                    await self._lose_lease(f"cannot renew the lease: {e}")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=period)
+            except TimeoutError:
+                pass
+
+    async def _take_lease(self) -> None:
+        assert self.consumer is not None
+        async with self.batch_lock:
+            self.engine.reset()  # what it saw while it last led is stale: features start cold, as after a restart
+            claimed = await self.consumer.take_over()
+            self.active.set()
+        self.count("leases_taken")
+        log.warning("%s: took the lease of shards %s; %d entries left pending by the previous holder claimed",
+                    self.name, self.shards, claimed)
+
+    async def _lose_lease(self, why: str) -> None:
+        self.active.clear()
+        async with self.batch_lock:
+            if self.consumer is not None:
+                self.consumer.forget_backlog()
+        self.count("leases_lost")
+        log.warning("%s: %s; standing by (shards %s)", self.name, why, self.shards)
+
 
     async def _follow_models(self, detectors: list[OnnxDetector]) -> None:
         period = min(d.params.poll_s for d in detectors)
@@ -230,10 +294,17 @@ class PatternEngineService(Service):
                 detail += f" {d.name}=idle(no promoted {d.follows})"
             else:
                 detail += f" {d.name}={d.model_id}@{d.model_version}" + (" (breaker open)" if d.breaker_open else "")
+        if self.standby:
+            detail += " lease=held" if self.active.is_set() else " lease=standby"
         errors = self.engine.model_errors
         return f"{detail} model_errors={errors}" if errors else detail
 
     async def teardown(self) -> None:
+        if self.standby and self.active.is_set() and self.redis is not None:
+            try:  # stopped cleanly: the next engine takes over now, not when the lease runs out
+                await self.redis.eval(_RELEASE, 1, self._lease_key, self.instance)
+            except Exception as e:
+                log.warning("%s: could not release the lease (%s); it runs out by itself", self.name, e)
         self.engine.close()
 
 

@@ -46,3 +46,33 @@ metrics_var() {
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Stop the process of a pid file: SIGTERM, SIGKILL after AITRADER_STOP_TIMEOUT (20) seconds; the pid
+# file and its .env (scripts/scale.sh) removed. Returns 1 when nothing was running.
+stop_pidfile() {  # FILE NAME
+  local f="$1" pid timeout="${AITRADER_STOP_TIMEOUT:-20}"
+  if ! pid_alive "$f"; then rm -f "$f" "${f%.pid}.env"; return 1; fi
+  pid="$(cat "$f")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((timeout * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$2 (pid $pid) did not stop in ${timeout}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  else
+    log "$2 stopped"
+  fi
+  rm -f "$f" "${f%.pid}.env"
+}
+# Build the control panel once (the API serves frontend/dist at /ui/) unless AITRADER_API_PANEL_DIR names
+# another build or AITRADER_BUILD_PANEL=0; without npm, or when the build fails, the API runs without it.
+build_panel_once() {  # WHO (the script, for its messages)
+  [ -z "${AITRADER_API_PANEL_DIR:-}" ] && [ ! -f frontend/dist/index.html ] || return 0
+  if [ "${AITRADER_BUILD_PANEL:-1}" = 0 ]; then
+    echo "$1: AITRADER_BUILD_PANEL=0: the control panel is not built (the API runs without it)" >&2
+  elif ! command -v npm >/dev/null 2>&1; then
+    echo "$1: npm not found: the control panel is not built (the API runs without it)" >&2
+  else
+    echo "== building the control panel (once): npm ci && npm run build in frontend/ =="
+    (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) \
+      || echo "$1: the control panel could not be built; the API runs without it" >&2
+  fi
+}

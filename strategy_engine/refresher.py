@@ -7,6 +7,11 @@ one worker process (``spawn``: no inherited event loop, sockets or locks) holdin
 built from the same settings, so a login and its token store work as in the engine; each
 ``snapshot()`` runs there and only the small ``AccountSnapshot`` comes back (pickled). A worker
 that dies is replaced on the next refresh (that refresh fails as ``BrokerUnavailable``).
+
+The worker dies with the engine. An engine that is SIGKILLed (or crashes) cannot shut its pool
+down, and a ``spawn`` worker holds both ends of the pool's queues, so it would never read an end of
+file and would outlive the engine for good (one per crash, ~80 MB each): a thread in the worker
+watches the parent's pid and exits the worker once the engine is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -28,8 +36,20 @@ log = logging.getLogger(__name__)
 _client: Any = None  # the worker process's MCP client
 
 
-def _init(settings: Any, common: Any, log_level: str) -> None:
+PARENT_POLL_S = 0.5
+
+
+def _follow_parent(parent: int) -> None:
+    """Exit this worker as soon as ``parent`` (the engine) is no longer its parent (at once if it died
+    while the worker was starting)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)  # no clean-up to run: the worker holds nothing but an MCP client
+
+
+def _init(settings: Any, common: Any, log_level: str, parent: int) -> None:
     global _client
+    threading.Thread(target=_follow_parent, args=(parent,), name="follow-engine", daemon=True).start()
     from common.service import setup_logging
     from strategy_engine.mcp_client import client_from_settings
 
@@ -45,7 +65,7 @@ class ProcessRefresher:
     """``await snapshot()`` in a worker process; errors are the client's own (pickled back)."""
 
     def __init__(self, settings: Any, common: Any) -> None:
-        self._args = (settings, common, common.log_level)
+        self._args = (settings, common, common.log_level, os.getpid())
         self._pool: ProcessPoolExecutor | None = None
 
     def _ensure(self) -> ProcessPoolExecutor:
@@ -61,6 +81,11 @@ class ProcessRefresher:
         except BrokenProcessPool as e:
             self.close()
             raise BrokerUnavailable(f"the refresh process died ({e}); a new one starts on the next refresh") from e
+
+    def worker_pids(self) -> list[int]:
+        """The pool's live worker processes (none before the first refresh)."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return [p for p in procs if p]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -87,7 +87,7 @@ class _Out:
         self.maxlen = maxlen
         self.summary = summary
         self.streams = [ticks_stream(i) for i in range(shards)]
-        self.publisher = Publisher(redis, maxlen)
+        self.publisher = Publisher(redis, maxlen, wait_refused=True)  # a full Redis: hold back, never drop
         self.pending: list[list[Tick]] = [[] for _ in range(shards)]
         self.pending_books: list[list[BookUpdate]] = [[] for _ in range(shards)]
         self.full: list[tuple[int, list[Tick], list[BookUpdate]]] = []  # batches ready to go, in order

@@ -31,6 +31,24 @@ def check() -> int:
     return 0 if ok else 1
 
 
+def _refuse_a_cluster(redis_url: str) -> None:
+    """ConfigError when Redis answers as a Redis Cluster node; nothing when it does not answer (the API runs
+    without Redis: /status says so)."""
+    import redis
+
+    from common.bus import cluster_node
+
+    r = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        why = cluster_node(r.info("cluster"))
+    except (redis.RedisError, OSError):
+        return
+    finally:
+        r.close()
+    if why:
+        raise ConfigError(why)
+
+
 def main() -> int:
     if "--check" in sys.argv[1:]:
         return check()
@@ -39,6 +57,7 @@ def main() -> int:
         logging.basicConfig(level=common.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = load(ApiSettings)
         configure_logging(common.log_level, settings.log_json)
+        _refuse_a_cluster(common.redis_url)
         app = create_app(settings, common=common)
     except ConfigError as e:
         print(f"backend.api: configuration error: {e}", file=sys.stderr)

@@ -21,9 +21,12 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.bus import BusUnavailable, refused
 
 __all__ = ["REQUEST_ID_HEADER", "ApiError", "ErrorBody", "RequestIdMiddleware", "error_response",
            "install_error_handlers", "request_id"]
@@ -109,6 +112,19 @@ def install_error_handlers(app: FastAPI) -> None:
         details = None if isinstance(exc.detail, str) else exc.detail
         return error_response(status, _CODES.get(status, "error"), message, request_id(request), details,
                               dict(exc.headers or {}))
+
+    @app.exception_handler(RedisError)
+    async def _redis_error(request: Request, exc: RedisError) -> JSONResponse:
+        # Redis away, or there and refusing writes for now (full under noeviction, a read-only replica, failing
+        # to persist): 503, the client may retry. Any other Redis error is a bug: the 500 shape, logged.
+        if refused(exc):
+            return error_response(503, "unavailable", f"redis refuses writes: {str(exc)[:200]}", request_id(request),
+                                  headers={"Retry-After": "1"})
+        if isinstance(exc, BusUnavailable):
+            return error_response(503, "unavailable", f"redis unavailable: {str(exc)[:200]}", request_id(request),
+                                  headers={"Retry-After": "1"})
+        log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+        return error_response(500, "internal_error", "internal server error", request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

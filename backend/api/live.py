@@ -27,7 +27,9 @@ dropped and never blocks the others. Ticks are coalesced per symbol and flushed
 ``AITRADER_API_WS_TICK_RATE_HZ`` times a second (the latest of each symbol). Heartbeats (the
 services' health keys) every second and P&L (``backend.views.positions``: the run report's
 accounting, with the gateway's marks) every ``AITRADER_API_WS_PNL_INTERVAL_S`` are computed
-only while someone listens, the P&L sent only when it changed.
+only while someone listens, the P&L sent only when it changed. The P&L carries the UTC day's start
+(``day_start``: the first equity any API instance computed that day, kept in Redis under
+``pnl:day_start:<day>``) and ``today_pnl``, the equity now less it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class Hub:
         self._redis: Any = None
         self._tasks: list[asyncio.Task] = []
         self.last_pnl = ""  # the last pnl message sent
+        self.day_start: dict[str, Any] | None = None  # today's start-of-day equity (UTC), from Redis
         self.reading = asyncio.Event()  # set once the reader knows where each stream ends
 
     # -- clients ------------------------------------------------------------------------
@@ -279,20 +282,47 @@ class Hub:
         self.publish("heartbeats", sorted(out, key=lambda h: (h["service"], h["instance"])))
 
     async def _pnl(self) -> None:
-        if not self.listening("pnl"):
+        # Computed while someone listens; and once the hub runs, at least once each UTC day, so the day's
+        # start is taken within an interval of midnight even when no panel is open then.
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        if not self.listening("pnl") and self.day_start is not None and self.day_start["day"] == today:
             return
         marks = {k.decode(): Decimal(v.decode()) for k, v in (await self._redis.hgetall(streams.MARKS)).items()}
         rows = await asyncio.to_thread(views.positions, self.ctx.engine, marks)
         realized = sum((r["realized_pnl"] for r in rows), Decimal(0))
         fees = sum((r["fees"] for r in rows), Decimal(0))
         unrealized = sum((r["unrealized_pnl"] or Decimal(0) for r in rows), Decimal(0))
+        equity = realized - fees + unrealized
+        start = await self._day_start(today, equity)
         data = {"realized_pnl": _exact(realized - fees), "realized_pnl_before_fees": _exact(realized),
-                "fees": _exact(fees), "unrealized_pnl": _exact(unrealized),
+                "fees": _exact(fees), "unrealized_pnl": _exact(unrealized), "equity": _exact(equity),
+                "day_start": start, "today_pnl": _exact(equity - Decimal(start["equity"])),
                 "positions": [{k: _exact(v) for k, v in r.items()} for r in rows]}
         text = _enc.encode({"channel": "pnl", "data": data}).decode()
         if text != self.last_pnl:
             self.last_pnl = text
             self.publish("pnl", data)
+
+    async def _day_start(self, day: str, equity: Decimal) -> dict[str, Any]:
+        """The day's start-of-day equity: the first this API (or another instance) computed on UTC ``day``,
+        kept in Redis (``pnl:day_start:<day>``, set once) so every browser and a restarted API agree."""
+        if self.day_start is not None and self.day_start["day"] == day:
+            return self.day_start
+        key = streams.pnl_day_start_key(day)
+        mine = {"day": day, "equity": _exact(equity), "at_ns": time.time_ns()}
+        await self._redis.set(key, _enc.encode(mine), nx=True, ex=3 * 86_400)
+        raw = await self._redis.get(key)
+        try:
+            start = msgspec.json.decode(raw or b"")
+            Decimal(start["equity"])
+            if start.get("day") != day or not isinstance(start.get("at_ns"), int):
+                raise ValueError(start)
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, ArithmeticError):
+            log.warning("ws: %s held %r, not a day start: replaced", key, (raw or b"")[:80])
+            await self._redis.set(key, _enc.encode(mine), ex=3 * 86_400)
+            start = mine
+        self.day_start = start
+        return start
 
     def catch_up(self, client: _Client) -> None:
         """A new pnl subscriber gets the current P&L at once (it is sent again only when it changes)."""

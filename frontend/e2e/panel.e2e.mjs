@@ -3,8 +3,7 @@
 //   PANEL_URL (the API's base URL), PANEL_USERS (JSON {admin|trader|viewer: [username, password]}),
 //   PANEL_SHOTS (folder for a screenshot of each page), CHROMIUM (default /usr/bin/chromium).
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium, screenshot, signIn as signInAs, waitKillState } from "./common.mjs";
 
 const base = process.env.PANEL_URL;
 const users = JSON.parse(process.env.PANEL_USERS ?? "{}");
@@ -12,10 +11,7 @@ const shots = process.env.PANEL_SHOTS ?? "e2e-shots";
 if (!base || !users.admin || !users.trader || !users.viewer) throw new Error("PANEL_URL and PANEL_USERS are required");
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-});
+const browser = await launchChromium();
 const steps = [];
 function step(name) {
   steps.push(name);
@@ -24,11 +20,7 @@ function step(name) {
 
 async function signIn(page, role) {
   const [username, password] = users[role];
-  await page.goto(`${base}/`); // the API redirects / to /ui/
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByText(`${username} ${role}`).waitFor();
+  await signInAs(page, base, username, password, role);
 }
 
 async function signOut(page) {
@@ -40,15 +32,7 @@ async function killState(page) {
   return (await page.getByTestId("global-state").textContent())?.trim();
 }
 
-async function waitKillState(page, want) {
-  await page.waitForFunction((w) => document.querySelector('[data-testid="global-state"]')?.textContent?.trim() === w, want, {
-    timeout: 15_000,
-  });
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-}
+const shot = (page, name) => screenshot(page, shots, name);
 
 const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
 try {

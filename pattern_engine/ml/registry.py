@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -472,6 +473,7 @@ def _retryable(e: sa.exc.DBAPIError) -> bool:
 
 # -- the engine's view: one registry from the environment's settings ---------------------------------
 _opened: dict[tuple[str, Path], ModelRegistry] = {}
+_keys: dict[tuple, tuple[str, Path]] = {}  # the environment -> its (database, store)
 
 
 def default_registry() -> ModelRegistry:
@@ -480,11 +482,17 @@ def default_registry() -> ModelRegistry:
     with other settings) reads that one, never a registry opened earlier for different settings — for
     reading: the engine only reads it, and a SQLite file is opened read-only, so an engine started where no
     database exists yet creates none (its reads fail until one is migrated)."""
-    from common.config import CommonSettings, load
+    # Loading the settings costs ~1 ms and the engine's model poller asks every poll_s: load them again
+    # only when the environment (or the folder a relative path or .env is read from) changed.
+    env = (os.getcwd(), *sorted((k, v) for k, v in os.environ.items()
+                                if k.startswith("AITRADER_") or k == "DATABASE_URL"))
+    key = _keys.get(env)
+    if key is None:
+        from common.config import CommonSettings, load
 
-    common = load(CommonSettings)
-    url = db.normalize_url(common.db_url)
-    key = (url, common.model_store_dir)
+        common = load(CommonSettings)
+        key = _keys[env] = (db.normalize_url(common.db_url), common.model_store_dir)
+    url, store = key
     reg = _opened.get(key)
     if reg is None:
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -495,7 +503,7 @@ def default_registry() -> ModelRegistry:
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False))
         else:
             engine = db.make_engine(url)
-        reg = _opened[key] = ModelRegistry(engine, common.model_store_dir)
+        reg = _opened[key] = ModelRegistry(engine, store)
     return reg
 
 

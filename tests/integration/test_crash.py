@@ -110,6 +110,11 @@ def _run(redis_url, database_url, home, targets=(), kills=0, seed=7):
             "pe_ticks": int(r.hget(streams.stats_key(streams.GROUP_PATTERN), "ticks") or 0),
             "dead": {k.decode(): int(v) for k, v in r.hgetall(streams.DLQ_COUNTS).items()},
         }
+        # What each dead letter says (group, reason, deliveries): a failure names its cause.
+        got["dead_why"] = [
+            {k.decode(): v.decode(errors="replace") for k, v in f.items() if k in (b"group", b"reason", b"deliveries", b"id")}
+            for key in got["dead"] for _id, f in r.xrange(streams.dlq_stream(key))
+        ]
         codes = p.stop()
     got["orders"], got["fills"], got["mismatched"], got["orphans"] = _db(database_url)
     return got, rep, recoveries, codes
@@ -133,7 +138,7 @@ def test_gateway_killed_at_random_points_loses_and_duplicates_nothing(redis_url,
           f"lost {lost}, extra {extra}, duplicate fills {fill_dups}, re-published reports {event_dups}")
     assert len(recoveries) >= min(KILLS, 5), "the replay ended before the gateway could be killed enough times"
     assert codes["execution"] == 0
-    assert not got["dead"], got["dead"]
+    assert not got["dead"], got["dead_why"]
     assert _dups(got["intents"]) == 0
     assert lost == 0 and extra == 0
     assert len(intents) > 20, "too few intents to test anything"
@@ -153,7 +158,7 @@ def test_engines_killed_mid_stream_process_everything_once(redis_url, database_u
           f"orders {len(got['orders'])}")
     assert len(recoveries) >= 3
     assert got["pe_ticks"] == TICKS  # every tick processed exactly once by the counters' account
-    assert not got["dead"], got["dead"]
+    assert not got["dead"], got["dead_why"]
     assert _dups(got["signals"]) == 0 and _dups(got["intents"]) == 0
     assert set(got["orders"]) == intents
     assert _dups(got["fills"]) == 0 and got["mismatched"] == 0 and got["orphans"] == 0

@@ -22,6 +22,10 @@ D5  The database unavailable (SQLite held under an exclusive lock by the test, s
     write of the gateway fails with "database is locked", a transient error): nothing
     is routed and no report published for an order without a durable row, the gateway
     reports "degraded", and everything waiting is processed once the lock is released.
+D6  Redis full (``maxmemory`` with ``noeviction``, the production policy) refusing every write
+    that needs memory: no service exits or spins, the kill switch still engages (through the
+    database), tick_replay waits, and once room is made everything waiting is processed exactly
+    once (the pattern engine's features too: a refused batch is committed again, not re-handled).
 E1  Malformed entries (random bytes, wrong schema, ~1 MB payloads, NaN, unknown enum
     values, a missing field) among valid ones on every stream the services consume:
     every malformed one dead-lettered with a reason, every valid one processed, no
@@ -33,11 +37,13 @@ volumes (default 1: about a minute per test on two cores).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -64,7 +70,7 @@ from common.messages import (
 )
 from tick_replay.synthetic import synthetic_ticks
 
-from .harness import Pipeline, free_port
+from .harness import ROOT, Pipeline, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +152,7 @@ class TickFeed:
         self.next_id = 1
         self.published = 0  # ticks
         self.retries = 0
+        self.refused = 0  # writes refused by a full Redis
 
     def publish(self, n_entries: int | None = None, pause_s: float = 0.0) -> None:
         r = redis_lib.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=1)
@@ -159,6 +166,9 @@ class TickFeed:
                     try:
                         r.xadd(streams.ticks_stream(0), {b"d": data}, id=eid)
                         break
+                    except redis_lib.exceptions.OutOfMemoryError:  # Redis full (noeviction): wait for room
+                        self.refused += 1
+                        time.sleep(0.05)
                     except redis_lib.ResponseError as e:
                         if "equal or smaller" in str(e):
                             break  # the first try was stored; its reply was lost
@@ -517,6 +527,115 @@ def test_d5_database_unavailable_nothing_routed_without_a_row_degraded_then_clea
     assert db["orphan_fills"] == 0 and _dups(db["fill_ids"]) == 0 and db["mismatched"] == 0
     assert {e.exec_id for e in events if e.last_qty > 0} == set(db["fill_ids"])
     assert not dead, dead
+    assert all(c == 0 for c in codes.values()), codes
+
+
+# -- D6 ---------------------------------------------------------------------------------------
+def _oom_refusals(r: redis_lib.Redis) -> int:
+    """Commands a full Redis refused (``-OOM``), from ``INFO errorstats`` (Redis >= 6.2)."""
+    return int(r.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
+def test_d6_redis_full_writes_refused_services_hold_then_resume_losing_nothing(private_redis, database_url, tmp_path):
+    """Redis at ``maxmemory`` with ``noeviction`` (the production policy) refuses every write that needs memory:
+    no service exits or spins, nothing is lost or doubled, and once an operator makes room everything waiting
+    is processed exactly once."""
+    rs = private_redis(persistent=False)
+    with Pipeline(rs.url(), database_url, tmp_path / "home") as p:
+        p.start()
+        r = rs.client()
+        feed = TickFeed(rs.url(), int(16_000 * SCALE))
+        feed.publish(len(feed.entries) // 4)
+        _wait_drained(r, 60)
+        pids = {svc: p.procs[svc].pid for svc in SERVICE_NAMES}
+        refused0 = _oom_refusals(r)
+        # Full: the limit just above what is in use now; the feed and the services' outputs fill the rest.
+        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + 256 * 1024)
+        publisher = feed.in_background(pause_s=0.005)
+        t0 = time.monotonic()
+        while _oom_refusals(r) == refused0 and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
+        t_full = time.monotonic() - t0
+        assert _oom_refusals(r) > refused0, "Redis never refused a write: nothing was tested"
+        cpu0 = _cpu_s(pids)
+        window = 5.0
+        time.sleep(window)
+        cpu = {svc: v - cpu0[svc] for svc, v in _cpu_s(pids).items()}
+        refused = _oom_refusals(r) - refused0
+        alive = {svc: p.procs[svc].poll() is None for svc in SERVICE_NAMES}
+        # The kill switch still works: the bus refuses the command, the CLI goes through the database, and the
+        # gateway applies it between its tries to commit.
+        t_kill = time.monotonic()
+        kill = p.run("-m", "backend.cli", "kill", "engage", "--reason", "d6: redis full", "--json", check=False)
+        t_kill = time.monotonic() - t_kill
+        status = p.run("-m", "backend.cli", "status", "--json", check=False)  # what an operator sees
+        r.config_set("maxmemory", 0)  # the operator makes room
+        t1 = time.monotonic()
+        publisher.join(120)
+        assert not publisher.is_alive()
+        _wait_drained(r, 90)
+        t_resume = time.monotonic() - t1
+        for svc in SERVICE_NAMES:
+            assert p.procs[svc].pid == pids[svc] and p.procs[svc].poll() is None, p.log(svc)
+            p.wait_healthy(svc, 15)
+        # tick_replay into a full Redis: it holds back (waits) rather than exits or drops ticks.
+        pe0 = _stat(r, "pattern_engine", "ticks")
+        refused0 = _oom_refusals(r)
+        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + 64 * 1024)
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "tick_replay", "--synthetic-ticks", "4000", "--symbols", "4", "--seed", "3",
+             "--speed", "max", "--batch-max", "50", "--json", "--no-progress", "--redis-url", rs.url()],
+            env=p.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t2 = time.monotonic()
+        while _oom_refusals(r) == refused0 and replay.poll() is None and time.monotonic() - t2 < 30:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        replay_waited = replay.poll() is None and _oom_refusals(r) > refused0
+        r.config_set("maxmemory", 0)
+        replay_out, replay_err = replay.communicate(timeout=120)
+        _wait_drained(r, 90)
+        replay_ticks = _stat(r, "pattern_engine", "ticks") - pe0
+        pe_ticks, ex_ticks, intents, events, dead = _outcome(r)
+        # In-process too: the engine's features took each tick once (a refused batch was committed again, not
+        # handled again); its heartbeat says how many ticks it has seen.
+        seen = f"ticks={feed.published + replay_ticks}"
+        deadline = time.monotonic() + 10
+        while seen not in ((hb := _health(r, "pattern_engine")) and hb.detail or "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        engine_detail = hb.detail if hb else None
+        r.close()
+        codes = p.stop()
+        logs = {svc: p.log(svc) for svc in SERVICE_NAMES}
+    db = _db(database_url)
+    print(f"\nD6: Redis full {t_full:.2f}s after the limit was set; {refused} writes refused over {window:.0f}s; "
+          f"kill switch engaged through the database in {t_kill:.1f}s "
+          f"(the feed {feed.refused}); CPU s over the window: " + ", ".join(f"{s} {v:.2f}" for s, v in cpu.items())
+          + f"; drained {t_resume:.1f}s after room was made; ticks {feed.published:,} processed pattern_engine "
+          f"{pe_ticks:,} / execution {ex_ticks:,}; intents {len(intents)}, orders {len(db['orders'])}, "
+          f"fills {len(db['fill_ids'])}; tick_replay waited for room and published {replay_ticks:,}; log lines naming OOM: "
+          + ", ".join(f"{s} {sum('OOM' in ln for ln in logs[s].splitlines())}" for s in SERVICE_NAMES))
+    assert all(alive.values()), alive
+    assert kill.returncode == 0, (kill.stdout, kill.stderr)
+    st = json.loads(status.stdout)
+    assert st["redis_memory"] is not None, st["redis"]
+    warning = st["redis_memory"]["warning"]
+    assert warning and warning.startswith(("redis is full", "redis memory at 9")), warning
+    halt = json.loads(kill.stdout)
+    assert halt["ok"] and halt["state"] == "HALTED" and halt["via"] == "database", halt
+    for svc, used in cpu.items():
+        assert used < 0.5 * window, (svc, used)  # backing off, not spinning on refused writes
+    assert replay_waited, f"the replay did not wait for a full Redis: {replay.returncode} {replay_err[-2000:]}"
+    assert replay.returncode == 0, replay_err[-3000:]
+    assert json.loads(replay_out)["ticks"] == replay_ticks == 4000, (replay_out, replay_ticks)
+    assert "redis refuses writes" in replay_err, replay_err[-2000:]
+    assert pe_ticks == ex_ticks == feed.published + replay_ticks
+    assert engine_detail is not None and seen in engine_detail.split(), (engine_detail, seen)
+    assert _dups(intents) == 0 and set(db["orders"]) == set(intents)
+    assert db["orphan_fills"] == 0 and _dups(db["fill_ids"]) == 0 and db["mismatched"] == 0
+    assert {e.exec_id for e in events if e.last_qty > 0} == set(db["fill_ids"])
+    assert not dead, dead
+    for svc in SERVICE_NAMES:
+        assert "Traceback" not in logs[svc], (svc, logs[svc][-3000:])
     assert all(c == 0 for c in codes.values()), codes
 
 

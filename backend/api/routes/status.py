@@ -1,4 +1,4 @@
-"""``GET /status`` (viewer and up) and ``GET /metrics`` (viewer, or anonymous with ``AITRADER_API_METRICS_PUBLIC``).
+"""``GET /status``, ``GET /status/latency`` (viewer and up) and ``GET /metrics`` (viewer, or anonymous with ``AITRADER_API_METRICS_PUBLIC``).
 
 Both read the pipeline from Redis at request time through ``backend.status`` (the code behind
 ``aitrader status``). Redis down is an answer, not an error: 200 with every service ``unknown``
@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 
 from backend.api.deps import ApiContext, Caller, context, require
 from backend.api.observability import RequestMetrics, pipeline_exposition, ws_exposition
-from backend.status import HeartbeatLog, snapshot_once
+from backend.status import HeartbeatLog, latency_once, snapshot_once
 
-__all__ = ["StatusOut", "StatusState", "metrics_router", "router"]
+__all__ = ["LatencyOut", "StatusOut", "StatusState", "metrics_router", "router"]
 
 Verdict = Literal["healthy", "degraded", "unhealthy", "dead", "unknown"]
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,13 +65,48 @@ class Thresholds(BaseModel):
     unhealthy_s: float
 
 
+class RedisMemory(BaseModel):
+    used_bytes: int = Field(description="INFO memory used_memory.")
+    max_bytes: int | None = Field(description="maxmemory; null when Redis has no limit.")
+    policy: str = Field(description="maxmemory-policy (production: noeviction).")
+    used_fraction: float | None = Field(description="used_bytes / max_bytes; null without a limit.")
+    warning: str | None = Field(description="For an operator: at or above 90 % of maxmemory (at 100 % writes are "
+                                "refused and trading stalls), or a policy that evicts keys; null when fine.")
+
+
 class StatusOut(BaseModel):
     checked_at_ns: int = Field(description="When the ages were measured (ns since the epoch, UTC).")
     redis: str | None = Field(description="Why Redis could not be read (every service unknown); null when it was.")
+    redis_memory: RedisMemory | None = Field(description="Redis's memory against its limit; null when unread.")
     thresholds: Thresholds
     services: list[ServiceStatus]
     consumer_groups: list[GroupLag]
     dead_letters: DeadLetters
+
+
+class LatencyBucket(BaseModel):
+    ge_us: int = Field(description="Lower edge (µs, inclusive).")
+    lt_us: int | None = Field(description="Upper edge (µs, exclusive); null for the last bucket.")
+    count: int
+
+
+class StageLatency(BaseModel):
+    stage: str = Field(description="tick_to_signal, signal_to_intent, intent_to_fill or tick_to_fill.")
+    count: int = Field(description="Latencies recorded, over every instance since it started.")
+    p50: int = Field(description="µs (0 when none recorded).")
+    p99: int = Field(description="µs.")
+    p999: int = Field(description="µs.")
+    max: int = Field(description="µs.")
+    instances: int = Field(description="Instances whose histogram was merged.")
+    unreadable: int = Field(description="Saved histograms that did not decode (skipped).")
+    buckets: list[LatencyBucket] = Field(description="Counts in 1-2-5 µs buckets, from the first non-empty to "
+                                                     "the last (empty ones between included).")
+
+
+class LatencyOut(BaseModel):
+    checked_at_ns: int
+    redis: str | None = Field(description="Why Redis could not be read (no stages); null when it was.")
+    stages: list[StageLatency]
 
 
 class StatusState:
@@ -101,6 +136,16 @@ async def status(_caller: Annotated[Caller, Depends(require("viewer"))],
                  ctx: Annotated[ApiContext, Depends(context)],
                  st: Annotated[StatusState, Depends(_state)]) -> dict[str, Any]:
     return await _snapshot(ctx, st)
+
+
+@router.get("/status/latency", response_model=LatencyOut,
+            summary="Per-stage latency (HDR histograms merged over instances): p50 / p99 / p999 / max and buckets "
+                    "(viewer)")
+async def status_latency(_caller: Annotated[Caller, Depends(require("viewer"))],
+                         ctx: Annotated[ApiContext, Depends(context)],
+                         st: Annotated[StatusState, Depends(_state)]) -> dict[str, Any]:
+    stages, why = await latency_once(ctx.common.redis_url)
+    return {"checked_at_ns": st.clock(), "redis": why, "stages": stages}
 
 
 def metrics_router(public: bool) -> APIRouter:

@@ -622,6 +622,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/status/latency": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Per-stage latency (HDR histograms merged over instances): p50 / p99 / p999 / max and buckets (viewer) */
+        get: operations["status_latency_status_latency_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/strategies": {
         parameters: {
             query?: never;
@@ -1224,6 +1241,33 @@ export interface components {
              */
             scopes: components["schemas"]["ScopeState"][];
         };
+        /** LatencyBucket */
+        LatencyBucket: {
+            /** Count */
+            count: number;
+            /**
+             * Ge Us
+             * @description Lower edge (µs, inclusive).
+             */
+            ge_us: number;
+            /**
+             * Lt Us
+             * @description Upper edge (µs, exclusive); null for the last bucket.
+             */
+            lt_us: number | null;
+        };
+        /** LatencyOut */
+        LatencyOut: {
+            /** Checked At Ns */
+            checked_at_ns: number;
+            /**
+             * Redis
+             * @description Why Redis could not be read (no stages); null when it was.
+             */
+            redis: string | null;
+            /** Stages */
+            stages: components["schemas"]["StageLatency"][];
+        };
         /** LoginRequest */
         LoginRequest: {
             /** Password */
@@ -1505,6 +1549,34 @@ export interface components {
             /** Unrealized Pnl */
             unrealized_pnl: string | null;
         };
+        /** RedisMemory */
+        RedisMemory: {
+            /**
+             * Max Bytes
+             * @description maxmemory; null when Redis has no limit.
+             */
+            max_bytes: number | null;
+            /**
+             * Policy
+             * @description maxmemory-policy (production: noeviction).
+             */
+            policy: string;
+            /**
+             * Used Bytes
+             * @description INFO memory used_memory.
+             */
+            used_bytes: number;
+            /**
+             * Used Fraction
+             * @description used_bytes / max_bytes; null without a limit.
+             */
+            used_fraction: number | null;
+            /**
+             * Warning
+             * @description For an operator: at or above 90 % of maxmemory (at 100 % writes are refused and trading stalls), or a policy that evicts keys; null when fine.
+             */
+            warning: string | null;
+        };
         /** RefreshRequest */
         RefreshRequest: {
             /** Refresh Token */
@@ -1701,6 +1773,54 @@ export interface components {
              */
             volatility: number;
         };
+        /** StageLatency */
+        StageLatency: {
+            /**
+             * Buckets
+             * @description Counts in 1-2-5 µs buckets, from the first non-empty to the last (empty ones between included).
+             */
+            buckets: components["schemas"]["LatencyBucket"][];
+            /**
+             * Count
+             * @description Latencies recorded, over every instance since it started.
+             */
+            count: number;
+            /**
+             * Instances
+             * @description Instances whose histogram was merged.
+             */
+            instances: number;
+            /**
+             * Max
+             * @description µs.
+             */
+            max: number;
+            /**
+             * P50
+             * @description µs (0 when none recorded).
+             */
+            p50: number;
+            /**
+             * P99
+             * @description µs.
+             */
+            p99: number;
+            /**
+             * P999
+             * @description µs.
+             */
+            p999: number;
+            /**
+             * Stage
+             * @description tick_to_signal, signal_to_intent, intent_to_fill or tick_to_fill.
+             */
+            stage: string;
+            /**
+             * Unreadable
+             * @description Saved histograms that did not decode (skipped).
+             */
+            unreadable: number;
+        };
         /** StatusOut */
         StatusOut: {
             /**
@@ -1716,6 +1836,8 @@ export interface components {
              * @description Why Redis could not be read (every service unknown); null when it was.
              */
             redis: string | null;
+            /** @description Redis's memory against its limit; null when unread. */
+            redis_memory: components["schemas"]["RedisMemory"] | null;
             /** Services */
             services: components["schemas"]["ServiceStatus"][];
             thresholds: components["schemas"]["Thresholds"];
@@ -4241,6 +4363,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StatusOut"];
+                };
+            };
+            /** @description an error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            code: string;
+                            details?: unknown;
+                            message: string;
+                            request_id: string;
+                        };
+                    };
+                };
+            };
+        };
+    };
+    status_latency_status_latency_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LatencyOut"];
                 };
             };
             /** @description an error */

@@ -12,6 +12,17 @@ describe("P&L totals", () => {
     expect(totalsFromPnl({ positions: [] })).toBeNull();
   });
 
+  it("takes today's P&L from the server's start-of-day snapshot when the pnl message carries one", () => {
+    const at = Date.UTC(2026, 10, 22, 0, 0, 1);
+    const t = totalsFromPnl({
+      realized_pnl: "20", unrealized_pnl: "5", fees: "1", equity: "25", today_pnl: "7.5",
+      day_start: { day: "2026-11-22", equity: "17.5", at_ns: at * 1e6 },
+    });
+    expect(t?.today).toEqual({ pnl: 7.5, since: { day: "2026-11-22", equity: 17.5, at, server: true } });
+    // a malformed snapshot is ignored (the browser's own start stands in)
+    expect(totalsFromPnl({ realized_pnl: "1", unrealized_pnl: "0", day_start: { day: 3 } })?.today).toBeUndefined();
+  });
+
   it("sums polled positions as the server does: realised gross of fees, so fees come off", () => {
     const t = totalsFromPositions([
       { realized_pnl: "10", fees: "1", unrealized_pnl: "2" },

@@ -7,6 +7,8 @@ export interface PnlTotals {
   fees: number;
   /** realised net of fees plus unrealised: the account's equity above its starting capital */
   equity: number;
+  /** today's P&L against the server's start-of-day snapshot (the pnl channel's day_start), when it sent one */
+  today?: { pnl: number; since: DayStart };
 }
 
 interface PositionLike {
@@ -25,7 +27,13 @@ export function totalsFromPnl(d: Record<string, unknown>): PnlTotals | null {
   if (d.realized_pnl === undefined || d.unrealized_pnl === undefined) return null;
   const realized = n(d.realized_pnl);
   const unrealized = n(d.unrealized_pnl);
-  return { realized, unrealized, fees: n(d.fees), equity: realized + unrealized };
+  const out: PnlTotals = { realized, unrealized, fees: n(d.fees), equity: realized + unrealized };
+  const start = d.day_start as { day?: unknown; equity?: unknown; at_ns?: unknown } | null | undefined;
+  if (start && typeof start.day === "string" && Number.isFinite(Number(start.equity)) && Number.isFinite(Number(start.at_ns))) {
+    const since = { day: start.day, equity: Number(start.equity), at: Math.floor(Number(start.at_ns) / 1e6), server: true };
+    out.today = { pnl: d.today_pnl !== undefined ? n(d.today_pnl) : out.equity - since.equity, since };
+  }
+  return out;
 }
 
 /** The same totals from `/positions` rows (whose realised P&L is gross of fees), as the server sums them. */
@@ -42,11 +50,13 @@ export function totalsFromPositions(rows: PositionLike[]): PnlTotals {
 }
 
 export interface DayStart {
-  /** the local calendar day, YYYY-MM-DD */
+  /** the calendar day, YYYY-MM-DD: UTC for the server's snapshot, local for the browser's */
   day: string;
   equity: number;
   /** ms since the epoch when it was taken */
   at: number;
+  /** the API's snapshot (shared by every browser), not this browser's first sight */
+  server?: boolean;
 }
 
 const KEY = "aitrader.pnl.dayStart";
@@ -57,9 +67,9 @@ export function localDay(ms: number): string {
 }
 
 /**
- * Today's P&L is the equity now less the equity at the day's start. The API keeps no daily
- * snapshot, so the start is the first equity this browser saw today (kept in localStorage so a
- * reload keeps it); `at` says when that was, and the card shows it when it is not midnight.
+ * The fallback for today's P&L until the socket's pnl brings the API's start-of-day snapshot: the
+ * equity now less the first equity this browser saw today (kept in localStorage so a reload keeps
+ * it); `at` says when that was, and the card shows it when it is not midnight.
  */
 export function todayPnl(equity: number, nowMs: number, storage: Storage = localStorage): { pnl: number; since: DayStart } {
   const day = localDay(nowMs);

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { MARKER_MAX, PRICE_MAX, PriceBook, frameScheduler, tickPrice, type DrawScheduler } from "./prices";
+import { MARKER_MAX, PRICE_MAX, PriceBook, REWIND_S, eventSeconds, frameScheduler, tickPrice, type DrawScheduler } from "./prices";
 
 /** Draws only when the test says a frame has come. */
 function manualScheduler() {
@@ -66,6 +66,59 @@ describe("PriceBook", () => {
       { time: 5, kind: "signal", side: "BUY", price: 10, text: "breakout" },
       { time: 5, kind: "fill", side: "SELL", price: 10.5, text: "fill 2 @ 10.5" },
     ]);
+  });
+
+  it("draws market time: each tick, signal and fill at its own ts_event, not when the panel got it", () => {
+    const NS = 1_000_000_000;
+    const t0 = 1_381_152_600; // 2013-10-07 13:30:00 UTC, an old session replayed at full speed
+    const book = new PriceBook(manualScheduler(), () => 9_000_000_000); // the panel's clock: never used here
+    book.push(tick("IBM", 182.1, { ts_event: t0 * NS + 250_000_000 }));
+    book.push(tick("IBM", 182.2, { ts_event: t0 * NS + 900_000_000 })); // same second: replaces
+    book.push(tick("IBM", 182.4, { ts_event: (t0 + 600) * NS })); // ten minutes later, a moment after
+    // the socket sends a few ticks a second; the signals, later, fill the line in between
+    book.push({ channel: "signals", data: { symbol: "IBM", side: "BUY", price: 182.3, detector: "breakout", ts_event: (t0 + 300) * NS } });
+    book.push({ channel: "fills", data: { symbol: "IBM", side: "BUY", last_qty: "5", last_px: "182.35", ts_event: (t0 + 301) * NS } });
+    book.push({ channel: "signals", data: { symbol: "IBM", side: "SELL", price: 999, detector: "x", ts_event: (t0 + 600) * NS } });
+    const s = book.get("IBM");
+    expect(s.points).toEqual([
+      { time: t0, value: 182.2 },
+      { time: t0 + 300, value: 182.3 }, // the signal's price: no tick had that second
+      { time: t0 + 600, value: 182.4 }, // a tick's second: the signal does not overwrite it
+    ]);
+    expect(s.markers.map((m) => [m.kind, m.time])).toEqual([
+      ["signal", t0 + 300],
+      ["fill", t0 + 301],
+      ["signal", t0 + 600],
+    ]);
+    expect(eventSeconds({ ts_event: "1381152600500000000" })).toBe(t0);
+    expect(eventSeconds({ ts_event: 0 })).toBeNull();
+  });
+
+  it("puts a late tick in its place, and starts a symbol again when an earlier period is replayed", () => {
+    const NS = 1_000_000_000;
+    const book = new PriceBook(manualScheduler(), () => 0);
+    book.push(tick("AAA", 10, { ts_event: 1_000 * NS }));
+    book.push(tick("AAA", 11, { ts_event: 1_010 * NS }));
+    book.push(tick("AAA", 12, { ts_event: 1_005 * NS })); // late, within REWIND_S
+    book.push(tick("BBB", 7, { ts_event: 1_010 * NS }));
+    expect(book.get("AAA").points.map((p) => [p.time, p.value])).toEqual([[1_000, 10], [1_005, 12], [1_010, 11]]);
+    book.push({ channel: "signals", data: { symbol: "AAA", side: "SELL", price: 11, ts_event: 900 * NS } }); // a late signal: no restart
+    expect(book.get("AAA").points).toHaveLength(4);
+    // the same session replayed from its start: AAA's line and markers begin again, BBB is untouched
+    book.push(tick("AAA", 20, { ts_event: (1_010 - REWIND_S - 1) * NS }));
+    expect(book.get("AAA")).toMatchObject({ points: [{ time: 1_010 - REWIND_S - 1, value: 20 }], markers: [] });
+    expect(book.get("BBB").points).toEqual([{ time: 1_010, value: 7 }]);
+  });
+
+  it("keeps the newest PRICE_MAX seconds when points come out of order", () => {
+    const NS = 1_000_000_000;
+    const book = new PriceBook(manualScheduler(), () => 0);
+    for (let i = 0; i < PRICE_MAX + 100; i++) book.push(tick("AAA", i, { ts_event: (10_000 + 2 * i) * NS }));
+    book.push(tick("AAA", 0.5, { ts_event: (10_000 + 2 * (PRICE_MAX + 99) - 3) * NS })); // an odd second, late
+    const p = book.get("AAA").points;
+    expect(p).toHaveLength(PRICE_MAX);
+    expect(p.every((x, i) => i === 0 || p[i - 1].time < x.time)).toBe(true);
+    expect(p[p.length - 3].value).toBe(0.5); // between the seconds before and after it
   });
 
   it("tells listeners once per frame however many ticks arrived", () => {

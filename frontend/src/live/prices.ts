@@ -4,9 +4,14 @@ import type { LiveMessage } from "./socket";
 export const PRICE_MAX = 5_000;
 /** Signal and fill markers kept per symbol. */
 export const MARKER_MAX = 500;
+/**
+ * A tick more than this many seconds of market time before its symbol's newest point starts that
+ * symbol's chart again (a replay of an earlier period); one within it takes its place in the line.
+ */
+export const REWIND_S = 60;
 
 export interface PricePoint {
-  /** whole seconds since the epoch, when the panel received it (the chart's time axis) */
+  /** whole seconds since the epoch of market time: the tick's own time (the chart's time axis) */
   time: number;
   value: number;
 }
@@ -23,6 +28,7 @@ export interface SymbolSeries {
   points: PricePoint[];
   markers: PriceMarker[];
 }
+
 
 /** Calls `draw` at most every `minIntervalMs`, on an animation frame (never twice per frame). */
 export interface DrawScheduler {
@@ -66,6 +72,12 @@ function num(v: unknown): number | null {
   return Number.isFinite(n) ? n : null;
 }
 
+/** A message's market time (`ts_event`, nanoseconds since the epoch) in whole seconds; null when absent. */
+export function eventSeconds(d: Record<string, unknown>): number | null {
+  const ns = num(d.ts_event);
+  return ns !== null && ns > 0 ? Math.floor(ns / 1e9) : null;
+}
+
 /** A trade's price, else the quote's mid; null when the tick carries neither. */
 export function tickPrice(d: Record<string, unknown>): number | null {
   const price = num(d.price);
@@ -81,12 +93,40 @@ function side(v: unknown): "BUY" | "SELL" | null {
 }
 
 /**
- * Per-symbol price history from the socket's ticks (one point per second: a later tick in the same
- * second replaces the point, as the chart's time axis needs strictly increasing seconds), with the
- * signals and fills of the symbol as markers. Both are bounded, so a session left open for days
- * holds at most PRICE_MAX points and MARKER_MAX markers per symbol. Listeners hear of changes through
- * the scheduler: thousands of ticks a second cost a few draws a second.
+ * Per-symbol price history on market time, with the symbol's signals and fills as markers. Time is
+ * each message's `ts_event` (the tick's time, which a signal and a fill carry too), so a replay at full
+ * speed draws its whole session rather than the few seconds of wall clock it took; the panel's clock
+ * stands in only for a message without one. One point per second (the chart's time axis needs strictly
+ * increasing seconds), kept in time order: a tick sets its second's price; a signal's price (the price
+ * of the tick it fired on) fills a second no tick has, which is what draws a fast replay's line, since
+ * the socket sends each symbol's latest tick only a few times a second. A tick more than REWIND_S
+ * before the symbol's newest point starts its series again (an earlier period replayed); signals and
+ * fills never do, as they reach the panel after the ticks they came from, minutes of market time later
+ * in a fast replay. Bounded: at most PRICE_MAX points (the oldest go) and MARKER_MAX markers per
+ * symbol. Listeners hear of changes through the scheduler: thousands of ticks a second cost a few
+ * draws a second.
  */
+/** Sets (`replace`) or fills the point of second `time`, keeping `points` in time order and bounded. */
+function put(points: PricePoint[], time: number, value: number, replace: boolean): void {
+  let lo = 0;
+  let hi = points.length;
+  if (hi === 0 || points[hi - 1].time < time) {
+    lo = hi; // the usual case: a newer second
+  } else {
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (points[mid].time < time) lo = mid + 1;
+      else hi = mid;
+    }
+    if (points[lo].time === time) {
+      if (replace) points[lo].value = value;
+      return;
+    }
+  }
+  points.splice(lo, 0, { time, value });
+  if (points.length > PRICE_MAX) points.splice(0, points.length - PRICE_MAX);
+}
+
 export class PriceBook {
   private series = new Map<string, SymbolSeries>();
   private listeners = new Set<() => void>();
@@ -108,26 +148,27 @@ export class PriceBook {
     const d = m.data;
     const symbol = typeof d.symbol === "string" ? d.symbol : "";
     if (!symbol) return;
-    const time = Math.floor(this.clock() / 1000);
+    if (m.channel !== "ticks" && m.channel !== "signals" && m.channel !== "fills") return;
+    const time = eventSeconds(d) ?? Math.floor(this.clock() / 1000);
     if (m.channel === "ticks") {
       const value = tickPrice(d);
       if (value === null) return;
-      const s = this.ensure(symbol);
-      const last = s.points[s.points.length - 1];
-      if (last && last.time >= time) last.value = value;
-      else s.points.push({ time, value });
-      if (s.points.length > PRICE_MAX) s.points.splice(0, s.points.length - PRICE_MAX);
-    } else if (m.channel === "signals" || m.channel === "fills") {
+      let s = this.ensure(symbol);
+      if (s.points.length && time < s.points[s.points.length - 1].time - REWIND_S) {
+        s = { points: [], markers: [] }; // an earlier period replayed: its chart starts again
+        this.series.set(symbol, s);
+      }
+      put(s.points, time, value, true);
+    } else {
       const sd = side(d.side);
       const price = num(m.channel === "fills" ? d.last_px : d.price);
       if (sd === null) return;
       const s = this.ensure(symbol);
       const kind = m.channel === "fills" ? "fill" : "signal";
+      if (kind === "signal" && price !== null && price > 0) put(s.points, time, price, false);
       const text = kind === "fill" ? `fill ${String(d.last_qty ?? "")} @ ${String(d.last_px ?? "")}` : String(d.detector ?? "signal");
       s.markers.push({ time, kind, side: sd, price: price ?? NaN, text });
       if (s.markers.length > MARKER_MAX) s.markers.splice(0, s.markers.length - MARKER_MAX);
-    } else {
-      return;
     }
     this.scheduler.request(() => {
       for (const fn of this.listeners) fn();

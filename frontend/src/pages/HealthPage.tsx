@@ -1,13 +1,18 @@
 import { ok } from "../api/client";
 import { useApp, usePoll } from "../context";
 import { fmtNs, fmtNum, tone } from "../format";
+import { LatencyHistograms } from "../components/LatencyHistograms";
 
 const VERDICTS = ["healthy", "degraded", "unhealthy", "dead", "unknown"] as const;
 
-/** GET /status every 2 s: each service's verdict from its heartbeat age, stream lag, dead letters. */
+/**
+ * GET /status every 2 s: each service's verdict from its heartbeat age, stream lag, dead letters;
+ * GET /status/latency every 2 s: each stage's latency percentiles and histogram.
+ */
 export function HealthPage() {
   const { api } = useApp();
   const { data, error } = usePoll(() => ok(api.GET("/status")), 2_000, [api]);
+  const latency = usePoll(() => ok(api.GET("/status/latency")), 2_000, [api]);
 
   return (
     <div className="page">
@@ -15,6 +20,17 @@ export function HealthPage() {
       {data?.redis && (
         <p className="notice bad" role="alert">
           {data.redis} — every service shows unknown until Redis answers.
+        </p>
+      )}
+      {data?.redis_memory?.warning && (
+        <p className="notice bad" role="alert" data-testid="redis-memory-warning">
+          {data.redis_memory.warning}
+        </p>
+      )}
+      {data?.redis_memory?.max_bytes && (
+        <p className="muted small" data-testid="redis-memory">
+          Redis memory {fmtNum(data.redis_memory.used_bytes / 2 ** 20, 0)} of {fmtNum(data.redis_memory.max_bytes / 2 ** 20, 0)} MiB
+          ({fmtNum((data.redis_memory.used_fraction ?? 0) * 100, 0)} %, {data.redis_memory.policy})
         </p>
       )}
       <section className="tiles" aria-label="Services">
@@ -49,6 +65,21 @@ export function HealthPage() {
             </article>
           );
         })}
+      </section>
+
+      <section className="glass card" aria-labelledby="lat-h">
+        <div className="card-head">
+          <h2 id="lat-h">Latency per stage</h2>
+          <span className="muted small legend">
+            <span><span className="swatch body" aria-hidden="true" /> up to p99</span>
+            <span><span className="swatch p99" aria-hidden="true" /> above p99</span>
+            <span><span className="swatch tail" aria-hidden="true" /> above p999</span>
+            <span>counts on a log scale · since each service started</span>
+          </span>
+        </div>
+        {latency.error && <p className="notice bad">Could not read /status/latency: {latency.error}</p>}
+        {latency.data?.redis && <p className="notice bad">{latency.data.redis}</p>}
+        <LatencyHistograms stages={latency.data?.stages ?? []} />
       </section>
 
       <div className="two-col">

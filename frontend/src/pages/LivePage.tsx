@@ -1,10 +1,10 @@
-import { useEffect, useMemo, useState } from "react";
+import { memo, useEffect, useMemo, useRef, useState } from "react";
 import { ok } from "../api/client";
 import { atLeast } from "../api/session";
 import type { components } from "../api/schema";
 import { useApp, usePoll, useSession } from "../context";
 import type { Blotter, BlotterKind, BlotterRow } from "../live/blotter";
-import { totalsFromPnl, totalsFromPositions, todayPnl, type PnlTotals } from "../live/pnl";
+import { totalsFromPnl, totalsFromPositions, todayPnl, type DayStart, type PnlTotals } from "../live/pnl";
 import type { PriceBook } from "../live/prices";
 import { PriceChart } from "../components/PriceChart";
 import { fmtMs, fmtNs, fmtNum, pnlTone } from "../format";
@@ -31,6 +31,9 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
   const [cancelError, setCancelError] = useState<string | null>(null);
 
   useEffect(() => blotter.subscribe(setRows), [blotter]);
+  // open orders are re-read when an order or fill arrives: at most once a second (a busy market sends dozens a second)
+  const reloadOrders = useRef({ last: 0, timer: 0 as ReturnType<typeof setTimeout> | 0 });
+  useEffect(() => () => clearTimeout(reloadOrders.current.timer || undefined), []);
   useEffect(
     () =>
       socket.onMessage((m) => {
@@ -39,7 +42,16 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
           const t = totalsFromPnl(m.data);
           if (t) setLiveTotals(t);
         }
-        if (m.channel === "fills" || m.channel === "orders") orders.reload();
+        if (m.channel === "fills" || m.channel === "orders") {
+          const r = reloadOrders.current;
+          if (r.timer) return;
+          const wait = Math.max(0, r.last + ORDERS_RELOAD_MS - Date.now());
+          r.timer = setTimeout(() => {
+            r.timer = 0;
+            r.last = Date.now();
+            orders.reload();
+          }, wait);
+        }
       }),
     // eslint-disable-next-line react-hooks/exhaustive-deps
     [socket],
@@ -57,10 +69,16 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
   const positions = livePositions ?? polled.data ?? [];
   const totals = useMemo(() => liveTotals ?? totalsFromPositions(positions), [liveTotals, positions]);
   const known = livePositions !== null || polled.data !== undefined;
-  const today = useMemo(() => (known ? todayPnl(totals.equity, Date.now()) : null), [known, totals.equity]);
+  const today = useMemo(
+    () => totals.today ?? (known ? todayPnl(totals.equity, Date.now()) : null),
+    [known, totals.equity, totals.today],
+  );
   const symbols = useMemo(() => [...new Set([...seen, ...positions.map((p) => p.symbol)])].sort(), [seen, positions]);
   const charted = symbols.includes(chartSymbol) ? chartSymbol : (symbols[0] ?? "");
-  const shown = rows.filter((r) => kinds[r.kind] && (!symbol || r.symbol.toUpperCase().includes(symbol.toUpperCase())));
+  const shown = useMemo(
+    () => rows.filter((r) => kinds[r.kind] && (!symbol || r.symbol.toUpperCase().includes(symbol.toUpperCase()))),
+    [rows, kinds, symbol],
+  );
 
   async function cancel(id: string) {
     setCancelError(null);
@@ -79,7 +97,7 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
         <Stat
           label="Today's P&L"
           value={today?.pnl ?? 0}
-          hint={today && today.since.at > dayStartMs(today.since.at) + 60_000 ? `since ${fmtMs(today.since.at)}, first seen today` : "since midnight"}
+          hint={todayHint(today?.since)}
           testId="today-pnl"
         />
         <Stat label="Realised P&L" value={totals.realized} hint="net of fees" />
@@ -218,6 +236,43 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
             <input aria-label="Filter by symbol" placeholder="symbol" value={symbol} onChange={(e) => setSymbol(e.target.value)} />
           </div>
         </div>
+        <BlotterTable rows={shown} />
+      </section>
+    </div>
+  );
+}
+
+/** What today's P&L is measured from: the API's UTC-day snapshot, or (until it speaks) this browser's first sight. */
+export function todayHint(since: DayStart | undefined): string {
+  if (!since) return "";
+  if (since.server) {
+    const midnight = Date.parse(`${since.day}T00:00:00Z`);
+    return since.at <= midnight + 60_000 ? "since 00:00 UTC" : `since ${fmtMs(since.at)}, the API's first figure of the UTC day`;
+  }
+  const d = new Date(since.at);
+  d.setHours(0, 0, 0, 0);
+  return since.at > d.getTime() + 60_000 ? `since ${fmtMs(since.at)}, first seen by this browser today` : "since midnight";
+}
+
+function Stat({ label, value, digits = 2, hint, testId }: { label: string; value: number; digits?: number; hint?: string; testId?: string }) {
+  return (
+    <div className="glass stat" data-testid={testId}>
+      <span className="muted">{label}</span>
+      <strong className={digits ? pnlTone(value) : ""}>{fmtNum(value, digits)}</strong>
+      {hint && <span className="muted small">{hint}</span>}
+    </div>
+  );
+}
+
+const ORDERS_RELOAD_MS = 1_000;
+/** Rows drawn: the newest (the blotter keeps 500; drawing them all on every flush under load costs frames). */
+const BLOTTER_SHOWN = 150;
+
+/** The blotter's table, redrawn only when its rows change (not on every P&L or order poll). */
+const BlotterTable = memo(function BlotterTable({ rows }: { rows: BlotterRow[] }) {
+  return (
+    <>
+      <div className="scroll-box blotter-box">
         <table className="grid">
           <thead>
             <tr>
@@ -231,14 +286,14 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
             </tr>
           </thead>
           <tbody>
-            {shown.length === 0 && (
+            {rows.length === 0 && (
               <tr>
                 <td colSpan={7} className="muted">
                   Nothing yet: signals, orders and fills appear here as they happen.
                 </td>
               </tr>
             )}
-            {shown.map((r) => (
+            {rows.slice(0, BLOTTER_SHOWN).map((r) => (
               <tr key={r.key}>
                 <td>{fmtMs(r.at)}</td>
                 <td>
@@ -253,23 +308,12 @@ export function LivePage({ blotter, prices }: { blotter: Blotter; prices: PriceB
             ))}
           </tbody>
         </table>
-      </section>
-    </div>
+      </div>
+      {rows.length > BLOTTER_SHOWN && (
+        <p className="muted small">
+          The newest {BLOTTER_SHOWN} of {rows.length} shown; filter by kind or symbol to find older ones.
+        </p>
+      )}
+    </>
   );
-}
-
-function dayStartMs(ms: number): number {
-  const d = new Date(ms);
-  d.setHours(0, 0, 0, 0);
-  return d.getTime();
-}
-
-function Stat({ label, value, digits = 2, hint, testId }: { label: string; value: number; digits?: number; hint?: string; testId?: string }) {
-  return (
-    <div className="glass stat" data-testid={testId}>
-      <span className="muted">{label}</span>
-      <strong className={digits ? pnlTone(value) : ""}>{fmtNum(value, digits)}</strong>
-      {hint && <span className="muted small">{hint}</span>}
-    </div>
-  );
-}
+});

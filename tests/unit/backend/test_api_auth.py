@@ -78,6 +78,7 @@ MATRIX = [
       for what in ("profile", "margins", "holdings", "positions", "orders", "trades")),
     ("GET", "/mcp/quotes?symbols=AAA", None, "trader", 503),
     ("GET", "/status", None, "viewer", 200),
+    ("GET", "/status/latency", None, "viewer", 200),
     ("GET", "/metrics", None, "viewer", 200),  # anonymous only with AITRADER_API_METRICS_PUBLIC (test_api_status)
     ("POST", "/auth/logout", None, "viewer", 200),  # last: it revokes the caller's login
 ]

@@ -54,6 +54,31 @@ def test_an_unhandled_exception_is_a_500_in_the_shape_with_the_request_id(make_a
     assert err["request_id"] == "trace-500" and "secret internals" not in r.text
 
 
+def test_redis_away_or_refusing_writes_is_a_503_and_any_other_redis_error_a_500(make_api):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import OutOfMemoryError, ResponseError
+
+    api = make_api()
+    router = APIRouter()
+    errors = {"oom": OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+              "misconf": ResponseError("MISCONF Errors writing to the AOF file"),
+              "away": RedisConnectionError("Connection refused"),
+              "bug": ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")}
+
+    @router.post("/redis/{kind}")
+    def _fail(kind: str) -> None:
+        raise errors[kind]
+
+    api.client.app.include_router(router)
+    for kind, message in (("oom", "redis refuses writes: command not allowed"),
+                          ("misconf", "redis refuses writes: MISCONF"), ("away", "redis unavailable: Connection")):
+        r = api.client.post(f"/redis/{kind}")
+        assert _error(r, 503, "unavailable")["message"].startswith(message), r.text
+        assert r.headers["Retry-After"] == "1"
+    r = api.client.post("/redis/bug")
+    assert _error(r, 500, "internal_error") and "WRONGTYPE" not in r.text
+
+
 def test_request_id_is_echoed_when_sane_and_generated_otherwise(api):
     r = api.client.get("/health", headers={"X-Request-ID": "abc-123.X:y_z"})
     assert r.status_code == 200 and r.headers["X-Request-ID"] == "abc-123.X:y_z"

@@ -36,6 +36,25 @@ def test_panel_routes_serve_the_build_and_fall_back_to_index(make_api, built):
     assert c.get("/ui/%2e%2e/secret.txt").text == INDEX  # never a file outside the build
 
 
+def test_assets_go_gzipped_and_cached_api_responses_never_compressed(make_api, built):
+    big = "console.log('panel');\n" * 500  # ~11 KB: above the 1 KB below which compressing is not worth it
+    (built / "assets" / "big-5678.js").write_text(big)
+    api = make_api(panel_dir=str(built))
+    c = api.client
+    r = c.get("/ui/assets/big-5678.js", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip" and r.text == big
+    assert int(r.headers["content-length"]) < len(big) // 10
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    r = c.get("/ui/assets/big-5678.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in r.headers and r.text == big
+    r = c.get("/ui/assets/app-1234.js", headers={"Accept-Encoding": "gzip"})  # tiny: sent as is
+    assert "content-encoding" not in r.headers
+    assert c.get("/ui/assets/missing.js").headers.get("cache-control") is None  # a 404 is not cached
+    assert c.get("/ui/", headers={"Accept-Encoding": "gzip"}).headers["cache-control"] == "no-cache"
+    r = c.get("/openapi.json", headers={"Accept-Encoding": "gzip"})  # large JSON, still never compressed
+    assert r.status_code == 200 and len(r.content) > 1024 and "content-encoding" not in r.headers
+
+
 def test_panel_never_shadows_the_api(make_api, built):
     api = make_api(panel_dir=str(built))
     c = api.client

@@ -105,7 +105,7 @@ def test_f1_schema_fuzz(fuzz_api):
     assert no_negative == without_input
     # the protected routes were exercised past the role check (a 2xx as admin), not only refused
     ok = {k.rsplit(" ", 1)[0] for k in calls if k.endswith((" 200", " 201"))}
-    for label in ("GET /status", "GET /metrics", "GET /orders", "GET /risk", "GET /kill-switch", "GET /auth/me",
+    for label in ("GET /status", "GET /status/latency", "GET /metrics", "GET /orders", "GET /risk", "GET /kill-switch", "GET /auth/me",
                   "POST /suggestions", "GET /suggestions", "GET /jobs"):
         assert label in ok, sorted(calls)
     assert any(k.startswith("POST /kill-switch/engage 504") for k in calls), sorted(calls)

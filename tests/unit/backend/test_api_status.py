@@ -18,7 +18,7 @@ from backend import cli
 from backend.api import create_app
 from backend.api.config import AdminSettings
 from backend.api.observability import ACCESS_LOGGER, configure_logging
-from backend.status import DEGRADED_S, HEALTHY_S, UNHEALTHY_S, verdict
+from backend.status import DEGRADED_S, HEALTHY_S, UNHEALTHY_S, redis_memory, verdict
 from common import streams
 from common.bus import Consumer, Outputs, connect
 from common.config import CommonSettings
@@ -163,6 +163,31 @@ def test_cli_status_shares_the_code(api, rds, redis_url, monkeypatch, capsys):
     assert "strategy_engine/se-cli" in capsys.readouterr().out
 
 
+def test_redis_memory_warns_near_and_at_maxmemory_and_on_an_evicting_policy():
+    mib = 2**20
+    fine = redis_memory({"used_memory": 10 * mib, "maxmemory": 100 * mib, "maxmemory_policy": "noeviction"})
+    assert fine == {"used_bytes": 10 * mib, "max_bytes": 100 * mib, "policy": "noeviction", "used_fraction": 0.1,
+                    "warning": None}
+    unlimited = redis_memory({"used_memory": 10 * mib, "maxmemory": 0, "maxmemory_policy": "noeviction"})
+    assert unlimited["max_bytes"] is None and unlimited["used_fraction"] is None and unlimited["warning"] is None
+    near = redis_memory({"used_memory": 92 * mib, "maxmemory": 100 * mib, "maxmemory_policy": "noeviction"})
+    assert near["warning"].startswith("redis memory at 92% of maxmemory (100 MiB)")
+    full = redis_memory({"used_memory": 100 * mib, "maxmemory": 100 * mib, "maxmemory_policy": "noeviction"})
+    assert full["warning"].startswith("redis is full (100 of 100 MiB maxmemory): writes are refused")
+    evicting = redis_memory({"used_memory": 1, "maxmemory": 100 * mib, "maxmemory_policy": "allkeys-lru"})
+    assert evicting["warning"].startswith("redis maxmemory-policy is allkeys-lru: at maxmemory it may evict")
+
+
+def test_status_and_the_cli_report_redis_memory(api, rds, redis_url, monkeypatch, capsys):
+    st = api.client.get("/status", headers=api.headers("viewer")).json()
+    mem = st["redis_memory"]
+    assert mem["used_bytes"] > 0 and mem["policy"] == rds.config_get("maxmemory-policy")["maxmemory-policy"]
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("DATABASE_URL", api.db_url)
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["redis_memory"]["used_bytes"] > 0
+
+
 def _app_without_redis(api_db: str, **kw):
     from fastapi.testclient import TestClient
 
@@ -178,7 +203,7 @@ def test_redis_down_is_200_with_every_service_unknown(api_db, clean_env):
         r = client.get("/status", headers={"Authorization": f"Bearer {tok['access_token']}"})
         assert r.status_code == 200, r.text
         st = r.json()
-        assert st["redis"].startswith("redis unavailable")
+        assert st["redis"].startswith("redis unavailable") and st["redis_memory"] is None
         assert {s["service"] for s in st["services"]} == {"pattern_engine", "strategy_engine", "execution",
                                                           "mock_mcp"}
         assert all(s["verdict"] == "unknown" and s["instances"] == [] for s in st["services"])
@@ -262,3 +287,53 @@ def test_json_logs_one_object_per_line_with_request_id_route_status_duration(mak
     other = next(o for o in objs if o["logger"] == "backend.api.test")
     assert other["message"] == "plain record" and other["k"] == 1 and other["level"] == "WARNING"
     assert not any(PASSWORDS["viewer"] in ln for ln in lines)
+
+
+def test_status_latency_merges_each_stages_histograms_over_instances(api, rds, redis_url):
+    """Two live instances save their histograms with their heartbeats (as every service does); the route merges
+    them per stage: count, p50 / p99 / p999 / max in µs and 1-2-5 buckets; a stage none recorded is all zero;
+    a saved value that is not a histogram is skipped and counted."""
+    common = CommonSettings(redis_url=redis_url, database_url=api.db_url)
+
+    async def live(instance: str, tick_to_signal_us: list[int], tick_to_fill_us: list[int]) -> None:
+        svc = Service(common)
+        svc.name, svc.instance = "pattern_engine", instance
+        svc.redis = connect(redis_url)
+        for us in tick_to_signal_us:
+            svc.hist("tick_to_signal").record_ns(us * 1000)
+        for us in tick_to_fill_us:
+            svc.hist("tick_to_fill").record_ns(us * 1000)
+        await svc.heartbeat_once()
+        await svc.redis.aclose()
+
+    asyncio.run(live("pe-a", [10] * 969 + [3_000] * 30 + [40_000], []))
+    asyncio.run(live("pe-b", [12] * 1000, [250, 260]))
+    rds.hset(streams.latency_key("tick_to_fill"), "garbage", b"not an hdr histogram")
+    r = api.client.get("/status/latency", headers=api.headers("viewer"))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["redis"] is None
+    st = {s["stage"]: s for s in out["stages"]}
+    assert list(st) == ["tick_to_signal", "signal_to_intent", "intent_to_fill", "tick_to_fill"]
+    t2s = st["tick_to_signal"]
+    assert t2s["count"] == 2000 and t2s["instances"] == 2 and t2s["unreadable"] == 0
+    assert t2s["p50"] in (10, 12) and 2_990 <= t2s["p99"] <= 3_010 and 39_000 <= t2s["max"] <= 40_100
+    assert 2_990 <= t2s["p999"] <= 3_010  # 1,999 of 2,000 are at most 3 ms; 1,969 at most 12 µs
+    assert t2s["buckets"][0] == {"ge_us": 10, "lt_us": 20, "count": 1969}
+    assert {"ge_us": 2000, "lt_us": 5000, "count": 30} in t2s["buckets"]
+    assert t2s["buckets"][-1] == {"ge_us": 20000, "lt_us": 50000, "count": 1}
+    assert sum(b["count"] for b in t2s["buckets"]) == 2000
+    assert [b["ge_us"] for b in t2s["buckets"]] == [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]
+    t2f = st["tick_to_fill"]
+    assert (t2f["count"], t2f["instances"], t2f["unreadable"]) == (2, 1, 1)
+    assert t2f["buckets"] == [{"ge_us": 200, "lt_us": 500, "count": 2}]
+    assert st["signal_to_intent"] == {"stage": "signal_to_intent", "count": 0, "p50": 0, "p99": 0, "p999": 0, "max": 0,
+                                      "instances": 0, "unreadable": 0, "buckets": []}
+
+
+def test_status_latency_with_redis_down_says_so(api_db, clean_env):
+    with _app_without_redis(api_db) as client:
+        tok = client.post("/auth/login", json={"username": "admin", "password": PASSWORDS["admin"]}).json()
+        r = client.get("/status/latency", headers={"Authorization": f"Bearer {tok['access_token']}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["stages"] == [] and r.json()["redis"].startswith("redis unavailable")

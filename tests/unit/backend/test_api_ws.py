@@ -305,3 +305,48 @@ async def test_a_token_in_the_url_never_reaches_the_log(server, tmp_path):
     log = (tmp_path / "api.log").read_text()
     assert log.count("token=<redacted>") >= 3, log[-2000:]
     assert token not in log and token.split(".")[2] not in log
+
+
+async def test_pnl_carries_the_days_start_kept_in_redis_for_every_client(server, redis_url):
+    """The day's start is the first equity any API computed that UTC day, kept in Redis: a snapshot already
+    there (another instance, or this API before a restart) is the one used, and every client (a reload too)
+    gets the same start and today's P&L."""
+    host, _ = server
+    r = redis.asyncio.Redis.from_url(redis_url)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    key = streams.pnl_day_start_key(today)
+    earlier = time.time_ns() - 3_600 * 10**9
+    await r.set(key, json.dumps({"day": today, "equity": "-12.5", "at_ns": earlier}))
+    try:
+        starts = []
+        for _reload in range(2):
+            token = await asyncio.to_thread(_token, host)
+            async with websockets.connect(f"ws://{host}/ws?token={token}&channels=pnl") as ws:
+                await ws.recv()  # welcome
+                pnl = await _next(ws, "pnl")
+                starts.append(pnl["day_start"])
+                assert pnl["equity"] == "0" and pnl["today_pnl"] == "12.5", pnl
+        assert starts == [{"day": today, "equity": "-12.5", "at_ns": earlier}] * 2
+        assert json.loads(await r.get(key))["at_ns"] == earlier  # kept, not overwritten
+    finally:
+        await r.aclose()
+
+
+async def test_pnl_day_start_is_taken_once_when_none_exists(server, redis_url):
+    host, _ = server
+    r = redis.asyncio.Redis.from_url(redis_url)
+    before = time.time_ns()
+    try:
+        token = await asyncio.to_thread(_token, host)
+        async with websockets.connect(f"ws://{host}/ws?token={token}&channels=pnl") as ws:
+            await ws.recv()
+            pnl = await _next(ws, "pnl")
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        start = pnl["day_start"]
+        assert start["day"] == today and start["equity"] == "0" and pnl["today_pnl"] == "0"
+        assert before <= start["at_ns"] <= time.time_ns()
+        saved = await r.get(streams.pnl_day_start_key(today))
+        assert json.loads(saved) == start
+        assert 2 * 86_400 < await r.ttl(streams.pnl_day_start_key(today)) <= 3 * 86_400
+    finally:
+        await r.aclose()

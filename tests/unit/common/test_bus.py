@@ -137,8 +137,47 @@ async def test_health_key_and_graceful_stop(redis_url, clean_env):
             break
         await asyncio.sleep(0.05)
     assert ok
+    # a container's healthcheck (--check --self) asks for its own instance only
+    assert (await check_health(s, "echo", instance=svc.instance))[0]
+    ok_other, msg = await check_health(s, "echo", instance="another-replica")
+    assert not ok_other and "another-replica: no fresh health key" in msg
     svc.request_stop()
     assert await asyncio.wait_for(task, 10) == 0
     assert not (await check_health(s, "echo"))[0]
     assert await r.xlen(streams.HEARTBEATS) >= 1
     await r.aclose()
+
+
+async def test_a_prefetched_batch_is_never_also_redelivered_by_the_retry_scan(redis_url, clean_env):
+    """A commit's read-ahead delivers entries; if the stage then stalls past ``retry_idle_ms`` (a slow
+    database, a Redis outage in its after-commit work), those entries are pending and idle, and the
+    retry scan must not hand them out a second time: the read-ahead's reply comes first."""
+    r = connect(redis_url)
+    c = Consumer(r, "g", "c1", {IN: TickBatch}, stats_key="stats:t", retry_idle_ms=200, claim_idle_ms=200)
+    try:
+        await c.start()
+        await r.xadd(IN, {b"d": _batch("AAA")})
+        first = await c.read()
+        assert [e.msg.ticks[0].symbol for e in first] == ["AAA"]
+        await r.xadd(IN, {b"d": _batch("BBB")})  # there before the commit: its read-ahead takes it
+        out = Outputs()
+        out.incr("ticks", 2)
+        for e in first:
+            out.ack(e)
+        await c.commit(out, prefetch=True)
+        assert c.has_backlog  # the read-ahead is on its way
+        await asyncio.sleep(0.5)  # the stall: BBB is now pending and idle longer than retry_idle_ms
+        seen = []
+        for _ in range(6):
+            batch = await c.read()
+            seen += [e.msg.ticks[0].symbol for e in batch]
+            if batch:
+                out = Outputs()
+                for e in batch:
+                    out.ack(e)
+                await c.commit(out)
+            await asyncio.sleep(0.25)  # past both scans' intervals again
+        assert seen == ["BBB"]
+    finally:
+        c.close()
+        await r.aclose()

@@ -64,6 +64,20 @@ def test_placeholder_secret_refused(clean_env, tmp_path):
         load(_ApiLike)
 
 
+@pytest.mark.parametrize("value", ["password", "Change_Me", "<your secret>", "XXXXXXXX", " secret "])
+def test_more_placeholder_secrets_refused(clean_env, tmp_path, value):
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("AITRADER_API_JWT_SECRET", value)
+    with pytest.raises(ConfigError, match="AITRADER_API_JWT_SECRET: placeholder secret refused"):
+        load(_ApiLike)
+
+
+def test_real_secret_accepted(clean_env, tmp_path):
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("AITRADER_API_JWT_SECRET", "q8Zr3vN1xk2Lw9TtB4")
+    assert load(_ApiLike).jwt_secret == "q8Zr3vN1xk2Lw9TtB4"
+
+
 def test_settings_are_frozen(clean_env, tmp_path):
     clean_env.chdir(tmp_path)
     s = load(CommonSettings)

@@ -179,3 +179,36 @@ async def test_lazy_streams_are_read_with_eager_news_and_first(redis_url, fast_p
     assert t4 in rest
     c.close()
     await r.aclose()
+
+
+def test_a_passing_refusal_is_told_apart_from_other_error_replies():
+    """Refusals apply nothing and pass (the services send the same again later); other errors do not."""
+    import hiredis
+    from redis.exceptions import ExecAbortError, OutOfMemoryError, ReadOnlyError
+
+    from common.bus import BusUnavailable, refused
+    from common.resp import Refused, reply_error
+
+    for text in ("OOM command not allowed when used memory > 'maxmemory'.",
+                 "MISCONF Errors writing to the AOF file: No space left on device",
+                 "READONLY You can't write against a read only replica.",
+                 "BUSY Redis is busy running a script.", "NOREPLICAS Not enough good replicas to write.",
+                 "LOADING Redis is loading the dataset in memory", "TRYAGAIN Multiple keys request during rehashing",
+                 # EXEC refused when it came, every command queued (Redis 7 checks the queued commands' memory then)
+                 "EXECABORT Transaction discarded because of: OOM command not allowed when used memory > 'maxmemory'."):
+        e = reply_error(hiredis.ReplyError(text))
+        assert isinstance(e, Refused) and isinstance(e, BusUnavailable) and refused(e), text
+        assert str(e) == text  # the code stays in the text the logs show
+    for text in ("WRONGTYPE Operation against a key holding the wrong kind of value", "ERR unknown command 'X'",
+                 "NOGROUP No such key 'in' or consumer group 'g'", "EXECABORT Transaction discarded",
+                 "EXECABORT Transaction discarded because of previous errors.",
+                 "EXECABORT Transaction discarded because of: WRONGTYPE Operation against a key",
+                 "OOMPH not a code"):
+        e = reply_error(hiredis.ReplyError(text))
+        assert type(e) is ResponseError and not refused(e), text
+    # what redis-py raises for the same refusals (its parser's classes, or a bare ResponseError for MISCONF)
+    assert refused(OutOfMemoryError("command not allowed")) and refused(ReadOnlyError("replica"))
+    assert refused(ResponseError("MISCONF Errors writing to the AOF file")) and not refused(ResponseError("ERR x"))
+    assert refused(ExecAbortError("Transaction discarded because of: OOM command not allowed"))
+    assert not refused(ExecAbortError("Transaction discarded because of previous errors."))
+    assert not refused(ConnectionError("gone"))  # unavailable, not refused: whether it applied is unknown
