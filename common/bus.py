@@ -266,6 +266,17 @@ class Consumer:
         self._pending_read: tuple[asyncio.Future, list[str]] | None = None
         self._last_retry_scan = 0.0
         self._last_claim_scan = 0.0
+        # Poison detection by strikes, not by Redis' delivery count (which a restart raises for every entry pending
+        # then, handled or not): entries delivered before (re-read after a restart, claimed from a dead consumer)
+        # and not acked yet are "suspects", each with the times a consumer died while handling it. A batch with
+        # suspects is marked in Redis before it is handed out (``_guard``) and unmarked by its commit; a marker
+        # found at the next start means the consumer died handling them: one strike each. A suspect with a strike
+        # is handed out alone, and at ``max_deliveries`` strikes it is dead-lettered (``split``).
+        self._suspects: dict[tuple[str, bytes], int] = {}
+        self._inflight: list[tuple[str, bytes]] = []  # the suspects of the batch handed out last (marked)
+        self._me = consumer.encode()
+        self._inflight_key = streams.inflight_key(group)
+        self._strikes_key = streams.strikes_key(group)
         # What committed batches did, for the service's /metrics (common.metrics): per-process totals.
         self.acked: dict[str, int] = {}
         self.dead_by_stream: dict[str, int] = {}
@@ -294,6 +305,7 @@ class Consumer:
         """Create groups, then (``recover``) queue this consumer's own pending entries and claim abandoned ones."""
         await self.ensure_groups()
         self._started = True
+        await self._strike(None)  # a marker left by this consumer's previous run: it died handling those
         if recover:
             await self._recover_pending()
 
@@ -302,6 +314,8 @@ class Consumer:
         for whoever takes the group over (``take_over``)."""
         self._backlog = []
         self._catch_up = False
+        self._suspects.clear()  # whoever takes the entries over adopts them, with their strikes
+        self._inflight = []
         if self._pending_read is not None:
             self._pending_read[0].add_done_callback(_forget)
             self._pending_read = None
@@ -316,6 +330,7 @@ class Consumer:
         return len(self._backlog)
 
     async def _recover_pending(self) -> None:
+        own: list[Entry] = []
         for stream in self.types:
             # Own pending entries (a previous run of this consumer that stopped before acking).
             start = b"0"
@@ -328,10 +343,12 @@ class Consumer:
                     break
                 ids = [i for i, _ in items]
                 counts = await self._delivery_counts(stream, ids)
-                self._backlog.extend(self._to_entries(stream, items, counts))
+                own.extend(self._to_entries(stream, items, counts))
                 start = items[-1][0]
                 if len(items) < self.count:
                     break
+        await self._adopt(own)
+        self._backlog.extend(own)
         self._backlog.extend(await self._claim_abandoned())
         self._last_claim_scan = time.monotonic()
 
@@ -355,7 +372,73 @@ class Consumer:
                     out.extend(self._to_entries(stream, items, counts))
                 if cursor in (b"0-0", "0-0"):
                     break
+        await self._adopt(out, others=True)
         return out
+
+    # -- poison detection (see __init__) ----------------------------------------------------
+    async def _adopt(self, entries: list[Entry], others: bool = False) -> None:
+        """Note ``entries`` (delivered before, not acked) as suspects with their strikes; ``others``: they were
+        claimed from other consumers, whose markers naming them are struck first (those consumers died)."""
+        if not entries:
+            return
+        fields = [_field(e.stream, e.id) for e in entries]
+        if others:
+            await self._strike(set(fields))
+        strikes = await self.redis.hmget(self._strikes_key, fields)
+        for e, n in zip(entries, strikes):
+            self._suspects[(e.stream, e.id)] = int(n or 0)
+
+    async def _strike(self, claimed: set[bytes] | None) -> None:
+        """One strike for each entry a dead consumer's marker names: this consumer's own marker (``claimed`` is
+        None: at start, from its previous run), or other consumers' markers, for the ``claimed`` entries only.
+        The markers struck are deleted, so no death is counted twice."""
+        if claimed is None:
+            mine = await self.redis.hget(self._inflight_key, self._me)
+            markers = {self._me: mine} if mine else {}
+        else:
+            markers = {c: m for c, m in (await self.redis.hgetall(self._inflight_key)).items() if c != self._me}
+        hits: dict[bytes, list[bytes]] = {}
+        for who, marker in markers.items():
+            named = [f for f in marker.split(b"\n") if f and (claimed is None or f in claimed)]
+            if named:
+                hits[who] = named
+        if not hits:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for who, named in hits.items():
+            for f in named:
+                pipe.hincrby(self._strikes_key, f, 1)
+            pipe.hdel(self._inflight_key, who)
+        await pipe.execute()
+        log.warning("%s: consumer(s) %s died while handling %d entries: one strike each (dead-lettered at %d)",
+                    self.group, ", ".join(w.decode(errors="replace") for w in hits),
+                    sum(map(len, hits.values())), self.max_deliveries)
+
+    async def _guard(self, batch: list[Entry]) -> list[Entry]:
+        """Mark the batch's suspects in Redis before it is handed out (the commit unmarks them). A suspect with a
+        strike goes alone (the entries before it first, those after it next), so that a poison entry collects
+        its strikes by itself and its neighbours none."""
+        self._inflight = []
+        sus = self._suspects
+        if not sus or not batch:
+            return batch
+        keys = [(e.stream, e.id) for e in batch]
+        if not any(k in sus for k in keys):
+            return batch
+        for i, k in enumerate(keys):
+            if sus.get(k, 0) > 0:
+                cut = i or 1
+                self._backlog[:0] = batch[cut:]
+                batch, keys = batch[:cut], keys[:cut]
+                break
+        marked = [k for k in keys if k in sus]
+        try:
+            await self.redis.hset(self._inflight_key, self._me, b"\n".join(_field(*k) for k in marked))
+        except BaseException:
+            self._backlog[:0] = batch  # not handed out: read again when Redis answers
+            raise
+        self._inflight = marked
+        return batch
 
     async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
         if not ids:
@@ -445,8 +528,8 @@ class Consumer:
                 self._backlog = await self._with_lazy(self._backlog)
             if self._backlog:
                 batch, self._backlog = self._backlog[: self.count], self._backlog[self.count :]
-                return batch
-            return await self._read()
+                return await self._guard(batch)
+            return await self._guard(await self._read())
         except ResponseError as e:
             # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted under a blocked read.
             if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
@@ -547,14 +630,16 @@ class Consumer:
 
     # -- committing ---------------------------------------------------------------------
     def split(self, batch: list[Entry], out: Outputs) -> list[Entry]:
-        """Dead-letter undecodable entries and over-delivered ones; return the rest."""
+        """Dead-letter undecodable entries and poison ones (a consumer died ``max_deliveries`` times handling
+        each); return the rest."""
         good: list[Entry] = []
+        sus = self._suspects
         for e in batch:
             if isinstance(e.msg, _Undecodable):
                 out.dead_letter(e, e.msg.reason)
                 out.ack(e)
-            elif e.deliveries > self.max_deliveries:
-                out.dead_letter(e, f"failed {e.deliveries - 1} deliveries")
+            elif sus and sus.get((e.stream, e.id), 0) >= self.max_deliveries:
+                out.dead_letter(e, f"poison: a consumer died {sus[(e.stream, e.id)]} times while handling it")
                 out.ack(e)
             else:
                 good.append(e)
@@ -570,6 +655,9 @@ class Consumer:
         transaction. Either way a stage under load pays one round trip per batch, not two.
         """
         if not out:
+            if self._inflight:  # nothing to commit (every handler failed): the batch was handled, unmark it
+                await self.redis.hdel(self._inflight_key, self._me)
+                self._inflight = []
             return
         prefetch = prefetch and bool(out.acks) and not self._backlog and self._pending_read is None
         if self.fast_path:
@@ -606,6 +694,12 @@ class Consumer:
             self.committed[name] = self.committed.get(name, 0) + n
         for stream, ids in out.acks.items():
             self.acked[stream] = self.acked.get(stream, 0) + len(ids)
+        if self._inflight:
+            acked = {(s, i) for s, ids in out.acks.items() for i in ids}
+            for k in self._inflight:
+                if k in acked:
+                    self._suspects.pop(k, None)
+            self._inflight = []
 
     def _commands(self, out: Outputs, prefetch: list[str] | None) -> list[tuple]:
         """The commit's commands, in order: outputs, dead letters, counters, extras, acks, read-ahead."""
@@ -630,6 +724,12 @@ class Consumer:
             for op in out.extra:
                 op(rec)
             cmds.extend(rec.commands)
+        if self._inflight:  # the batch had suspects: unmark it, and forget the strikes of those acked
+            cmds.append(("HDEL", self._inflight_key, self._me))
+            acked = {(s, i) for s, ids in out.acks.items() for i in ids}
+            struck = [_field(*k) for k in self._inflight if k in acked and self._suspects.get(k)]
+            if struck:
+                cmds.append(("HDEL", self._strikes_key, *struck))
         for stream, ids in out.acks.items():
             cmds.append(("XACK", stream, self.group, *ids))
         if prefetch:
@@ -647,6 +747,11 @@ class _Undecodable:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+def _field(stream: str, eid: bytes) -> bytes:
+    """An entry's name in the inflight markers and the strikes hash."""
+    return stream.encode() + b"\x00" + (eid if isinstance(eid, bytes) else str(eid).encode())
 
 
 def _raw_fields(fields: dict | None) -> bytes:

@@ -78,7 +78,9 @@ class CommonSettings(SettingsBase):
     read_count: int = Field(512, ge=1, le=100_000, description="Max entries per XREADGROUP (natural batching).")
     block_ms: int = Field(5, ge=1, le=60_000, description="XREADGROUP block time when the stream is empty.")
     max_deliveries: int = Field(
-        5, ge=1, le=1000, description="Deliveries after which a failing entry goes to its dead-letter stream."
+        5, ge=1, le=1000,
+        description="Deliveries after which a failing entry goes to its dead-letter stream (a handler that raised "
+                    "on it each time), or deaths of the process while handling it alone (restarts alone count nothing).",
     )
     claim_idle_ms: int = Field(
         30_000, ge=0, description="Pending entries idle this long (other consumers) are claimed on start."

@@ -24,11 +24,13 @@ __all__ = [
     "TICKS_PREFIX",
     "dlq_stream",
     "health_key",
+    "inflight_key",
     "latency_key",
     "pattern_lease_key",
     "pnl_day_start_key",
     "shard_for",
     "stats_key",
+    "strikes_key",
     "ticks_stream",
 ]
 
@@ -73,6 +75,19 @@ def stats_key(service: str) -> str:
 
 def health_key(service: str, instance: str) -> str:
     return f"health:{service}:{instance}"
+
+
+def inflight_key(group: str) -> str:
+    """Hash: consumer -> the entries (``stream NUL id``, newline-separated) it is handling now, written only for
+    entries delivered before (re-read after a restart, claimed from a dead consumer) and deleted by the commit:
+    found at the next start, it says the consumer died while handling them (``common.bus.Consumer``)."""
+    return f"sys:inflight:{group}"
+
+
+def strikes_key(group: str) -> str:
+    """Hash: ``stream NUL id`` -> how many times a consumer of ``group`` died while handling that entry; at
+    ``max_deliveries`` the entry is dead-lettered as a poison message. Deleted when the entry is acked."""
+    return f"sys:strikes:{group}"
 
 
 def pattern_lease_key(shards: list[int]) -> str:

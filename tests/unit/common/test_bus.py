@@ -181,3 +181,101 @@ async def test_a_prefetched_batch_is_never_also_redelivered_by_the_retry_scan(re
     finally:
         c.close()
         await r.aclose()
+
+
+def _consumer(r, name="same", **kw):
+    return Consumer(r, "g", name, {IN: TickBatch}, stats_key="stats:g", block_ms=10, max_deliveries=3, **kw)
+
+
+def _handle(c, batch):
+    """What a service does with a batch it survives: split (poison out), ack the rest."""
+    out = Outputs()
+    good = c.split(batch, out)
+    for e in good:
+        out.ack(e)
+    return out, good
+
+
+async def test_restarts_alone_never_dead_letter_an_entry_however_often(redis_url, clean_env):
+    """Killed over and over while entries are pending but before handling them (starting up, waiting on
+    something else), a consumer raises Redis' delivery count of each at every start: that is no sign of a
+    poison entry, and once it survives long enough every entry is handled, none dead-lettered (RELIABILITY D1)."""
+    r = connect(redis_url)
+    await _consumer(r).start()
+    await Publisher(r, 1000).publish([(IN, _batch("AAA")), (IN, _batch("BBB"))])
+    assert len(await _consumer(r).read()) == 2  # delivered, then the process dies before handling
+    for _ in range(8):  # dies at every start, after re-reading its pending entries, before handing any out
+        await _consumer(r).start()
+    c = _consumer(r)
+    await c.start()
+    batch = await c.read()
+    assert [e.msg.ticks[0].symbol for e in batch] == ["AAA", "BBB"] and min(e.deliveries for e in batch) > 3
+    out, good = _handle(c, batch)
+    assert len(good) == 2 and not out.dead
+    await c.commit(out)
+    assert (await r.xpending(IN, "g"))["pending"] == 0
+    assert not await r.exists(streams.inflight_key("g"), streams.strikes_key("g"))
+    await r.aclose()
+
+
+async def test_an_entry_the_consumer_dies_on_is_isolated_and_dead_lettered_alone(redis_url, clean_env):
+    """A poison entry that kills the process every time it is handled: its batch neighbours each get one strike
+    at most and are handled; handed out alone after its first strike, the poison entry collects the rest and
+    goes to the dead-letter stream at ``max_deliveries`` strikes (RELIABILITY E2 for a crash, not an exception)."""
+    r = connect(redis_url)
+    await _consumer(r).start()
+    await Publisher(r, 1000).publish([(IN, _batch(s)) for s in ("AAA", "BOOM", "CCC")])
+    assert len(await _consumer(r).read()) == 3  # first delivery: the process dies handling it (no marker yet)
+    handled: list[str] = []
+    deaths = 0
+    for _ in range(20):
+        c = _consumer(r)
+        await c.start()
+        while True:
+            batch = await c.read()
+            if not batch:
+                break
+            out, good = _handle(c, batch)
+            if any(e.msg.ticks[0].symbol == "BOOM" for e in good):
+                deaths += 1  # dies handling it: nothing committed, the marker stays
+                break
+            handled += [e.msg.ticks[0].symbol for e in good]
+            await c.commit(out)
+        else:
+            continue
+        if not batch:
+            break
+    assert sorted(handled) == ["AAA", "CCC"]
+    # after the unmarked first death: once with its neighbours (a strike each), then alone up to its 3rd strike
+    assert deaths == 3
+    dlq = await r.xrange(streams.dlq_stream(IN))
+    assert len(dlq) == 1 and dlq[0][1][b"reason"] == b"poison: a consumer died 3 times while handling it"
+    assert (await r.xpending(IN, "g"))["pending"] == 0
+    assert not await r.exists(streams.inflight_key("g"), streams.strikes_key("g"))
+    await r.aclose()
+
+
+async def test_strikes_follow_an_entry_claimed_from_a_consumer_that_died_handling_it(redis_url, clean_env):
+    """Another consumer claiming a dead consumer's entries counts that consumer's death against the entries it
+    was handling (its marker), not against those it only held."""
+    r = connect(redis_url)
+    dead = _consumer(r, "dead")
+    await dead.start()
+    await Publisher(r, 1000).publish([(IN, _batch("AAA")), (IN, _batch("BBB"))])
+    assert len(await dead.read()) == 2
+    dead.close()
+    again = _consumer(r, "dead")
+    await again.start()  # re-reads both: suspects now
+    first = await again.read()
+    assert len(first) == 2  # marked: handling them when it dies for good
+    alive = _consumer(r, "alive", claim_idle_ms=1)
+    await asyncio.sleep(0.01)
+    await alive.start()
+    assert {k: int(v) for k, v in (await r.hgetall(streams.strikes_key("g"))).items()} == {
+        f"{IN}\x00{e.id.decode()}".encode(): 1 for e in first}
+    one = await alive.read()
+    assert len(one) == 1  # a struck suspect goes alone
+    out, good = _handle(alive, one)
+    await alive.commit(out)
+    assert len(await r.hgetall(streams.strikes_key("g"))) == 1  # the acked one's strike is gone
+    await r.aclose()
