@@ -64,6 +64,13 @@ try {
   step(`replayed ${day1.replay.ticks} real ticks: ${day1.report.signals} signals, ${day1.report.orders} orders, ${day1.report.fills} fills`);
   const blotter = page.locator("section[aria-labelledby=blotter-h] tbody");
   await blotter.locator("tr", { has: page.locator(".chip", { hasText: /^fill$/ }) }).first().waitFor();
+  // a fill's market time is the replayed tick's (2013-10-07 UTC), not the wall clock it arrived at
+  const fillTime = (await blotter.locator("tr", { has: page.locator(".chip", { hasText: /^fill$/ }) }).first()
+    .locator("td").first().textContent())?.trim();
+  if (!/^2013-10-07 \d\d:\d\d:\d\d\.\d{3}$/.test(fillTime ?? "")) {
+    throw new Error(`the blotter's market time of a fill is ${JSON.stringify(fillTime)}, not on 2013-10-07 UTC`);
+  }
+  step(`the blotter shows a fill at market time ${fillTime} UTC`);
   // the blotter draws its newest 150 rows, which a busy replay fills with orders and fills: filter to find signals
   const kind = (k) => page.getByRole("checkbox", { name: k, exact: true });
   await kind("orders").uncheck();

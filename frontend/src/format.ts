@@ -11,6 +11,12 @@ export function fmtMs(ms: number): string {
   return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
 }
 
+/** A market time (ms since the epoch) in UTC, as market data is: `2013-10-07 13:17:56.123`. */
+export function fmtUtc(ms: number | null): string {
+  if (ms === null || !Number.isFinite(ms)) return "—";
+  return new Date(ms).toISOString().replace("T", " ").replace("Z", "");
+}
+
 export function fmtNum(v: string | number | null | undefined, digits = 2): string {
   if (v === null || v === undefined || v === "") return "—";
   const n = typeof v === "number" ? v : Number(v);

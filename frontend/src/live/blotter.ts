@@ -1,3 +1,4 @@
+import { eventSeconds } from "./prices";
 import type { LiveMessage } from "./socket";
 
 export type BlotterKind = "signal" | "order" | "fill";
@@ -7,6 +8,8 @@ export interface BlotterRow {
   kind: BlotterKind;
   /** ms since the epoch, when the panel received it */
   at: number;
+  /** ms since the epoch on market time: the `ts_event` of the tick behind the signal, order or fill; null when absent */
+  event: number | null;
   symbol: string;
   side: string;
   qty: string;
@@ -27,7 +30,10 @@ export function toRow(m: LiveMessage, key: number): BlotterRow | null {
   const kind = KIND[m.channel];
   if (!kind) return null;
   const d = m.data;
-  const base = { key, kind, at: Date.now(), symbol: str(d.symbol) };
+  const s = eventSeconds(d);
+  const ns = typeof d.ts_event === "number" ? d.ts_event : Number(d.ts_event);
+  // whole milliseconds of the event time (eventSeconds checks it is a positive number)
+  const base = { key, kind, at: Date.now(), event: s === null ? null : Math.floor(ns / 1e6), symbol: str(d.symbol) };
   if (kind === "signal") {
     const strength = typeof d.strength === "number" ? ` · strength ${d.strength.toFixed(3)}` : "";
     return { ...base, side: str(d.side), qty: "", price: str(d.price), text: `${str(d.detector)}${strength}` };

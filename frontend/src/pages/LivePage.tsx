@@ -7,7 +7,7 @@ import type { Blotter, BlotterKind, BlotterRow } from "../live/blotter";
 import { totalsFromPnl, totalsFromPositions, todayPnl, type DayStart, type PnlTotals } from "../live/pnl";
 import type { PriceBook } from "../live/prices";
 import { PriceChart } from "../components/PriceChart";
-import { fmtMs, fmtNs, fmtNum, pnlTone } from "../format";
+import { fmtMs, fmtNs, fmtNum, fmtUtc, pnlTone } from "../format";
 
 type Position = components["schemas"]["PositionOut"];
 
@@ -276,7 +276,8 @@ const BlotterTable = memo(function BlotterTable({ rows }: { rows: BlotterRow[] }
         <table className="grid">
           <thead>
             <tr>
-              <th>Time</th>
+              <th title="The event's time on the market (UTC): the tick behind it">Market time (UTC)</th>
+              <th title="When this browser received it">Received</th>
               <th>Kind</th>
               <th>Symbol</th>
               <th>Side</th>
@@ -288,13 +289,14 @@ const BlotterTable = memo(function BlotterTable({ rows }: { rows: BlotterRow[] }
           <tbody>
             {rows.length === 0 && (
               <tr>
-                <td colSpan={7} className="muted">
+                <td colSpan={8} className="muted">
                   Nothing yet: signals, orders and fills appear here as they happen.
                 </td>
               </tr>
             )}
             {rows.slice(0, BLOTTER_SHOWN).map((r) => (
               <tr key={r.key}>
+                <td className="mono">{fmtUtc(r.event)}</td>
                 <td>{fmtMs(r.at)}</td>
                 <td>
                   <span className={`chip ${r.kind === "fill" ? "good" : r.kind === "order" ? "idle" : "warn"}`}>{r.kind}</span>
