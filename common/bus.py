@@ -114,6 +114,7 @@ class Outputs:
     dead: list[_Dead] = field(default_factory=list)
     acks: dict[str, list[bytes]] = field(default_factory=dict)
     extra: list[Callable[[Any], None]] = field(default_factory=list)  # pipeline ops (e.g. HSET)
+    failed: list[tuple[str, bytes]] = field(default_factory=list)  # entries whose handler raised: one strike each
 
     def publish(self, stream: str, msg: msgspec.Struct | bytes) -> None:
         self.messages.append((stream, msg if isinstance(msg, bytes) else encode(msg)))
@@ -126,6 +127,10 @@ class Outputs:
 
     def ack(self, entry: Entry) -> None:
         self.acks.setdefault(entry.stream, []).append(entry.id)
+
+    def fail(self, entry: Entry) -> None:
+        """The handler raised on ``entry``: it stays pending, to be retried, with one more strike."""
+        self.failed.append((entry.stream, entry.id))
 
     def redis_op(self, op: Callable[[Any], None]) -> None:
         """Queue an extra command (``op(pipe)``) inside the commit transaction."""
@@ -142,7 +147,7 @@ class Outputs:
         self.counters = counters
 
     def __bool__(self) -> bool:
-        return bool(self.messages or self.counters or self.dead or self.acks or self.extra)
+        return bool(self.messages or self.counters or self.dead or self.acks or self.extra or self.failed)
 
 
 class Publisher:
@@ -267,8 +272,9 @@ class Consumer:
         self._last_retry_scan = 0.0
         self._last_claim_scan = 0.0
         # Poison detection by strikes, not by Redis' delivery count (which a restart raises for every entry pending
-        # then, handled or not): entries delivered before (re-read after a restart, claimed from a dead consumer)
-        # and not acked yet are "suspects", each with the times a consumer died while handling it. A batch with
+        # then, handled or not): entries delivered before (re-read after a restart, claimed from a dead consumer,
+        # failed in the handler) and not acked yet are "suspects", each with its strikes: the times its handler
+        # raised (``Outputs.fail``, counted by the commit) or a consumer died while handling it. A batch with
         # suspects is marked in Redis before it is handed out (``_guard``) and unmarked by its commit; a marker
         # found at the next start means the consumer died handling them: one strike each. A suspect with a strike
         # is handed out alone, and at ``max_deliveries`` strikes it is dead-lettered (``split``).
@@ -639,11 +645,16 @@ class Consumer:
                 out.dead_letter(e, e.msg.reason)
                 out.ack(e)
             elif sus and sus.get((e.stream, e.id), 0) >= self.max_deliveries:
-                out.dead_letter(e, f"poison: a consumer died {sus[(e.stream, e.id)]} times while handling it")
+                out.dead_letter(e, f"poison: {sus[(e.stream, e.id)]} strikes, the last a death of the consumer "
+                                   f"while handling it")
                 out.ack(e)
             else:
                 good.append(e)
         return good
+
+    def strikes(self, entry: Entry) -> int:
+        """How many times ``entry``'s handler raised or a consumer died handling it, so far."""
+        return self._suspects.get((entry.stream, entry.id), 0) if self._suspects else 0
 
     async def commit(self, out: Outputs, prefetch: bool = False) -> None:
         """Publish outputs, count, dead-letter and ack in one MULTI/EXEC.
@@ -700,6 +711,8 @@ class Consumer:
                 if k in acked:
                     self._suspects.pop(k, None)
             self._inflight = []
+        for k in out.failed:
+            self._suspects[k] = self._suspects.get(k, 0) + 1
 
     def _commands(self, out: Outputs, prefetch: list[str] | None) -> list[tuple]:
         """The commit's commands, in order: outputs, dead letters, counters, extras, acks, read-ahead."""
@@ -724,6 +737,8 @@ class Consumer:
             for op in out.extra:
                 op(rec)
             cmds.extend(rec.commands)
+        for stream, eid in out.failed:
+            cmds.append(("HINCRBY", self._strikes_key, _field(stream, eid), 1))
         if self._inflight:  # the batch had suspects: unmark it, and forget the strikes of those acked
             cmds.append(("HDEL", self._inflight_key, self._me))
             acked = {(s, i) for s, ids in out.acks.items() for i in ids}

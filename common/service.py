@@ -229,11 +229,14 @@ class Service:
             except Exception as e:  # one bad message must not stop the stream
                 out.rollback(mark, counters)
                 self.count("handler_errors")
-                log.exception("%s: handling %s %s failed (delivery %d): %s",
-                              self.name, entry.stream, entry.id, entry.deliveries, e)
-                if entry.deliveries >= self.common.max_deliveries:
-                    out.dead_letter(entry, f"handler failed {entry.deliveries}x: {type(e).__name__}: {e}")
+                strikes = self.consumer.strikes(entry) + 1  # this failure included
+                log.exception("%s: handling %s %s failed (strike %d of %d, delivery %d): %s", self.name,
+                              entry.stream, entry.id, strikes, self.common.max_deliveries, entry.deliveries, e)
+                if strikes >= self.common.max_deliveries:
+                    out.dead_letter(entry, f"handler failed {strikes}x: {type(e).__name__}: {e}")
                     out.ack(entry)
+                else:
+                    out.fail(entry)  # pending, retried (alone) after retry_idle_ms, one strike more
                 continue
             out.ack(entry)
         return out

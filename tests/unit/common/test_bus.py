@@ -249,7 +249,7 @@ async def test_an_entry_the_consumer_dies_on_is_isolated_and_dead_lettered_alone
     # after the unmarked first death: once with its neighbours (a strike each), then alone up to its 3rd strike
     assert deaths == 3
     dlq = await r.xrange(streams.dlq_stream(IN))
-    assert len(dlq) == 1 and dlq[0][1][b"reason"] == b"poison: a consumer died 3 times while handling it"
+    assert len(dlq) == 1 and dlq[0][1][b"reason"] == b"poison: 3 strikes, the last a death of the consumer while handling it"
     assert (await r.xpending(IN, "g"))["pending"] == 0
     assert not await r.exists(streams.inflight_key("g"), streams.strikes_key("g"))
     await r.aclose()
@@ -278,4 +278,30 @@ async def test_strikes_follow_an_entry_claimed_from_a_consumer_that_died_handlin
     out, good = _handle(alive, one)
     await alive.commit(out)
     assert len(await r.hgetall(streams.strikes_key("g"))) == 1  # the acked one's strike is gone
+    await r.aclose()
+
+
+async def test_handler_failures_are_strikes_kept_across_restarts_and_not_inflated_by_them(redis_url, clean_env):
+    """A handler that raised once has one strike, in Redis: restarts re-read the entry (its delivery count grows)
+    but add no strike, so it is not dead-lettered before it failed ``max_deliveries`` times."""
+    r = connect(redis_url)
+    c = _consumer(r)
+    await c.start()
+    await Publisher(r, 1000).publish([(IN, _batch("BOOM")), (IN, _batch("AAA"))])
+    boom, fine = await c.read()
+    out = Outputs()
+    out.fail(boom)  # what Service.process does when the handler raises
+    out.ack(fine)
+    await c.commit(out)
+    assert c.strikes(boom) == 1 and c.strikes(fine) == 0
+    for _ in range(5):
+        await _consumer(r).start()  # each restart re-reads it
+    c = _consumer(r)
+    await c.start()
+    (again,) = await c.read()
+    assert again.id == boom.id and again.deliveries > 3 and c.strikes(again) == 1
+    out, good = _handle(c, [again])
+    assert good == [again] and not out.dead  # handed to the handler again, not dead-lettered
+    await c.commit(out)
+    assert not await r.exists(streams.strikes_key("g"), streams.inflight_key("g"))
     await r.aclose()
