@@ -543,6 +543,8 @@ class Consumer:
             # Redis lost its state (flush / restart without persistence): recreate the groups,
             # pausing briefly so a persistent fault cannot turn into a hot loop.
             log.warning("consumer group %s missing; recreating", self.group)
+            self._suspects.clear()  # their entries are gone with the groups
+            self._inflight = []
             await self.ensure_groups()
             await asyncio.sleep(0.1)
             return []
@@ -628,10 +630,13 @@ class Consumer:
             items = await self.redis.xclaim(stream, self.group, self.consumer, self.retry_idle_ms, ids)
             items = [it for it in items if it and it[1] is not None]
             out.extend(self._to_entries(stream, items, counts))
-            # Entries trimmed away while pending: nothing left to process, just ack them.
+            # Entries trimmed away while pending: nothing left to process, just ack them (and forget their strikes).
             gone = set(ids) - {i for i, _ in items}
             if gone:
                 await self.redis.xack(stream, self.group, *gone)
+                struck = [_field(stream, g) for g in gone if self._suspects.pop((stream, g), None)]
+                if struck:
+                    await self.redis.hdel(self._strikes_key, *struck)
         return out
 
     # -- committing ---------------------------------------------------------------------

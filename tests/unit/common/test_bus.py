@@ -305,3 +305,21 @@ async def test_handler_failures_are_strikes_kept_across_restarts_and_not_inflate
     await c.commit(out)
     assert not await r.exists(streams.strikes_key("g"), streams.inflight_key("g"))
     await r.aclose()
+
+
+async def test_a_failed_entry_trimmed_away_while_pending_is_acked_and_its_strike_forgotten(redis_url, clean_env):
+    r = connect(redis_url)
+    c = _consumer(r, retry_idle_ms=50)
+    await c.start()
+    await Publisher(r, 1000).publish([(IN, _batch("BOOM"))])
+    (boom,) = await c.read()
+    out = Outputs()
+    out.fail(boom)
+    await c.commit(out)
+    assert await r.hlen(streams.strikes_key("g")) == 1
+    await r.xdel(IN, boom.id)  # trimmed (MAXLEN) while pending
+    await asyncio.sleep(0.1)
+    assert await c.read() == []  # the retry scan finds nothing left to retry
+    assert (await r.xpending(IN, "g"))["pending"] == 0
+    assert not await r.exists(streams.strikes_key("g")) and c.strikes(boom) == 0
+    await r.aclose()
