@@ -221,6 +221,11 @@ def unknown(log: HeartbeatLog, now_ns: int, error: str) -> dict[str, Any]:
     }
 
 
+def _unreadable(e: BaseException) -> str:
+    """Why Redis could not be read, in one line."""
+    return "redis unavailable: " + (str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
+
+
 async def snapshot_once(redis_url: str, log: HeartbeatLog | None = None, now_ns: int | None = None,
                         timeout_s: float = 2.0) -> dict[str, Any]:
     """``snapshot`` over a fresh connection; Redis unreachable or failing gives ``unknown`` (never raises
@@ -231,8 +236,7 @@ async def snapshot_once(redis_url: str, log: HeartbeatLog | None = None, now_ns:
         return await asyncio.wait_for(snapshot(r, log, now_ns if now_ns is not None else time.time_ns()),
                                       timeout=timeout_s * 3)
     except (TimeoutError, *BusUnavailable, RedisError) as e:
-        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        return unknown(log, now_ns if now_ns is not None else time.time_ns(), f"redis unavailable: {msg}")
+        return unknown(log, now_ns if now_ns is not None else time.time_ns(), _unreadable(e))
     finally:
         await r.aclose()
 
@@ -252,6 +256,6 @@ async def latency_once(redis_url: str, timeout_s: float = 2.0) -> tuple[list[dic
     try:
         return await asyncio.wait_for(latency(r), timeout=timeout_s * 3), None
     except (TimeoutError, *BusUnavailable, RedisError) as e:
-        return [], "redis unavailable: " + (str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
+        return [], _unreadable(e)
     finally:
         await r.aclose()

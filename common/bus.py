@@ -40,7 +40,7 @@ from common.resp import RecordingPipe, Refused, RespConnection, is_refusal, repl
 
 __all__ = [
     "Entry", "Outputs", "Consumer", "Publisher", "connect", "BusUnavailable", "DATA_FIELD", "Refused",
-    "cluster_node", "group_backlog", "pipeline_streams", "refused", "wait_drained",
+    "cluster_node", "group_backlog", "pipeline_streams", "refused", "unavailable", "wait_drained",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,11 @@ def refused(e: BaseException) -> bool:
     if isinstance(e, ExecAbortError):  # redis-py drops the code from the text
         return is_refusal(f"EXECABORT {e}")
     return isinstance(e, ResponseError) and is_refusal(str(e))
+
+
+def unavailable(e: BaseException) -> bool:
+    """Redis is not there right now, or is there and refuses writes for now: back off and try again."""
+    return isinstance(e, BusUnavailable) or refused(e)
 
 
 def connect(url: str, **kw: Any) -> aioredis.Redis:

@@ -23,7 +23,17 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from common import streams
-from common.bus import BusUnavailable, Consumer, Entry, Outputs, cluster_node, connect, group_backlog, refused
+from common.bus import (
+    BusUnavailable,
+    Consumer,
+    Entry,
+    Outputs,
+    cluster_node,
+    connect,
+    group_backlog,
+    refused,
+    unavailable,
+)
 from common.config import CommonSettings, ConfigError, env_name
 from common.latency import LatencyHistogram
 from common.messages import Heartbeat, encode
@@ -283,7 +293,7 @@ class Service:
                 self.count("batches_fenced")
                 log.warning("%s: %s; the batch is left pending for the holder", self.name, e)
             except Exception as e:
-                if not isinstance(e, BusUnavailable) and not refused(e):
+                if not unavailable(e):
                     raise
                 if self.stopping.is_set():
                     # Stopping and Redis is gone: what was prefetched stays pending and is
@@ -298,7 +308,7 @@ class Service:
                     await self.consumer.ensure_groups()
                     self.status, self.detail = "ok", ""
                 except Exception as again:
-                    if not isinstance(again, BusUnavailable) and not refused(again):
+                    if not unavailable(again):
                         raise
 
     async def _try_commit(self, out: Outputs, tries: int) -> bool:
@@ -354,6 +364,13 @@ class Service:
             log.warning("%s: redis refuses writes (%s); the batch is kept and sent again (backoff up to 1 s) "
                         "until it is accepted", self.name, e)
 
+    async def nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the service is asked to stop meanwhile."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
     async def heartbeat_once(self, status: str | None = None) -> None:
         if self.redis is None:
             return
@@ -382,13 +399,10 @@ class Service:
             try:
                 await self.heartbeat_once()
             except Exception as e:
-                if not isinstance(e, BusUnavailable) and not refused(e):
+                if not unavailable(e):
                     raise
                 log.debug("heartbeat failed: %s", e)  # the main loop reports Redis away or refusing
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=self.common.heartbeat_s)
-            except asyncio.TimeoutError:
-                pass
+            await self.nap(self.common.heartbeat_s)
 
     def request_stop(self) -> None:
         if not self.stopping.is_set():

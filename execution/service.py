@@ -291,10 +291,7 @@ class ExecutionGateway(Service):
                 self.status, self.detail = "degraded", f"database unavailable: {type(e).__name__}"
                 self.count("db_retries")
                 log.warning("execution: %s; retrying in %.2fs", str(e).splitlines()[0], delay)
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await self.nap(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_s)
                 continue
             if self.detail.startswith("database unavailable"):
@@ -462,10 +459,7 @@ class ExecutionGateway(Service):
                 if not failing:
                     log.exception("execution: reading control_requests failed (%s); retrying", type(e).__name__)
                 failing = True
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=every)
-            except TimeoutError:
-                pass
+            await self.nap(every)
 
     async def poll_controls(self) -> int:
         """Apply the unhandled control requests, then publish what they did if Redis answers; how many."""

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from common import streams
-from common.bus import BusUnavailable, Entry, Outputs, refused
+from common.bus import Entry, Outputs, unavailable
 from common.config import CommonSettings, load
 from common.messages import Control, Signal, TickBatch, encode
 from common.service import Service
@@ -146,14 +146,11 @@ class PatternEngineService(Service):
                     self._lease_until = sent + 2 * period
                     await self._take_lease()
             except Exception as e:
-                if not isinstance(e, BusUnavailable) and not refused(e):
+                if not unavailable(e):
                     raise
                 if self.active.is_set() and time.monotonic() > self._lease_until:
                     await self._lose_lease(f"cannot renew the lease: {e}")
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=period)
-            except TimeoutError:
-                pass
+            await self.nap(period)
 
     async def _take_lease(self) -> None:
         assert self.consumer is not None
@@ -191,10 +188,7 @@ class PatternEngineService(Service):
                     else:
                         log.exception("%s: checking the model registry for %s failed (%d times)", self.name,
                                       d.follows, n)
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=period)
-            except TimeoutError:
-                pass
+            await self.nap(period)
 
     async def check_model(self, d: OnnxDetector) -> bool:
         """Swap ``d`` to its name's promoted version if that changed; True if it swapped."""

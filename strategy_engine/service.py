@@ -203,10 +203,7 @@ class StrategyEngineService(Service):
                 return
             await self.refresh()
             # Bursts of fills coalesce: at most one refresh per min_refresh_interval_s.
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=s.min_refresh_interval_s)
-            except TimeoutError:
-                pass
+            await self.nap(s.min_refresh_interval_s)
 
     def _update_status(self) -> None:
         # self.detail is the base loop's (Redis unavailable); the stale context is ours.
