@@ -1,4 +1,4 @@
-import { eventSeconds } from "./prices";
+import { eventMs } from "./prices";
 import type { LiveMessage } from "./socket";
 
 export type BlotterKind = "signal" | "order" | "fill";
@@ -30,10 +30,7 @@ export function toRow(m: LiveMessage, key: number): BlotterRow | null {
   const kind = KIND[m.channel];
   if (!kind) return null;
   const d = m.data;
-  const s = eventSeconds(d);
-  const ns = typeof d.ts_event === "number" ? d.ts_event : Number(d.ts_event);
-  // whole milliseconds of the event time (eventSeconds checks it is a positive number)
-  const base = { key, kind, at: Date.now(), event: s === null ? null : Math.floor(ns / 1e6), symbol: str(d.symbol) };
+  const base = { key, kind, at: Date.now(), event: eventMs(d), symbol: str(d.symbol) };
   if (kind === "signal") {
     const strength = typeof d.strength === "number" ? ` · strength ${d.strength.toFixed(3)}` : "";
     return { ...base, side: str(d.side), qty: "", price: str(d.price), text: `${str(d.detector)}${strength}` };

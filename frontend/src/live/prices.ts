@@ -29,7 +29,6 @@ export interface SymbolSeries {
   markers: PriceMarker[];
 }
 
-
 /** Calls `draw` at most every `minIntervalMs`, on an animation frame (never twice per frame). */
 export interface DrawScheduler {
   request(draw: () => void): void;
@@ -72,10 +71,16 @@ function num(v: unknown): number | null {
   return Number.isFinite(n) ? n : null;
 }
 
-/** A message's market time (`ts_event`, nanoseconds since the epoch) in whole seconds; null when absent. */
-export function eventSeconds(d: Record<string, unknown>): number | null {
+/** A message's market time (`ts_event`, nanoseconds since the epoch) in whole milliseconds; null when absent. */
+export function eventMs(d: Record<string, unknown>): number | null {
   const ns = num(d.ts_event);
-  return ns !== null && ns > 0 ? Math.floor(ns / 1e9) : null;
+  return ns !== null && ns > 0 ? Math.floor(ns / 1e6) : null;
+}
+
+/** The same in whole seconds (the chart's time axis). */
+export function eventSeconds(d: Record<string, unknown>): number | null {
+  const ms = eventMs(d);
+  return ms === null ? null : Math.floor(ms / 1000);
 }
 
 /** A trade's price, else the quote's mid; null when the tick carries neither. */
@@ -92,20 +97,6 @@ function side(v: unknown): "BUY" | "SELL" | null {
   return s === "BUY" || s === "1" ? "BUY" : s === "SELL" || s === "-1" ? "SELL" : null;
 }
 
-/**
- * Per-symbol price history on market time, with the symbol's signals and fills as markers. Time is
- * each message's `ts_event` (the tick's time, which a signal and a fill carry too), so a replay at full
- * speed draws its whole session rather than the few seconds of wall clock it took; the panel's clock
- * stands in only for a message without one. One point per second (the chart's time axis needs strictly
- * increasing seconds), kept in time order: a tick sets its second's price; a signal's price (the price
- * of the tick it fired on) fills a second no tick has, which is what draws a fast replay's line, since
- * the socket sends each symbol's latest tick only a few times a second. A tick more than REWIND_S
- * before the symbol's newest point starts its series again (an earlier period replayed); signals and
- * fills never do, as they reach the panel after the ticks they came from, minutes of market time later
- * in a fast replay. Bounded: at most PRICE_MAX points (the oldest go) and MARKER_MAX markers per
- * symbol. Listeners hear of changes through the scheduler: thousands of ticks a second cost a few
- * draws a second.
- */
 /** Sets (`replace`) or fills the point of second `time`, keeping `points` in time order and bounded. */
 function put(points: PricePoint[], time: number, value: number, replace: boolean): void {
   let lo = 0;
@@ -127,6 +118,20 @@ function put(points: PricePoint[], time: number, value: number, replace: boolean
   if (points.length > PRICE_MAX) points.splice(0, points.length - PRICE_MAX);
 }
 
+/**
+ * Per-symbol price history on market time, with the symbol's signals and fills as markers. Time is
+ * each message's `ts_event` (the tick's time, which a signal and a fill carry too), so a replay at full
+ * speed draws its whole session rather than the few seconds of wall clock it took; the panel's clock
+ * stands in only for a message without one. One point per second (the chart's time axis needs strictly
+ * increasing seconds), kept in time order: a tick sets its second's price; a signal's price (the price
+ * of the tick it fired on) fills a second no tick has, which is what draws a fast replay's line, since
+ * the socket sends each symbol's latest tick only a few times a second. A tick more than REWIND_S
+ * before the symbol's newest point starts its series again (an earlier period replayed); signals and
+ * fills never do, as they reach the panel after the ticks they came from, minutes of market time later
+ * in a fast replay. Bounded: at most PRICE_MAX points (the oldest go) and MARKER_MAX markers per
+ * symbol. Listeners hear of changes through the scheduler: thousands of ticks a second cost a few
+ * draws a second.
+ */
 export class PriceBook {
   private series = new Map<string, SymbolSeries>();
   private listeners = new Set<() => void>();
