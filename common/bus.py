@@ -707,6 +707,13 @@ class Consumer:
         self._backlog.extend(fetched)
         self._catch_up = bool(fetched) and names is self._eager and bool(self._lazy)
 
+    def _settled(self, out: Outputs) -> list[tuple[str, bytes]]:
+        """The suspects of the batch handed out last that ``out`` acks (handled, or dead-lettered)."""
+        if not self._inflight:
+            return []
+        acked = {(s, i) for s, ids in out.acks.items() for i in ids}
+        return [k for k in self._inflight if k in acked]
+
     def _done(self, out: Outputs) -> None:
         """Add a durable commit to the process's totals (a few dict updates per batch)."""
         for d in out.dead:
@@ -715,11 +722,9 @@ class Consumer:
             self.committed[name] = self.committed.get(name, 0) + n
         for stream, ids in out.acks.items():
             self.acked[stream] = self.acked.get(stream, 0) + len(ids)
-        if self._inflight:
-            acked = {(s, i) for s, ids in out.acks.items() for i in ids}
-            for k in self._inflight:
-                if k in acked:
-                    self._suspects.pop(k, None)
+        if self._inflight:  # (the usual batch has none: no call, no allocation)
+            for k in self._settled(out):
+                self._suspects.pop(k, None)
             self._inflight = []
         for k in out.failed:
             self._suspects[k] = self._suspects.get(k, 0) + 1
@@ -751,8 +756,7 @@ class Consumer:
             cmds.append(("HINCRBY", self._strikes_key, _field(stream, eid), 1))
         if self._inflight:  # the batch had suspects: unmark it, and forget the strikes of those acked
             cmds.append(("HDEL", self._inflight_key, self._me))
-            acked = {(s, i) for s, ids in out.acks.items() for i in ids}
-            struck = [_field(*k) for k in self._inflight if k in acked and self._suspects.get(k)]
+            struck = [_field(*k) for k in self._settled(out) if self._suspects.get(k)]
             if struck:
                 cmds.append(("HDEL", self._strikes_key, *struck))
         for stream, ids in out.acks.items():
